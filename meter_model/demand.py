@@ -1,0 +1,157 @@
+"""Demand exactly as SPEC section 2 defines it, in one place for the meter and the gateway.
+
+Sub-intervals of length S are aligned to multiples of S since the Unix epoch and half-open
+``[start, end)``: energy stamped exactly on a boundary belongs to the later sub-interval.
+
+- Instantaneous demand after sub-interval k closes: ``D5 = E_k / S``.
+- Rolling demand of the window ending with sub-interval k: ``D15 = (E_k-2 + E_k-1 + E_k) / W``.
+  Sub-intervals with no data (before counting started, or a gap) count as 0 and mark the window
+  partial; so does a sub-interval that was only partly observed.
+- Peak demand is the largest D15 since the last reset, with the end time of its window; a later
+  window must be strictly larger to replace it.
+
+Energy comes in any integer unit (nanojoules in the meter model, Wh in the gateway); the caller
+says how many joules one unit is, and demands are exact fractions of a kW.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from fractions import Fraction
+
+from meter_model.units import US_PER_S
+
+
+@dataclass(frozen=True)
+class DemandSettings:
+    """Sub-interval length S and demand window W, in seconds; S must divide W."""
+
+    sub_interval_s: int = 300
+    window_s: int = 900
+
+    def __post_init__(self) -> None:
+        if self.sub_interval_s <= 0 or self.window_s <= 0:
+            raise ValueError("sub-interval and window must be positive")
+        if self.window_s % self.sub_interval_s:
+            raise ValueError(
+                f"sub-interval {self.sub_interval_s} s must divide window {self.window_s} s"
+            )
+
+    @property
+    def sub_interval_us(self) -> int:
+        return self.sub_interval_s * US_PER_S
+
+    @property
+    def sub_intervals_per_window(self) -> int:
+        return self.window_s // self.sub_interval_s
+
+
+@dataclass(frozen=True, slots=True)
+class SubInterval:
+    """A closed sub-interval: its bounds, its energy and whether it was wholly observed."""
+
+    start_us: int
+    end_us: int
+    energy: int
+    complete: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Peak:
+    """A peak demand and the end time of its window."""
+
+    demand_kw: Fraction
+    window_end_us: int
+    partial: bool
+
+
+class DemandMeter:
+    """Accumulate energy into sub-intervals and track instantaneous, rolling and peak demand."""
+
+    def __init__(self, settings: DemandSettings, joules_per_unit: Fraction, start_us: int) -> None:
+        self.settings = settings
+        self._joules_per_unit = Fraction(joules_per_unit)
+        s_us = settings.sub_interval_us
+        self._index = start_us // s_us
+        self._energy = 0
+        # A sub-interval that began before counting started was only partly observed.
+        self._complete = start_us % s_us == 0
+        self._window: deque[SubInterval | None] = deque(
+            [None] * settings.sub_intervals_per_window, maxlen=settings.sub_intervals_per_window
+        )
+        self.last: SubInterval | None = None
+        self.peak: Peak | None = None
+
+    @property
+    def current_start_us(self) -> int:
+        return self._index * self.settings.sub_interval_us
+
+    @property
+    def current_energy(self) -> int:
+        return self._energy
+
+    def add(self, t_us: int, energy: int) -> list[SubInterval]:
+        """Add energy stamped at ``t_us``; return the sub-intervals this closed, oldest first."""
+        closed = self.close_through(t_us)
+        self._energy += energy
+        return closed
+
+    def close_through(self, t_us: int, *, observed: bool = True) -> list[SubInterval]:
+        """Close every sub-interval that ends at or before ``t_us``; return them, oldest first.
+
+        Sub-intervals after the current one received no energy: with ``observed`` they were
+        watched and empty (complete zeros), without it they are a gap (partial zeros). Once a
+        whole window of them has closed nothing more can change but the window's end, so a
+        longer stretch returns its first window's worth and its last sub-interval only.
+        """
+        target = t_us // self.settings.sub_interval_us
+        closed: list[SubInterval] = []
+        if target <= self._index:
+            return closed
+        closed.append(self._close(complete=self._complete))
+        while self._index < target:
+            if len(closed) > self.settings.sub_intervals_per_window:
+                self._index = target - 1
+            closed.append(self._close(complete=observed))
+        return closed
+
+    def mark_gap(self) -> None:
+        """Mark the current sub-interval as not wholly observed (an outage, a restart)."""
+        self._complete = False
+
+    def _close(self, *, complete: bool) -> SubInterval:
+        s_us = self.settings.sub_interval_us
+        start = self._index * s_us
+        sub = SubInterval(start, start + s_us, self._energy, complete)
+        self._window.append(sub)
+        self.last = sub
+        self._index += 1
+        self._energy = 0
+        self._complete = True
+        window = self.window_demand_kw()
+        if self.peak is None or window > self.peak.demand_kw:
+            self.peak = Peak(window, sub.end_us, self.window_partial())
+        return sub
+
+    def _kw(self, energy: int, seconds: int) -> Fraction:
+        return energy * self._joules_per_unit / (seconds * 1000)
+
+    def instantaneous_kw(self) -> Fraction:
+        """Return D5 of the last closed sub-interval (0 before any has closed)."""
+        if self.last is None:
+            return Fraction(0)
+        return self._kw(self.last.energy, self.settings.sub_interval_s)
+
+    def window_demand_kw(self) -> Fraction:
+        """Return D15 of the window ending with the last closed sub-interval."""
+        energy = sum(sub.energy for sub in self._window if sub is not None)
+        return self._kw(energy, self.settings.window_s)
+
+    def window_partial(self) -> bool:
+        return any(sub is None or not sub.complete for sub in self._window)
+
+    def reset_peak(self) -> Peak | None:
+        """Clear the peak; return the one cleared."""
+        cleared, self.peak = self.peak, None
+        return cleared
