@@ -1,0 +1,48 @@
+"""Benchmark ``amr-gateway simulate`` over a one-year, one-minute-step profile (525,600 rows).
+
+Goal (issue 2): under 5 seconds for the whole command on the development machine.
+
+    python benchmarks/bench_simulate.py [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from _common import DATA, gateway, report, run_timed
+
+from meter_model.profiles import builtin_power_mw
+
+T0_S = 1_735_689_600  # 2025-01-01T00:00:00Z
+ROWS = 525_600
+
+
+def make_profile() -> str:
+    DATA.mkdir(exist_ok=True)
+    path = DATA / "profile-1y-1min.csv"
+    if not path.exists():
+        with open(path, "w") as handle:
+            handle.write("time,kw\n")
+            for i in range(ROWS + 1):
+                t_s = T0_S + 60 * i
+                power_mw = builtin_power_mw(t_s * 1_000_000)
+                handle.write(f"{t_s},{power_mw // 1_000_000}.{power_mw % 1_000_000:06d}\n")
+    return str(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    profile = make_profile()
+    for suffix in (".csv", ".csv.gz"):
+        out = str(DATA / f"simulated-1y{suffix}")
+        times = []
+        for _ in range(args.runs):
+            seconds, _ = run_timed(gateway("simulate", "--profile", profile, "--out", out))
+            times.append(seconds)
+        report(f"simulate 1 year -> {suffix}", times)
+
+
+if __name__ == "__main__":
+    main()

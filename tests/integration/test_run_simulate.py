@@ -1,0 +1,79 @@
+"""``amr-gateway run --simulate``: the walking skeleton of the daemon."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def start(cwd: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "gateway", "run", "--simulate", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def counters(db: Path) -> dict[str, int]:
+    with sqlite3.connect(db) as conn:
+        return dict(conn.execute("select channel, edges from channel_counters").fetchall())
+
+
+def wait_for_counts(db: Path, minimum: int, timeout_s: float = 30.0) -> dict[str, int]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if db.exists():
+            try:
+                counts = counters(db)
+            except sqlite3.OperationalError:
+                counts = {}
+            if counts.get("10", 0) >= minimum:
+                return counts
+        time.sleep(0.2)
+    raise AssertionError(f"no {minimum} edges in {db} after {timeout_s} s")
+
+
+def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> tuple[int, str, str]:
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=30)
+    return proc.returncode, out, err
+
+
+def test_runs_on_embedded_defaults_and_stops_cleanly(tmp_path) -> None:
+    proc = start(tmp_path, "--speed", "3600")
+    wait_for_counts(tmp_path / "gateway.db", 20)
+    code, out, err = stop(proc)
+    assert code == 0, err
+    assert "Traceback" not in err
+    lines = [line for line in out.splitlines() if "meter1" in line]
+    assert len(lines) >= 2 and "kWh" in lines[-1]
+    final = counters(tmp_path / "gateway.db")
+    # The last reading line reports the register the database holds.
+    assert f"edges 10={final['10']} 1K={final['1K']}" in lines[-1]
+    assert final["10"] >= 20
+
+
+def test_ctrl_c_stops_with_status_0_and_restart_keeps_the_register(tmp_path) -> None:
+    proc = start(tmp_path, "--speed", "3600")
+    wait_for_counts(tmp_path / "gateway.db", 10)
+    code, _, err = stop(proc, signal.SIGINT)
+    assert code == 0, err
+    before = counters(tmp_path / "gateway.db")["10"]
+    proc = start(tmp_path, "--speed", "3600")
+    after = wait_for_counts(tmp_path / "gateway.db", before + 10)
+    code, _, err = stop(proc)
+    assert code == 0, err
+    assert after["10"] > before
+
+
+def test_run_without_simulate_or_config_is_a_usage_error(cli, tmp_path) -> None:
+    result = cli("run", cwd=tmp_path)
+    assert result.returncode == 2 and "--simulate" in result.stderr
+    result = cli("run", "--simulate", "--speed", "-1", cwd=tmp_path)
+    assert result.returncode == 2
