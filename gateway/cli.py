@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="A",
         help="CT primary rating in amperes (default 200)",
     )
+    replay = commands.add_parser(
+        "replay", help="reconstruct energy, demand and intervals from captured pulse logs"
+    )
+    replay.add_argument("logs", nargs="+", metavar="LOG", help="pulse logs (plain or .gz)")
+    replay.add_argument("--json", action="store_true", help="print one JSON object")
+    replay.add_argument("--intervals", metavar="CSV", help="write 15-minute interval data")
+    replay.add_argument("--plot", metavar="PNG", help="draw the load profile (needs [plot])")
     return parser
 
 
@@ -114,7 +121,14 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": _cmd_run, "simulate": _cmd_simulate}
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from gateway.commands.replay import replay
+
+    replay(args.logs, as_json=args.json, intervals_csv=args.intervals, plot_png=args.plot)
+    return EXIT_OK
+
+
+COMMANDS = {"run": _cmd_run, "simulate": _cmd_simulate, "replay": _cmd_replay}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,7 +13,7 @@ from gateway.core.meter import MeterCore, Reading
 from gateway.errors import ConfigError
 from gateway.sinks.store import Store
 from gateway.sources import Source
-from gateway.timefmt import format_iso
+from gateway.timefmt import NS_PER_US, format_iso
 from meter_model import MeterConfig, MeterModelError
 from meter_model.units import lcd_kwh, round_kw
 
@@ -38,9 +38,9 @@ def build_source(settings: MeterSettings, start_ns: int) -> Source:
 def format_reading(reading: Reading) -> str:
     """Return one human-readable line for a reading."""
     peak = "-"
-    if reading.peak_demand_kw is not None and reading.peak_end_ns is not None:
-        window_end = format_iso(reading.peak_end_ns)
-        peak = f"{round_kw(reading.peak_demand_kw)} kW (window ending {window_end})"
+    if reading.peak is not None:
+        window_end = format_iso(reading.peak.window_end_us * NS_PER_US)
+        peak = f"{round_kw(reading.peak.demand_kw)} kW (window ending {window_end})"
     return (
         f"{format_iso(reading.t_ns, 0)} {reading.meter}: "
         f"{reading.energy_wh / 1000:.3f} kWh (LCD {lcd_kwh(reading.energy_wh)}), "
@@ -65,7 +65,7 @@ class Service:
         self._monotonic_ns = monotonic_ns
         start_ns = wall_ns()
         self.sources = [build_source(m, start_ns) for m in config.meters]
-        self.cores = [MeterCore(m.name, start_ns) for m in config.meters]
+        self.cores = [MeterCore(m.name, start_ns=start_ns) for m in config.meters]
         self.store = Store(config.gateway.database)
         for settings, core in zip(config.meters, self.cores, strict=True):
             self.store.load(core, settings.model, settings.source)
@@ -83,7 +83,8 @@ class Service:
                 mono = self._monotonic_ns()
                 for i, (source, core) in enumerate(zip(self.sources, self.cores, strict=True)):
                     poll = source.poll(mono)
-                    core.feed(poll.edges)
+                    for edge in poll.edges:
+                        core.push(edge)
                     core.advance(poll.now_ns)
                     self._now_ns[i] = poll.now_ns
                 if mono - last_commit >= gateway.commit_interval_s * 1e9:

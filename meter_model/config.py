@@ -161,7 +161,7 @@ WIRES: dict[Service, int] = {
 # The manual covers "Models beginning with 1K, 1N, 1O, 2K, 2N and 2O".
 _MODEL_RE = re.compile(
     r"^(?P<series>[12])(?P<variant>[KNO])(?P<voltage>\d{3})"
-    r"(?:-(?P<wires>[234])W)?(?P<suffix>(?:-[A-Z0-9]+)*)$"
+    r"(?:-(?P<wires>\d+)W)?(?P<suffix>(?:-[A-Z0-9]+)*)$"
 )
 
 

@@ -20,6 +20,9 @@ from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
 
+import numpy as np
+import numpy.typing as npt
+
 from meter_model.units import US_PER_S
 
 
@@ -80,6 +83,8 @@ class DemandMeter:
         self._window: deque[SubInterval | None] = deque(
             [None] * settings.sub_intervals_per_window, maxlen=settings.sub_intervals_per_window
         )
+        self._window_energy = 0
+        self._peak_energy: int | None = None
         self.last: SubInterval | None = None
         self.peak: Peak | None = None
 
@@ -103,18 +108,74 @@ class DemandMeter:
         Sub-intervals after the current one received no energy: with ``observed`` they were
         watched and empty (complete zeros), without it they are a gap (partial zeros). Once a
         whole window of them has closed nothing more can change but the window's end, so a
-        longer stretch returns its first window's worth and its last sub-interval only.
+        longer stretch returns its first and last windows' worth only.
         """
         target = t_us // self.settings.sub_interval_us
         closed: list[SubInterval] = []
         if target <= self._index:
             return closed
         closed.append(self._close(complete=self._complete))
+        n = self.settings.sub_intervals_per_window
         while self._index < target:
-            if len(closed) > self.settings.sub_intervals_per_window:
-                self._index = target - 1
+            if len(closed) > n and self._index < target - n:
+                self._index = target - n  # the window holds only zeros by now
             closed.append(self._close(complete=observed))
         return closed
+
+    def add_many(self, sub_index: npt.ArrayLike, energy: npt.ArrayLike) -> None:
+        """Add energy to many sub-intervals at once, as ``add`` would one by one.
+
+        ``sub_index`` holds sub-interval numbers (start // S), strictly increasing, none before
+        the current one. Vectorised: the rolling windows and the peak come from cumulative sums.
+        """
+        index = np.asarray(sub_index, np.int64)
+        values = np.asarray(energy, np.int64)
+        if len(index) == 0:
+            return
+        # Energy stamped before the current sub-interval lands in it, as ``add`` would do.
+        early = index <= self._index
+        if early.any():
+            self._energy += int(values[early].sum())
+            index, values = index[~early], values[~early]
+        if len(index) == 0:
+            return
+        span = int(index[-1]) - self._index  # sub-intervals to close
+        if span > 1_000_000:  # a stretch of years: the one-by-one path skips the quiet part
+            for i, e in zip(index.tolist(), values.tolist(), strict=True):
+                self.add(i * self.settings.sub_interval_us, e)
+            return
+        n = self.settings.sub_intervals_per_window
+        closed = np.zeros(span, np.int64)
+        closed[0] = self._energy
+        inner = index[:-1] - self._index
+        closed[inner] += values[:-1]
+        complete = np.ones(span, np.bool_)
+        complete[0] = self._complete
+        history = list(self._window)
+        series = np.concatenate(
+            [np.array([sub.energy if sub else 0 for sub in history], np.int64), closed]
+        )
+        ok = np.concatenate([np.array([bool(sub and sub.complete) for sub in history]), complete])
+        sums = np.cumsum(np.concatenate([[0], series]))
+        windows = sums[n:] - sums[:-n]  # windows[j] ends with series[j + n - 1]
+        windows = windows[1:]  # the first ends with the last already-closed sub-interval
+        best = int(windows.max())
+        s_us = self.settings.sub_interval_us
+        if self._peak_energy is None or best > self._peak_energy:
+            j = int(np.argmax(windows))
+            self._peak_energy = best
+            end_us = (self._index + j + 1) * s_us
+            partial = not bool(ok[j + 1 : j + 1 + n].all())
+            self.peak = Peak(self._kw(best, self.settings.window_s), end_us, partial)
+        first = self._index
+        for k in range(max(0, span - n), span):
+            start = (first + k) * s_us
+            self._window.append(SubInterval(start, start + s_us, int(closed[k]), bool(complete[k])))
+        self._window_energy = int(windows[-1])
+        self.last = self._window[-1]
+        self._index = int(index[-1])
+        self._energy = int(values[-1])
+        self._complete = True
 
     def mark_gap(self) -> None:
         """Mark the current sub-interval as not wholly observed (an outage, a restart)."""
@@ -124,14 +185,17 @@ class DemandMeter:
         s_us = self.settings.sub_interval_us
         start = self._index * s_us
         sub = SubInterval(start, start + s_us, self._energy, complete)
+        evicted = self._window[0]
         self._window.append(sub)
+        self._window_energy += sub.energy - (evicted.energy if evicted is not None else 0)
         self.last = sub
         self._index += 1
         self._energy = 0
         self._complete = True
-        window = self.window_demand_kw()
-        if self.peak is None or window > self.peak.demand_kw:
-            self.peak = Peak(window, sub.end_us, self.window_partial())
+        # Every window has the same length, so comparing energies compares demands exactly.
+        if self._peak_energy is None or self._window_energy > self._peak_energy:
+            self._peak_energy = self._window_energy
+            self.peak = Peak(self.window_demand_kw(), sub.end_us, self.window_partial())
         return sub
 
     def _kw(self, energy: int, seconds: int) -> Fraction:
@@ -145,8 +209,7 @@ class DemandMeter:
 
     def window_demand_kw(self) -> Fraction:
         """Return D15 of the window ending with the last closed sub-interval."""
-        energy = sum(sub.energy for sub in self._window if sub is not None)
-        return self._kw(energy, self.settings.window_s)
+        return self._kw(self._window_energy, self.settings.window_s)
 
     def window_partial(self) -> bool:
         return any(sub is None or not sub.complete for sub in self._window)
@@ -154,4 +217,5 @@ class DemandMeter:
     def reset_peak(self) -> Peak | None:
         """Clear the peak; return the one cleared."""
         cleared, self.peak = self.peak, None
+        self._peak_energy = None
         return cleared

@@ -161,7 +161,9 @@ def measure(config: MeterConfig, inputs: Inputs, accuracy: Accuracy = Accuracy()
         registered_w += power_w * (1.0 + accuracy.error_pct(pf) / 100.0)
     net_w = sum(element_w)
     load_a = max(load.current_a for load in inputs.lines)
-    reverse = net_w < 0.0 and load_a >= REVERSE_LED_MIN_LOAD_A
+    # Judge the direction at the milliwatt, like the register, so float noise around a net of
+    # exactly 0 W (e.g. two CTs swapped on a balanced load) does not light the LED.
+    reverse = round(net_w * 1000.0) < 0 and load_a >= REVERSE_LED_MIN_LOAD_A
     # The register never runs backwards: negative net power registers nothing.
     registered_mw = max(0, round(registered_w * 1000.0))
     return Measurement(True, tuple(element_w), registered_mw, reverse, net_w)
@@ -171,6 +173,8 @@ def balanced_inputs(config: MeterConfig, power_kw: float, power_factor: float = 
     """Return nominal-voltage inputs carrying ``power_kw`` as equal currents on every line."""
     if power_kw < 0 or not math.isfinite(power_kw):
         raise OutOfRangeError("power", f"{power_kw} kW", "0 kW or more")
+    if not POWER_FACTOR_MIN <= power_factor <= 1.0:  # also keeps PF 0 from dividing by zero
+        raise OutOfRangeError("power factor", f"{power_factor:g}", "0.5-1.0 leading or lagging")
     volts = sum(line.nominal_v for line in config.lines)
     current_a = power_kw * 1000.0 / (volts * power_factor) if power_kw else 0.0
     if current_a > config.max_current_a:

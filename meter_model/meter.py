@@ -83,9 +83,10 @@ class Meter:
             stop = min(t_us, (self._t_us // s_us + 1) * s_us)
             edges.extend(segment_edges(self._t_us, self._energy_nj, power_mw, stop))
             energy = power_mw * (stop - self._t_us)
-            if not self._measurement.powered:
-                self._demand.mark_gap()  # the meter itself was dark
             self._demand.add(self._t_us, energy)
+            if not self._measurement.powered:
+                # After add, which closed the earlier sub-intervals: mark this step's own.
+                self._demand.mark_gap()  # the meter itself was dark
             self._energy_nj += energy
             self._t_us = stop
         self._demand.close_through(t_us)

@@ -29,8 +29,8 @@ def _wobble_mw(minute: int) -> int:
 
 def builtin_power_mw(t_us: int, utc_offset_h: float = 0.0) -> int:
     """Return the built-in profile's power in mW during the minute containing ``t_us``."""
-    t_s = t_us // US_PER_S
-    minute = t_s // STEP_S
+    minute = t_us // US_PER_S // STEP_S
+    t_s = minute * STEP_S  # constant within the minute, as builtin_segments steps it
     local_s = (t_s + int(utc_offset_h * 3600)) % 86_400
     hour = local_s / 3600.0
     power = BASE_MW + _wobble_mw(minute)

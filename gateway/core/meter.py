@@ -1,28 +1,68 @@
-"""Per-meter reconstruction: edges in, register, power and demand out. Pure; time comes in."""
+"""Per-meter reconstruction: edges in, register, power, demand, intervals and checks out.
+
+Pure and deterministic: time comes with the edges, and "now" from the caller. One class serves
+both paths: :meth:`MeterCore.push` takes one edge at a time (live), :meth:`MeterCore.push_chunk`
+takes numpy arrays (replay). Both run the same hygiene, counting, demand, interval and cross-check
+code on the same state, and give identical results (a property test holds them to it).
+
+Edges of one meter must come in time order across its channels (within the glitch width);
+replay sorts a log that is not.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+import numpy as np
+import numpy.typing as npt
+
+from gateway.core.arrays import runs
+from gateway.core.crosscheck import DEFAULT_TOLERANCE_NS, CrossCheck
 from gateway.core.edge import CHANNEL_1K, CHANNEL_10, CHANNELS, Edge
-from gateway.timefmt import NS_PER_S, NS_PER_US
-from meter_model.demand import DemandMeter, DemandSettings
+from gateway.core.events import Event, EventKind
+from gateway.core.hygiene import DEFAULT_GLITCH_NS, ChannelHygiene, Cleaned
+from gateway.core.intervals import Interval, IntervalAccumulator
+from meter_model.demand import DemandMeter, DemandSettings, Peak
 from meter_model.units import WH_PER_EDGE_1K, WH_PER_EDGE_10
 
+I64 = npt.NDArray[np.int64]
+NS_PER_US = 1_000
+NS_PER_S = 1_000_000_000
 J_PER_WH = 3600
 
 
+@dataclass(frozen=True)
+class CoreSettings:
+    """How one meter's edges are reconstructed."""
+
+    wh_per_edge: dict[str, int] = field(
+        default_factory=lambda: {CHANNEL_10: WH_PER_EDGE_10, CHANNEL_1K: WH_PER_EDGE_1K}
+    )
+    glitch_ns: int = DEFAULT_GLITCH_NS
+    coincidence_ns: int = DEFAULT_TOLERANCE_NS
+    demand: DemandSettings = field(default_factory=DemandSettings)
+    interval_s: int = 900
+    max_power_w: float | None = None  # what the meter can physically produce; None: unchecked
+    register_channel: str | None = None  # None: `10` if it has edges, else `1K`
+
+    def min_edge_gap_ns(self, channel: str) -> int:
+        """Return the shortest plausible time between two edges at the meter's maximum power."""
+        if self.max_power_w is None:
+            return 0
+        return int(self.wh_per_edge[channel] * J_PER_WH * NS_PER_S / self.max_power_w)
+
+
 @dataclass
-class ChannelCounter:
-    """One channel's integer truth: edges counted, last level and last edge time."""
+class ChannelTotals:
+    """What a channel counted: the integer truth, and the last two counted edge times."""
 
     wh_per_edge: int
     edges: int = 0
-    level: int | None = None
-    last_edge_ns: int | None = None
-    previous_edge_ns: int | None = None
+    noise: int = 0
+    last_ns: int | None = None
+    previous_ns: int | None = None
+    last_real_ns: int | None = None
 
     @property
     def energy_wh(self) -> int:
@@ -31,7 +71,7 @@ class ChannelCounter:
 
 @dataclass(frozen=True)
 class Reading:
-    """A meter's state at one moment, as the gateway reports it."""
+    """A meter's state at one moment."""
 
     meter: str
     t_ns: int
@@ -39,70 +79,237 @@ class Reading:
     edges: dict[str, int]
     power_kw: float
     demand_kw: Fraction
-    peak_demand_kw: Fraction | None
-    peak_end_ns: int | None
+    peak: Peak | None
 
 
-@dataclass
 class MeterCore:
-    """Count one meter's edges; the register is `10` when wired, else `1K`."""
+    """Reconstruct one meter from its edges."""
 
-    name: str
-    start_ns: int
-    register_channel: str = CHANNEL_10
-    wh_per_edge: dict[str, int] = field(
-        default_factory=lambda: {CHANNEL_10: WH_PER_EDGE_10, CHANNEL_1K: WH_PER_EDGE_1K}
-    )
-    demand_settings: DemandSettings = field(default_factory=DemandSettings)
-
-    def __post_init__(self) -> None:
-        self.channels = {ch: ChannelCounter(self.wh_per_edge[ch]) for ch in CHANNELS}
-        self.demand = DemandMeter(
-            self.demand_settings, Fraction(J_PER_WH), self.start_ns // NS_PER_US
+    def __init__(
+        self,
+        name: str,
+        settings: CoreSettings | None = None,
+        *,
+        start_ns: int | None = None,
+        initial_levels: dict[str, int] | None = None,
+    ) -> None:
+        self.name = name
+        self.settings = settings = settings or CoreSettings()
+        self.hygiene = {ch: ChannelHygiene(settings.glitch_ns) for ch in CHANNELS}
+        for ch, level in (initial_levels or {}).items():
+            self.hygiene[ch].level = level
+        self.totals = {ch: ChannelTotals(settings.wh_per_edge[ch]) for ch in CHANNELS}
+        self.crosscheck = CrossCheck(
+            settings.wh_per_edge[CHANNEL_10],
+            settings.wh_per_edge[CHANNEL_1K],
+            settings.coincidence_ns,
+            settings.glitch_ns,
         )
+        self.events: list[Event] = []
+        self.start_ns: int | None = None
+        self.first_ns: int | None = None
+        self.last_ns: int | None = None
+        self.closed: list[Interval] = []
+        self._demand: dict[str, DemandMeter] = {}
+        self._intervals: IntervalAccumulator | None = None
+        self._events_seen = 0
+        if start_ns is not None:
+            self._begin(start_ns)
+
+    # -- feeding -----------------------------------------------------------------------------
+
+    def _begin(self, start_ns: int) -> None:
+        if self.start_ns is not None:
+            return
+        self.start_ns = start_ns
+        s = self.settings
+        for ch in CHANNELS:
+            joules = Fraction(J_PER_WH)  # demand counts energy in Wh
+            self._demand[ch] = DemandMeter(s.demand, joules, start_ns // NS_PER_US)
+        self._intervals = IntervalAccumulator(self.name, s.interval_s, s.wh_per_edge, start_ns)
+
+    def _seen(self, first_ns: int, last_ns: int) -> None:
+        if self.first_ns is None:
+            self.first_ns = first_ns
+        self.last_ns = last_ns if self.last_ns is None else max(self.last_ns, last_ns)
+
+    def push(self, edge: Edge) -> None:
+        """Take one edge (live). Edges come in time order across the meter's channels."""
+        self._begin(edge.t_ns)
+        self._seen(edge.t_ns, edge.t_ns)
+        for ch in CHANNELS:
+            if ch != edge.channel:
+                self._take(ch, self.hygiene[ch].advance(edge.t_ns))
+        self._take(edge.channel, self.hygiene[edge.channel].push(edge.t_ns, edge.level))
+
+    def push_chunk(self, blocks: dict[str, tuple[I64, npt.NDArray[np.int8]]]) -> None:
+        """Take a chunk of edges per channel, each sorted by (time, level) (replay).
+
+        Every edge of the chunk must come at or after every edge of earlier chunks.
+        """
+        present = [(ch, t, lv) for ch, (t, lv) in blocks.items() if len(t)]
+        if not present:
+            return
+        first = min(int(t[0]) for _, t, _ in present)
+        last = max(int(t[-1]) for _, t, _ in present)
+        self._begin(first)
+        self._seen(first, last)
+        # `1K` before `10`, so the cross-check has each `1K` edge before the `10` edges after
+        # it; no later chunk comes before ``last``, so each channel's pending edge can go too.
+        blocks_by_channel = {ch: (t, lv) for ch, t, lv in present}
+        for ch in (CHANNEL_1K, CHANNEL_10):
+            if ch in blocks_by_channel:
+                self._take(ch, self.hygiene[ch].push_block(*blocks_by_channel[ch]))
+            self._take(ch, self.hygiene[ch].advance(last))
+
+    def _take(self, channel: str, cleaned: Cleaned) -> None:
+        counted = cleaned.t_ns
+        if len(counted) == 0 and len(cleaned.glitch_t_ns) == 0:
+            return
+        totals = self.totals[channel]
+        if len(counted):
+            totals.edges += len(counted)
+            if len(counted) >= 2:
+                totals.previous_ns = int(counted[-2])
+            else:
+                totals.previous_ns = totals.last_ns
+            totals.last_ns = int(counted[-1])
+            demand = self._demand[channel]
+            s_us = self.settings.demand.sub_interval_us
+            subs, counts = runs(counted // (s_us * NS_PER_US))
+            demand.add_many(subs, counts * totals.wh_per_edge)
+            assert self._intervals is not None
+            self._intervals.add(channel, counted)
+        if cleaned.inferred.any():
+            self._flag(counted[cleaned.inferred], "inferred")
+        if len(cleaned.glitch_t_ns):
+            self._flag(cleaned.glitch_t_ns, "glitch")
+        self._check_noise(channel, cleaned.real_t_ns)
+        if channel == CHANNEL_10:
+            self.crosscheck.add_10(counted)
+        else:
+            self.crosscheck.add_1k(counted)
+        self._collect_events()
+
+    def _check_noise(self, channel: str, real: I64) -> None:
+        min_gap = self.settings.min_edge_gap_ns(channel)
+        totals = self.totals[channel]
+        if len(real) == 0:
+            return
+        if min_gap:
+            previous = np.empty(len(real), np.int64)
+            previous[1:] = real[:-1]
+            previous[0] = real[0] - min_gap if totals.last_real_ns is None else totals.last_real_ns
+            noisy = (real - previous) < min_gap
+            if noisy.any():
+                totals.noise += int(noisy.sum())
+                self._flag(real[noisy], "noise")
+        totals.last_real_ns = int(real[-1])
+
+    def _flag(self, t_ns: I64 | list[int], flag: str) -> None:
+        assert self._intervals is not None
+        self._intervals.flag(t_ns, flag)
+
+    def _collect_events(self) -> None:
+        new = self.crosscheck.events[self._events_seen :]
+        if new:
+            self._events_seen += len(new)
+            self.events.extend(new)
+            self._flag([e.t_ns for e in new], "crosscheck")
+
+    # -- time passing ------------------------------------------------------------------------
 
     @property
-    def register(self) -> ChannelCounter:
-        return self.channels[self.register_channel]
+    def register_channel(self) -> str:
+        if self.settings.register_channel is not None:
+            return self.settings.register_channel
+        if self.totals[CHANNEL_10].edges or self.hygiene[CHANNEL_10].last_raw is not None:
+            return CHANNEL_10
+        return CHANNEL_1K if self.totals[CHANNEL_1K].edges else CHANNEL_10
 
-    def feed(self, edges: Iterable[Edge]) -> None:
-        """Count edges, which arrive in time order per channel."""
-        for edge in edges:
-            counter = self.channels[edge.channel]
-            counter.edges += 1
-            counter.level = edge.level
-            counter.previous_edge_ns = counter.last_edge_ns
-            counter.last_edge_ns = edge.t_ns
-            if edge.channel == self.register_channel:
-                self.demand.add(edge.t_ns // NS_PER_US, counter.wh_per_edge)
+    def advance(self, now_ns: int) -> list[Interval]:
+        """Let time pass to ``now_ns`` (live): confirm edges, close sub-intervals and intervals.
 
-    def advance(self, now_ns: int) -> None:
-        """Close the demand sub-intervals that have ended by ``now_ns``."""
-        self.demand.close_through(now_ns // NS_PER_US)
+        Returns the register's intervals that closed.
+        """
+        self._begin(now_ns)
+        for ch in (CHANNEL_1K, CHANNEL_10):
+            self._take(ch, self.hygiene[ch].advance(now_ns))
+        # Periods close once no pending edge can still land in them.
+        horizon = now_ns - self.settings.glitch_ns
+        for demand in self._demand.values():
+            demand.close_through(horizon // NS_PER_US)
+        assert self._intervals is not None
+        result = self._intervals.close_through(horizon, self.register_channel)
+        self.closed.extend(result)
+        return result
+
+    def finish(self, end_ns: int | None = None) -> list[Interval]:
+        """The input has ended (at ``end_ns``, else at the last edge): settle everything.
+
+        Returns the register's intervals that closed.
+        """
+        for ch in (CHANNEL_1K, CHANNEL_10):
+            self._take(ch, self.hygiene[ch].finish())
+        self.crosscheck.finish()
+        self._collect_events()
+        if self.start_ns is None:
+            return []
+        end = end_ns if end_ns is not None else (self.last_ns or self.start_ns)
+        for demand in self._demand.values():
+            demand.close_through(end // NS_PER_US)
+        assert self._intervals is not None
+        result = self._intervals.finish(end, self.register_channel)
+        self.closed.extend(result)
+        return result
+
+    # -- reading it out ----------------------------------------------------------------------
+
+    @property
+    def energy_wh(self) -> int:
+        return self.totals[self.register_channel].energy_wh
+
+    @property
+    def demand(self) -> DemandMeter | None:
+        return self._demand.get(self.register_channel)
 
     def power_kw(self, now_ns: int) -> float:
-        """Return the power implied by the last two edges, never more than the time since the
-        last edge allows, so it falls toward 0 when pulses stop (SPEC section 2)."""
-        counter = self.register
-        if counter.last_edge_ns is None or counter.previous_edge_ns is None:
+        """Return the power implied by the time between the last two counted edges, never more
+        than the time since the last edge allows: it falls toward 0 when pulses stop."""
+        totals = self.totals[self.register_channel]
+        if totals.last_ns is None or totals.previous_ns is None:
             return 0.0
-        interval_ns = max(
-            counter.last_edge_ns - counter.previous_edge_ns, now_ns - counter.last_edge_ns
-        )
+        interval_ns = max(totals.last_ns - totals.previous_ns, now_ns - totals.last_ns)
         if interval_ns <= 0:
             return 0.0
-        return counter.wh_per_edge * J_PER_WH * NS_PER_S / interval_ns / 1000.0
+        return totals.wh_per_edge * J_PER_WH * NS_PER_S / interval_ns / 1000.0
+
+    def reset_peak(self, now_ns: int, reason: str = "command") -> Peak | None:
+        demand = self.demand
+        cleared = demand.reset_peak() if demand else None
+        self.events.append(Event(now_ns, EventKind.PEAK_RESET, None, reason))
+        return cleared
 
     def reading(self, now_ns: int) -> Reading:
-        self.advance(now_ns)
-        peak = self.demand.peak
+        demand = self.demand
         return Reading(
             self.name,
             now_ns,
-            self.register.energy_wh,
-            {ch: counter.edges for ch, counter in self.channels.items()},
+            self.energy_wh,
+            {ch: totals.edges for ch, totals in self.totals.items()},
             self.power_kw(now_ns),
-            self.demand.instantaneous_kw(),
-            peak.demand_kw if peak else None,
-            peak.window_end_us * NS_PER_US if peak else None,
+            demand.instantaneous_kw() if demand else Fraction(0),
+            demand.peak if demand else None,
         )
+
+    @property
+    def glitches(self) -> int:
+        return sum(h.glitches for h in self.hygiene.values())
+
+    @property
+    def inferred_edges(self) -> int:
+        return sum(h.inferred for h in self.hygiene.values())
+
+    @property
+    def duplicates(self) -> int:
+        return sum(h.duplicates for h in self.hygiene.values())

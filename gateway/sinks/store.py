@@ -51,10 +51,8 @@ class Store:
                 session.add(MeterRow(name=core.name, model=model, source=source))
                 return
             for row in session.scalars(select(CounterRow).where(CounterRow.meter_id == meter.id)):
-                counter = core.channels[row.channel]
-                counter.edges = row.edges
-                counter.level = row.level
-                counter.last_edge_ns = row.last_edge_ns
+                core.totals[row.channel].edges = row.edges
+                core.hygiene[row.channel].level = row.level
 
     def save(self, cores: list[MeterCore]) -> None:
         """Write every meter's counters in one transaction."""
@@ -64,14 +62,14 @@ class Store:
                     meter = session.scalar(select(MeterRow).where(MeterRow.name == core.name))
                     if meter is None:
                         raise SinkError(f"meter {core.name} is not registered")
-                    for channel, counter in core.channels.items():
+                    for channel, totals in core.totals.items():
                         session.merge(
                             CounterRow(
                                 meter_id=meter.id,
                                 channel=channel,
-                                edges=counter.edges,
-                                level=counter.level,
-                                last_edge_ns=counter.last_edge_ns,
+                                edges=totals.edges,
+                                level=core.hygiene[channel].level,
+                                last_edge_ns=core.hygiene[channel].last_t_ns,
                             )
                         )
         except SQLAlchemyError as exc:

@@ -1,0 +1,208 @@
+"""Cross-check of the `10` channel against the `1K` channel of one meter.
+
+Both outputs toggle from one register, so with perfect counting from any starting point the
+counted difference ``E10 - E1K`` stays within -495..+495 Wh. Each `1K` edge is judged once the
+`10` edges up to the coincidence tolerance after it are known:
+
+- a `10` edge must lie within the tolerance of it (they toggle together);
+- exactly 100 `10` edges (the weight ratio) must lie between it and the previous `1K` edge: none
+  means `10` went silent, two ratios or more means `1K` missed an edge (it went silent);
+- a running difference of 500 Wh or more is a mismatch, reported with the energy it implies was
+  missed (a lower bound) and on which channel; the difference is then re-based so one fault is
+  reported once.
+
+When the input ends, 200 or more `10` edges after the last `1K` edge mean `1K` went silent.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from gateway.core.edge import CHANNEL_1K, CHANNEL_10
+from gateway.core.events import Event, EventKind
+
+I64 = npt.NDArray[np.int64]
+DEFAULT_TOLERANCE_NS = 20_000_000  # 20 ms between the two outputs' edges of one toggle
+
+
+@dataclass
+class CrossCheck:
+    """State of the `10`/`1K` comparison, fed counted edges in time order per channel."""
+
+    wh_10: int = 5
+    wh_1k: int = 500
+    tolerance_ns: int = DEFAULT_TOLERANCE_NS
+    margin_ns: int = 2_000_000  # how late a `1K` edge may arrive after later `10` edges
+    n10: int = 0
+    n1k: int = 0
+    events: list[Event] = field(default_factory=list)
+    mismatches: int = 0
+    missed_wh: dict[str, int] = field(default_factory=lambda: {CHANNEL_10: 0, CHANNEL_1K: 0})
+    offset_wh: int = 0
+    _recent10: I64 = field(default_factory=lambda: np.empty(0, np.int64))
+    _base10: int = 0  # `10` edges before _recent10
+    _pending1k: deque[int] = field(default_factory=deque)
+    _last_c: int | None = None  # `10` count at the last judged `1K` edge
+
+    @property
+    def ratio(self) -> int:
+        return self.wh_1k // self.wh_10
+
+    @property
+    def difference_wh(self) -> int:
+        return self.n10 * self.wh_10 - self.n1k * self.wh_1k - self.offset_wh
+
+    def add_10(self, t_ns: I64) -> None:
+        if len(t_ns) == 0:
+            return
+        self._recent10 = np.concatenate([self._recent10, t_ns])
+        self.n10 += len(t_ns)
+        self._judge(final=False)
+
+    def add_1k(self, t_ns: I64) -> None:
+        self._pending1k.extend(int(t) for t in t_ns)
+        self._judge(final=False)
+
+    def finish(self) -> None:
+        self._judge(final=True)
+        if self.n1k and self._last_c is not None:
+            after = self.n10 - self._last_c
+            if after >= 2 * self.ratio:
+                t = int(self._recent10[-1]) if len(self._recent10) else 0
+                self._event(
+                    t, EventKind.SILENT, CHANNEL_1K, f"{after} `10` edges after the last `1K` edge"
+                )
+        self._check_difference(
+            int(self._recent10[-1]) if len(self._recent10) else 0,
+            self.n10 * self.wh_10 - self.n1k * self.wh_1k,
+        )
+
+    def _event(
+        self, t_ns: int, kind: EventKind, channel: str | None, detail: str, missed: int = 0
+    ) -> None:
+        self.events.append(Event(t_ns, kind, channel, detail, missed))
+
+    def _judge(self, *, final: bool) -> None:
+        last10 = int(self._recent10[-1]) if len(self._recent10) else None
+        ready = len(self._pending1k)
+        if not final:
+            # A `1K` edge is judged once a `10` edge later than its tolerance has been seen.
+            limit = -1 if last10 is None else last10 - self.tolerance_ns
+            ready = int(np.searchsorted(np.fromiter(self._pending1k, np.int64), limit, "left"))
+        if ready:
+            judged = np.array([self._pending1k.popleft() for _ in range(ready)], np.int64)
+            self._judge_many(judged)
+        # Keep only the `10` edges a pending or future `1K` edge can still need: hygiene hands
+        # over a `1K` edge at most the glitch width (the margin) after later `10` edges.
+        if self._pending1k:
+            horizon = self._pending1k[0]
+        elif last10 is not None:
+            horizon = last10 - self.margin_ns
+        else:
+            return
+        keep_from = int(np.searchsorted(self._recent10, horizon - self.tolerance_ns, "left"))
+        if keep_from:
+            self._base10 += keep_from
+            self._recent10 = self._recent10[keep_from:]
+
+    def _judge_many(self, t: I64) -> None:
+        """Judge `1K` edges whose `10` neighbours are all known; loop only over anomalies."""
+        tol = self.tolerance_ns
+        lo = np.searchsorted(self._recent10, t - tol, "left")
+        hi = np.searchsorted(self._recent10, t + tol, "right")
+        c = self._base10 + hi
+        k = self.n1k + np.arange(1, len(t) + 1)
+        previous = np.concatenate([[-1 if self._last_c is None else self._last_c], c[:-1]])
+        between = c - previous
+        has_previous = np.ones(len(t), np.bool_)
+        has_previous[0] = self._last_c is not None
+        raw_difference = c * self.wh_10 - k * self.wh_1k
+        limit = self.wh_1k - self.wh_10
+        structural = (hi == lo) | (has_previous & (between != self.ratio))
+        position = 0
+        while position < len(t):
+            difference = raw_difference[position:] - self.offset_wh
+            bad = structural[position:] | (difference > limit) | (difference < -limit)
+            hits = np.flatnonzero(bad)
+            if len(hits) == 0:
+                break
+            j = position + int(hits[0])
+            when = int(t[j])
+            if hi[j] == lo[j]:
+                self._event(
+                    when, EventKind.COINCIDENCE, None, "`1K` edge with no `10` edge beside it"
+                )
+            if has_previous[j]:
+                self._judge_between(when, int(between[j]))
+            self._check_difference(when, int(raw_difference[j]))
+            position = j + 1
+        self.n1k += len(t)
+        self._last_c = int(c[-1])
+
+    def _judge_between(self, when: int, between: int) -> None:
+        if between == 0:
+            self._event(
+                when,
+                EventKind.SILENT,
+                CHANNEL_10,
+                "no `10` edge between two `1K` edges",
+                self.ratio * self.wh_10,
+            )
+        elif between >= 2 * self.ratio:
+            self._event(
+                when, EventKind.SILENT, CHANNEL_1K, f"{between} `10` edges between two `1K` edges"
+            )
+        elif between != self.ratio:
+            self._event(
+                when,
+                EventKind.COUNT,
+                None,
+                f"{between} `10` edges between two `1K` edges (expected {self.ratio})",
+            )
+
+    def _check_difference(self, t: int, raw_difference_wh: int) -> None:
+        limit = self.wh_1k - self.wh_10  # 495 Wh: the most perfect counting can differ by
+        difference = raw_difference_wh - self.offset_wh
+        if difference > limit:
+            missed_1k = self.wh_1k * -(-(difference - limit) // self.wh_1k)
+            self.mismatches += 1
+            self.missed_wh[CHANNEL_1K] += missed_1k
+            self.offset_wh += missed_1k
+            self._event(
+                t,
+                EventKind.MISMATCH,
+                CHANNEL_1K,
+                f"`10` counted {difference} Wh more than `1K`",
+                missed_1k,
+            )
+        elif difference < -limit:
+            missed_10 = -difference - limit
+            self.mismatches += 1
+            self.missed_wh[CHANNEL_10] += missed_10
+            self.offset_wh -= missed_10
+            self._event(
+                t,
+                EventKind.MISMATCH,
+                CHANNEL_10,
+                f"`1K` counted {-difference} Wh more than `10`",
+                missed_10,
+            )
+
+    def summary(self) -> dict[str, object]:
+        kinds: dict[str, int] = {}
+        for event in self.events:
+            kinds[event.kind.value] = kinds.get(event.kind.value, 0) + 1
+        status = "ok" if not self.events else "mismatch" if self.mismatches else "warning"
+        if self.n1k == 0 or self.n10 == 0:
+            status = "not checked"
+        return {
+            "status": status,
+            "difference_wh": self.n10 * self.wh_10 - self.n1k * self.wh_1k,
+            "mismatches": self.mismatches,
+            "missed_wh": dict(self.missed_wh),
+            "events": kinds,
+        }

@@ -1,0 +1,28 @@
+"""Anomalies the core reports: what happened, when, on which channel, and what it implies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class EventKind(StrEnum):
+    MISMATCH = "mismatch"  # `10` and `1K` differ by 500 Wh or more
+    COUNT = "count"  # not 100 `10` edges between consecutive `1K` edges
+    COINCIDENCE = "coincidence"  # a `1K` edge with no `10` edge at the same time
+    SILENT = "silent"  # a channel stopped while the other kept moving
+    NOISE = "noise"  # edges faster than the meter can physically produce
+    GAP = "gap"  # time when nothing was counted (the gateway was down)
+    PEAK_RESET = "peak_reset"
+    CLOCK_STEP = "clock_step"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One anomaly. ``channel`` is the one at fault when known; ``missed_wh`` what it implies."""
+
+    t_ns: int
+    kind: EventKind
+    channel: str | None
+    detail: str
+    missed_wh: int = 0
