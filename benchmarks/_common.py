@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import resource
+import os
 import statistics
 import subprocess
 import sys
@@ -13,12 +13,15 @@ DATA = Path(__file__).parent / "data"
 
 
 def run_timed(args: list[str]) -> tuple[float, float]:
-    """Run a command; return (seconds, peak RSS of the child in MB)."""
+    """Run a command to completion; return (seconds, its peak RSS in MB)."""
     start = time.perf_counter()
-    subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
-    rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return elapsed, rss_mb
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed with status {proc.returncode}")
+    return elapsed, usage.ru_maxrss / 1024
 
 
 def gateway(*args: str) -> list[str]:
@@ -30,3 +33,13 @@ def report(name: str, seconds: list[float], extra: str = "") -> float:
     runs = ", ".join(f"{s:.2f}" for s in seconds)
     print(f"{name}: median {median:.2f} s over {len(seconds)} runs ({runs}){extra}")
     return median
+
+
+def write_profile(path: Path, start_s: int, minutes: int, power_mw_at) -> None:  # type: ignore[no-untyped-def]
+    """Write a one-minute-step load profile ``time,kw``."""
+    with open(path, "w") as handle:
+        handle.write("time,kw\n")
+        for i in range(minutes + 1):
+            t_s = start_s + 60 * i
+            power_mw = power_mw_at(t_s * 1_000_000)
+            handle.write(f"{t_s},{power_mw // 1_000_000}.{power_mw % 1_000_000:06d}\n")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from _common import DATA, gateway, report, run_timed
+from _common import DATA, gateway, report, run_timed, write_profile
 
 from meter_model.profiles import builtin_power_mw
 
@@ -21,12 +21,7 @@ def make_profile() -> str:
     DATA.mkdir(exist_ok=True)
     path = DATA / "profile-1y-1min.csv"
     if not path.exists():
-        with open(path, "w") as handle:
-            handle.write("time,kw\n")
-            for i in range(ROWS + 1):
-                t_s = T0_S + 60 * i
-                power_mw = builtin_power_mw(t_s * 1_000_000)
-                handle.write(f"{t_s},{power_mw // 1_000_000}.{power_mw % 1_000_000:06d}\n")
+        write_profile(path, T0_S, ROWS, builtin_power_mw)
     return str(path)
 
 

@@ -8,20 +8,66 @@ beyond one chunk is read again and sorted in memory (about 14 bytes per edge), s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from gateway.core.edge import CHANNEL_1K, CHANNEL_10
-from gateway.core.intervals import Interval
+from gateway.core.intervals import IntervalBatch
 from gateway.core.meter import CoreSettings, MeterCore
 from gateway.logscan import Chunk, LogScanner, file_size
 from gateway.timefmt import parse_time_ns
 
+T = TypeVar("T")
 I64 = npt.NDArray[np.int64]
 I8 = npt.NDArray[np.int8]
+
+
+_DONE = object()
+
+
+def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """Run ``items`` in a thread, ``depth`` ahead: reading and parsing overlap reconstruction.
+
+    numpy releases the GIL in its loops, so the two really run side by side on two cores.
+    An exception in the thread is raised here; stopping early stops the thread.
+    """
+    out: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        out.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            out.put(_DONE)
+        except BaseException as exc:  # handed to the consumer, raised there
+            out.put(exc)
+
+    worker = threading.Thread(target=produce, name="replay-reader", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = out.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        worker.join()
 
 
 class _NeedsSort(Exception):
@@ -33,7 +79,7 @@ class BatchResult:
     """What a replay reconstructed: one core per meter, and each meter's intervals."""
 
     cores: dict[str, MeterCore]
-    intervals: dict[str, list[Interval]]
+    intervals: dict[str, IntervalBatch]
     rows: int
     sorted_in_memory: bool = False
     files: list[str] = field(default_factory=list)
@@ -142,7 +188,7 @@ def _replay(
             if progress is not None:
                 progress(base + done, total, rows)  # noqa: B023 - the count so far, late bound
 
-        for chunk in scanner.chunks(report):
+        for chunk in prefetch(scanner.chunks(report)):
             # Map this file's meter indices to global ones.
             local_to_global = np.array([_index(names, m) for m in scanner.meters], np.int32)
             chunk.meter = local_to_global[chunk.meter]
@@ -172,7 +218,11 @@ def _replay(
             )
     if feeder is None:
         feeder = _Feeder(settings_for, start)
-    intervals = {name: core.finish(end) for name, core in feeder.cores.items()}
+    intervals = {}
+    for name, core in feeder.cores.items():
+        batch = core.finish(end)
+        if batch is not None:
+            intervals[name] = batch
     return BatchResult(feeder.cores, intervals, rows, sort, list(paths))
 
 

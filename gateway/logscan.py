@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, cast
@@ -23,7 +24,7 @@ from gateway.errors import PulseLogError
 from gateway.pulselog import HEADER, parse_row, valid_meter_name
 from gateway.timefmt import NS_PER_S, parse_time_ns
 
-CHUNK_BYTES = 8 << 20
+CHUNK_BYTES = 4 << 20
 U8 = npt.NDArray[np.uint8]
 I64 = npt.NDArray[np.int64]
 _POW10 = 10 ** np.arange(18, -1, -1, dtype=np.int64)  # 1e18 .. 1
@@ -68,7 +69,7 @@ class LogScanner:
                 stream = cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
             try:
                 yield from self._chunks(stream, raw, progress)
-            except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            except (OSError, EOFError, zlib.error) as exc:
                 raise PulseLogError(self.path, None, f"cannot read: {exc}") from None
 
     def _chunks(
@@ -186,9 +187,9 @@ def _column_value(matrix: U8, lo: int, hi: int) -> I64 | None:
     return value
 
 
-def _fixed_width_parse(buf: U8, scanner: LogScanner) -> Chunk | None:
+def _fixed_width_parse(data: bytes, buf: U8, scanner: LogScanner) -> Chunk | None:
     """Parse a chunk whose lines all have the first line's layout, as a byte matrix (no copy)."""
-    width = int(np.argmax(buf == 10)) + 1 if len(buf) else 0
+    width = data.find(b"\n", 0, 512) + 1
     if width < 8 or len(buf) % width:
         return None
     matrix = buf.reshape(-1, width)
@@ -203,8 +204,11 @@ def _fixed_width_parse(buf: U8, scanner: LogScanner) -> Chunk | None:
         if np.any(matrix[:, column] != byte):
             return None
     name = first[c1 + 1 : c2].decode("ascii", errors="replace")
-    if not valid_meter_name(name) or np.any(matrix[:, c1 + 1 : c2] != matrix[0, c1 + 1 : c2]):
+    if not valid_meter_name(name):
         return None
+    for column in range(c1 + 1, c2):  # column by column: cheaper than a 2-D comparison
+        if np.any(matrix[:, column] != matrix[0, column]):
+            return None
     frac_digits = c1 - dot - 1
     seconds = _column_value(matrix, 0, dot)
     frac = _column_value(matrix, dot + 1, c1)
@@ -225,7 +229,7 @@ def _fixed_width_parse(buf: U8, scanner: LogScanner) -> Chunk | None:
 def _fast_parse(data: bytes, scanner: LogScanner) -> Chunk | None:
     """Parse whole lines of plain epoch-time rows; None when any line needs the slow path."""
     buf = np.frombuffer(data, np.uint8)
-    fixed = _fixed_width_parse(buf, scanner)
+    fixed = _fixed_width_parse(data, buf, scanner)
     if fixed is not None:
         return fixed
     ends = np.flatnonzero(buf == 10)

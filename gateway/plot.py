@@ -34,8 +34,10 @@ def plot_load_profile(path: str, result: BatchResult) -> None:
     for name, intervals in sorted(result.intervals.items()):
         if not intervals:
             continue
-        times = [when(i.start_ns) for i in intervals] + [when(intervals[-1].end_ns)]
-        demand = [float(i.demand_kw) for i in intervals]
+        starts = intervals.start_ns.tolist()
+        times = [when(t) for t in starts] + [when(starts[-1] + intervals.length_ns)]
+        hours = intervals.length_ns / NS_PER_S / 3600
+        demand = (intervals.energy_wh / 1000 / hours).tolist()
         ax.stairs(demand, times, label=f"{name} interval demand", linewidth=1.0)
         demand_meter = result.cores[name].demand
         peak = demand_meter.peak if demand_meter else None

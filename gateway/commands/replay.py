@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from gateway.batch import BatchResult, replay_logs
-from gateway.core.intervals import Interval
+from gateway.core.intervals import IntervalBatch
 from gateway.core.meter import MeterCore
 from gateway.errors import ConfigError
 from gateway.timefmt import NS_PER_US, format_iso
@@ -38,7 +38,7 @@ def meter_summary(core: MeterCore) -> dict[str, Any]:
     }
 
 
-def write_intervals_csv(path: str, intervals: dict[str, list[Interval]]) -> None:
+def write_intervals_csv(path: str, intervals: dict[str, IntervalBatch]) -> None:
     """Write interval data atomically: a reader never sees half a file."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".intervals-", suffix=".csv", dir=directory)
@@ -68,7 +68,7 @@ class Progress:
 
     def __call__(self, done: int, total: int, rows: int) -> None:
         now = time.monotonic()
-        if not self.enabled or now - self._last < 0.1:
+        if not self.enabled or (now - self._last < 0.1 and done < total):
             return
         self._last = now
         fraction = done / total if total else 0.0

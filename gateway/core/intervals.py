@@ -8,7 +8,9 @@ partial: it says more about whether to trust the figure.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import overload
 from fractions import Fraction
 
 import numpy as np
@@ -47,6 +49,62 @@ class Interval:
     @property
     def demand_kw_lcd(self) -> float:
         return float(round_kw(self.demand_kw))
+
+
+class IntervalBatch(Sequence[Interval]):
+    """Intervals closed together, kept as columns; an :class:`Interval` is made when asked."""
+
+    def __init__(
+        self,
+        meter: str,
+        length_ns: int,
+        start_ns: I64,
+        edges: I64,
+        wh_per_edge: int,
+        quality: npt.NDArray[np.object_],
+        flags: dict[int, tuple[str, ...]],
+        first_index: int,
+    ) -> None:
+        self.meter = meter
+        self.length_ns = length_ns
+        self.start_ns = start_ns
+        self.edges = edges
+        self.wh_per_edge = wh_per_edge
+        self.quality = quality
+        self._flags = flags
+        self._first_index = first_index
+
+    @property
+    def energy_wh(self) -> I64:
+        return self.edges * self.wh_per_edge
+
+    def __len__(self) -> int:
+        return len(self.start_ns)
+
+    @overload
+    def __getitem__(self, i: int) -> Interval: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Interval]: ...
+
+    def __getitem__(self, i: int | slice) -> Interval | list[Interval]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        start = int(self.start_ns[i])
+        n = int(self.edges[i])
+        return Interval(
+            self.meter,
+            start,
+            start + self.length_ns,
+            n * self.wh_per_edge,
+            n,
+            str(self.quality[i]),
+            self._flags.get(self._first_index + i, ()),
+        )
 
 
 @dataclass
@@ -92,20 +150,19 @@ class IntervalAccumulator:
         if to_ns > from_ns:
             self._gaps.append((from_ns, to_ns))
 
-    def close_through(self, now_ns: int, register: str) -> list[Interval]:
+    def close_through(self, now_ns: int, register: str) -> IntervalBatch:
         """Close every interval that ended at or before ``now_ns``."""
         return self._close(now_ns // self.length_ns, None, register)
 
-    def finish(self, end_ns: int, register: str) -> list[Interval]:
+    def finish(self, end_ns: int, register: str) -> IntervalBatch:
         """Close every remaining interval; observation ended at ``end_ns``."""
         keys = [k for counts in self._edges.values() for k in counts] + list(self._flags)
         last = max([(end_ns - 1) // self.length_ns, self._next_index - 1, *keys])
         return self._close(last + 1, end_ns, register)
 
-    def _close(self, stop: int, end_ns: int | None, register: str) -> list[Interval]:
+    def _close(self, stop: int, end_ns: int | None, register: str) -> IntervalBatch:
         first = self._next_index
-        if stop <= first:
-            return []
+        stop = max(stop, first)
         self._next_index = stop
         length = self.length_ns
         index = np.arange(first, stop, dtype=np.int64)
@@ -126,18 +183,9 @@ class IntervalAccumulator:
         for gap_from, gap_to in self._gaps:
             whole &= ~((starts < gap_to) & (starts + length > gap_from))
         self._gaps = [(a, b) for a, b in self._gaps if b > stop * length]
-        wh = self.wh_per_edge[register]
-        return [
-            Interval(
-                self.meter,
-                start,
-                start + length,
-                n * wh,
-                n,
-                Quality.GAP if i in flags else Quality.COMPLETE if ok else Quality.PARTIAL,
-                flags.get(i, ()),
-            )
-            for i, start, n, ok in zip(
-                index.tolist(), starts.tolist(), edges.tolist(), whole.tolist(), strict=True
-            )
-        ]
+        quality = np.where(whole, Quality.COMPLETE, Quality.PARTIAL).astype(object)
+        for i in flags:
+            quality[i - first] = Quality.GAP
+        return IntervalBatch(
+            self.meter, length, starts, edges, self.wh_per_edge[register], quality, flags, first
+        )

@@ -22,7 +22,7 @@ from gateway.core.crosscheck import DEFAULT_TOLERANCE_NS, CrossCheck
 from gateway.core.edge import CHANNEL_1K, CHANNEL_10, CHANNELS, Edge
 from gateway.core.events import Event, EventKind
 from gateway.core.hygiene import DEFAULT_GLITCH_NS, ChannelHygiene, Cleaned
-from gateway.core.intervals import Interval, IntervalAccumulator
+from gateway.core.intervals import IntervalAccumulator, IntervalBatch
 from meter_model.demand import DemandMeter, DemandSettings, Peak
 from meter_model.units import WH_PER_EDGE_1K, WH_PER_EDGE_10
 
@@ -109,7 +109,6 @@ class MeterCore:
         self.start_ns: int | None = None
         self.first_ns: int | None = None
         self.last_ns: int | None = None
-        self.closed: list[Interval] = []
         self._demand: dict[str, DemandMeter] = {}
         self._intervals: IntervalAccumulator | None = None
         self._events_seen = 0
@@ -227,7 +226,7 @@ class MeterCore:
             return CHANNEL_10
         return CHANNEL_1K if self.totals[CHANNEL_1K].edges else CHANNEL_10
 
-    def advance(self, now_ns: int) -> list[Interval]:
+    def advance(self, now_ns: int) -> IntervalBatch | None:
         """Let time pass to ``now_ns`` (live): confirm edges, close sub-intervals and intervals.
 
         Returns the register's intervals that closed.
@@ -240,11 +239,9 @@ class MeterCore:
         for demand in self._demand.values():
             demand.close_through(horizon // NS_PER_US)
         assert self._intervals is not None
-        result = self._intervals.close_through(horizon, self.register_channel)
-        self.closed.extend(result)
-        return result
+        return self._intervals.close_through(horizon, self.register_channel)
 
-    def finish(self, end_ns: int | None = None) -> list[Interval]:
+    def finish(self, end_ns: int | None = None) -> IntervalBatch | None:
         """The input has ended (at ``end_ns``, else at the last edge): settle everything.
 
         Returns the register's intervals that closed.
@@ -254,14 +251,12 @@ class MeterCore:
         self.crosscheck.finish()
         self._collect_events()
         if self.start_ns is None:
-            return []
+            return None
         end = end_ns if end_ns is not None else (self.last_ns or self.start_ns)
         for demand in self._demand.values():
             demand.close_through(end // NS_PER_US)
         assert self._intervals is not None
-        result = self._intervals.finish(end, self.register_channel)
-        self.closed.extend(result)
-        return result
+        return self._intervals.finish(end, self.register_channel)
 
     # -- reading it out ----------------------------------------------------------------------
 
