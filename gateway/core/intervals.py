@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import overload
 from fractions import Fraction
+from typing import overload
 
 import numpy as np
 import numpy.typing as npt

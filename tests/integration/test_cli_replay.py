@@ -14,7 +14,11 @@ T0 = 1_764_057_600  # 2025-11-25T08:00:00Z
 
 
 def write_log(path: Path, rows: list[tuple[str, str, str, int]], comments: str = "") -> Path:
-    text = comments + "time,meter,channel,level\n" + "".join(f"{t},{m},{c},{lv}\n" for t, m, c, lv in rows)
+    text = (
+        comments
+        + "time,meter,channel,level\n"
+        + "".join(f"{t},{m},{c},{lv}\n" for t, m, c, lv in rows)
+    )
     if path.suffix == ".gz":
         with gzip.open(path, "wt") as handle:
             handle.write(text)
@@ -131,7 +135,8 @@ def test_missing_1k_edges_are_a_mismatch(cli, tmp_path) -> None:
     log = simulated(cli, tmp_path, "c", f"time,kw\n{T0},30\n{T0 + 3600},0\n")
     lines = log.read_text().splitlines()
     one_k = [i for i, line in enumerate(lines) if ",1K," in line]
-    drop = set(one_k[10:12])  # two 1K edges lost on the wire (an even number: levels still alternate)
+    # Two 1K edges lost on the wire (an even number: the levels still alternate).
+    drop = set(one_k[10:12])
     damaged = tmp_path / "damaged.csv"
     damaged.write_text("\n".join(line for i, line in enumerate(lines) if i not in drop) + "\n")
     m = replay_json(cli, str(damaged))["meter1"]
@@ -161,7 +166,9 @@ def test_missing_1k_edges_are_a_mismatch(cli, tmp_path) -> None:
         ("time,meter,channel,level\n1764057600,bad name,10,1\n", 2, "meter name"),
     ],
 )
-def test_bad_input_stops_with_file_and_line(cli, tmp_path, body: str, line: int, needle: str) -> None:
+def test_bad_input_stops_with_file_and_line(
+    cli, tmp_path, body: str, line: int, needle: str
+) -> None:
     good = simulated(cli, tmp_path, "g", f"time,kw\n{T0},1\n{T0 + 60},0\n")
     bad = tmp_path / "bad.csv"
     bad.write_text(body)
