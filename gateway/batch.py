@@ -83,6 +83,7 @@ class BatchResult:
     rows: int
     sorted_in_memory: bool = False
     files: list[str] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
 
 
 def _order(t: I64, lv: I8) -> tuple[I64, I8]:
@@ -96,19 +97,35 @@ def _order(t: I64, lv: I8) -> tuple[I64, I8]:
     return t[order], lv[order]
 
 
+CoreFactory = Callable[[str, int], MeterCore]
+
+
 class _Feeder:
-    def __init__(self, settings_for: Callable[[str], CoreSettings], start_ns: int | None) -> None:
-        self.settings_for = settings_for
-        self.start_ns = start_ns
+    def __init__(self, make_core: CoreFactory) -> None:
+        self.make_core = make_core
         self.cores: dict[str, MeterCore] = {}
+        self.resume: dict[str, dict[str, tuple[int, int]]] = {}
+        self.skipped: dict[str, int] = {}
         self.last: dict[str, tuple[int, dict[str, tuple[int, int]]]] = {}
 
     def core(self, name: str, first_ns: int) -> MeterCore:
         core = self.cores.get(name)
         if core is None:
-            start = first_ns if self.start_ns is None else min(self.start_ns, first_ns)
-            core = self.cores[name] = MeterCore(name, self.settings_for(name), start_ns=start)
+            core = self.cores[name] = self.make_core(name, first_ns)
+            # What a restored core has already seen is skipped (and counted), per channel.
+            self.resume[name] = {
+                ch: h.last_raw for ch, h in core.hygiene.items() if h.last_raw is not None
+            }
+            self.skipped[name] = 0
         return core
+
+    def _skip_seen(self, name: str, channel: str, t: I64, lv: I8) -> tuple[I64, I8]:
+        last = self.resume[name].get(channel)
+        if last is None or len(t) == 0 or (int(t[0]), int(lv[0])) > last:
+            return t, lv
+        seen = (t < last[0]) | ((t == last[0]) & (lv <= last[1]))
+        self.skipped[name] += int(seen.sum())
+        return t[~seen], lv[~seen]
 
     def feed(self, names: Sequence[str], chunk: Chunk, *, check_order: bool) -> None:
         meter_ids = np.unique(chunk.meter) if len(names) > 1 else np.array([chunk.meter[0]])
@@ -119,16 +136,23 @@ class _Feeder:
             else:
                 t, ch, lv = chunk.t_ns, chunk.channel, chunk.level
             name = names[meter_id]
+            core = self.core(name, int(t.min()))
             blocks: dict[str, tuple[I64, I8]] = {}
             for code, channel in ((0, CHANNEL_10), (1, CHANNEL_1K)):
                 mask = ch == code
                 if mask.all():
-                    blocks[channel] = _order(t, lv)
+                    block = _order(t, lv)
                 elif mask.any():
-                    blocks[channel] = _order(t[mask], lv[mask])
+                    block = _order(t[mask], lv[mask])
+                else:
+                    continue
+                block = self._skip_seen(name, channel, *block)
+                if len(block[0]):
+                    blocks[channel] = block
+            if not blocks:
+                continue
             if check_order:
                 self._check_order(name, blocks)
-            core = self.core(name, int(t.min()))
             core.push_chunk(blocks)
 
     def _check_order(self, name: str, blocks: dict[str, tuple[I64, I8]]) -> None:
@@ -150,14 +174,22 @@ class _Feeder:
 
 def replay_logs(
     paths: Sequence[str],
-    settings_for: Callable[[str], CoreSettings] = lambda _name: CoreSettings(),
+    make_core: CoreFactory | None = None,
     progress: Callable[[int, int, int], None] | None = None,
+    *,
+    finish: bool = True,
 ) -> BatchResult:
-    """Reconstruct every meter in ``paths``; ``progress(bytes_done, bytes_total, rows)``."""
+    """Reconstruct every meter in ``paths``; ``progress(bytes_done, bytes_total, rows)``.
+
+    ``make_core(name, first_edge_ns)`` supplies each meter's core (a restored one, for an
+    import into the database); edges it has already seen are skipped and counted. With
+    ``finish`` the input ends with the logs; without it (an import, as live operation would do)
+    time only passes to each meter's last edge, and the cores keep their open state.
+    """
     try:
-        return _replay(paths, settings_for, progress, sort=False)
+        return _replay(paths, make_core, progress, sort=False, finish=finish)
     except _NeedsSort:
-        return _replay(paths, settings_for, progress, sort=True)
+        return _replay(paths, make_core, progress, sort=True, finish=finish)
 
 
 def _window(scanners: list[LogScanner]) -> tuple[int | None, int | None]:
@@ -168,10 +200,11 @@ def _window(scanners: list[LogScanner]) -> tuple[int | None, int | None]:
 
 def _replay(
     paths: Sequence[str],
-    settings_for: Callable[[str], CoreSettings],
+    make_core: CoreFactory | None,
     progress: Callable[[int, int, int], None] | None,
     *,
     sort: bool,
+    finish: bool,
 ) -> BatchResult:
     total = sum(file_size(p) for p in paths)
     done_before = 0
@@ -197,13 +230,12 @@ def _replay(
                 held.append((chunk.t_ns, chunk.meter, chunk.channel, chunk.level))
                 continue
             if feeder is None:
-                start, _ = _window(scanners)
-                feeder = _Feeder(settings_for, start)
+                feeder = _Feeder(make_core or _fresh_cores(_window(scanners)[0]))
             feeder.feed(names, chunk, check_order=True)
         done_before += file_size(path)
     start, end = _window(scanners)
     if sort:
-        feeder = _Feeder(settings_for, start)
+        feeder = _Feeder(make_core or _fresh_cores(start))
         if held:
             t = np.concatenate([h[0] for h in held])
             meter = np.concatenate([h[1] for h in held])
@@ -217,13 +249,26 @@ def _replay(
                 check_order=False,
             )
     if feeder is None:
-        feeder = _Feeder(settings_for, start)
+        feeder = _Feeder(make_core or _fresh_cores(start))
     intervals = {}
     for name, core in feeder.cores.items():
-        batch = core.finish(end)
+        if finish:
+            batch = core.finish(end)
+        else:
+            # Time has passed to the last edge, or to the end the log says it observed.
+            now = max(core.last_ns or 0, end or 0)
+            batch = core.advance(now) if now else None
         if batch is not None:
             intervals[name] = batch
-    return BatchResult(feeder.cores, intervals, rows, sort, list(paths))
+    return BatchResult(feeder.cores, intervals, rows, sort, list(paths), feeder.skipped)
+
+
+def _fresh_cores(start_ns: int | None) -> CoreFactory:
+    def make(name: str, first_ns: int) -> MeterCore:
+        start = first_ns if start_ns is None else min(start_ns, first_ns)
+        return MeterCore(name, CoreSettings(), start_ns=start)
+
+    return make
 
 
 def _index(names: list[str], name: str) -> int:

@@ -73,6 +73,32 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--json", action="store_true", help="print one JSON object")
     replay.add_argument("--intervals", metavar="CSV", help="write 15-minute interval data")
     replay.add_argument("--plot", metavar="PNG", help="draw the load profile (needs [plot])")
+    replay.add_argument("--db", metavar="URL", help="import into this database, exactly once")
+
+    def where(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--config", metavar="FILE", help="read the database URL from here")
+        sub.add_argument("--db", metavar="URL", help="the database (any SQLAlchemy URL)")
+
+    db = commands.add_parser("db", help="database maintenance")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    where(db_commands.add_parser("upgrade", help="migrate the database to the current schema"))
+
+    status = commands.add_parser("status", help="show each meter's register, demand and checks")
+    where(status)
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+
+    export = commands.add_parser("export", help="export interval data")
+    where(export)
+    export.add_argument("--format", default="csv", choices=["csv"])
+    export.add_argument("--meter", metavar="NAME")
+    export.add_argument("--from", dest="start", metavar="T", help="intervals starting at or after")
+    export.add_argument("--to", dest="end", metavar="T", help="intervals ending at or before")
+
+    reconcile = commands.add_parser("reconcile", help="record a reading off the meter's LCD")
+    where(reconcile)
+    reconcile.add_argument("--meter", required=True, metavar="NAME")
+    reconcile.add_argument("--lcd-kwh", required=True, type=int, metavar="N")
+    reconcile.add_argument("--time", metavar="T", help="when it was read (default: now)")
     return parser
 
 
@@ -86,19 +112,12 @@ def _configure_logging(verbose: bool) -> None:
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    for noisy in ("matplotlib", "PIL"):
+    for noisy in ("matplotlib", "PIL", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from gateway.config import embedded_defaults
-    from gateway.service import Service
-
-    if args.config:
-        raise ConfigError("--config: configuration files come with a later release")
-    if not args.simulate:
-        raise ConfigError("run: give --config FILE or --simulate")
-    config = embedded_defaults(speed=args.speed or 1.0)
+    # Handlers first: a SIGTERM during start-up still ends in a clean, committed stop.
     stop = threading.Event()
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
@@ -107,6 +126,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+
+    import dataclasses
+
+    from gateway.config import DEFAULT_CONFIG_PATH, embedded_defaults, load_config
+    from gateway.service import Service
+
+    if args.config:
+        config = load_config(args.config)
+    elif args.simulate:
+        config = embedded_defaults()
+    elif os.path.exists(DEFAULT_CONFIG_PATH):
+        config = load_config(DEFAULT_CONFIG_PATH)
+    else:
+        raise ConfigError(f"run: give --config FILE or --simulate (no {DEFAULT_CONFIG_PATH})")
+    if args.speed:
+        meters = tuple(
+            dataclasses.replace(m, speed=args.speed) if m.source in ("simulate", "replay") else m
+            for m in config.meters
+        )
+        config = dataclasses.replace(config, meters=meters)
     return Service(config, out=sys.stdout).run(stop)
 
 
@@ -126,11 +165,53 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 def _cmd_replay(args: argparse.Namespace) -> int:
     from gateway.commands.replay import replay
 
-    replay(args.logs, as_json=args.json, intervals_csv=args.intervals, plot_png=args.plot)
+    replay(
+        args.logs,
+        as_json=args.json,
+        intervals_csv=args.intervals,
+        plot_png=args.plot,
+        db_url=args.db,
+    )
     return EXIT_OK
 
 
-COMMANDS = {"run": _cmd_run, "simulate": _cmd_simulate, "replay": _cmd_replay}
+def _cmd_db(args: argparse.Namespace) -> int:
+    from gateway.commands.database import database_url, db_upgrade
+
+    db_upgrade(database_url(args.config, args.db))
+    return EXIT_OK
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from gateway.commands.database import database_url, status
+
+    status(database_url(args.config, args.db), args.json)
+    return EXIT_OK
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from gateway.commands.database import database_url, export
+
+    export(database_url(args.config, args.db), args.format, args.meter, args.start, args.end)
+    return EXIT_OK
+
+
+def _cmd_reconcile(args: argparse.Namespace) -> int:
+    from gateway.commands.database import database_url, reconcile
+
+    reconcile(database_url(args.config, args.db), args.meter, args.lcd_kwh, args.time)
+    return EXIT_OK
+
+
+COMMANDS = {
+    "run": _cmd_run,
+    "simulate": _cmd_simulate,
+    "replay": _cmd_replay,
+    "db": _cmd_db,
+    "status": _cmd_status,
+    "export": _cmd_export,
+    "reconcile": _cmd_reconcile,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

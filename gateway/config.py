@@ -1,14 +1,29 @@
-"""Configuration: one frozen dataclass tree, validated at start-up (SPEC section 7)."""
+"""Configuration: one frozen dataclass tree, loaded from one TOML file, validated at start-up.
+
+SPEC section 7. An unknown key, a value of the wrong type or a missing required key stops
+start-up with a ConfigError naming the file and the key (``meters[2].pin_10``). Source-specific
+keys are accepted only for their source.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import socket
+import tomllib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from gateway.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = "/etc/amr-gateway/config.toml"
 DATABASE_FILE = "gateway.db"
+SOURCES = ("gpio", "serial", "simulate", "replay")
+METER_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 def default_database_url() -> str:
@@ -22,8 +37,30 @@ def default_database_url() -> str:
 class GatewaySettings:
     id: str = field(default_factory=socket.gethostname)
     database: str = field(default_factory=default_database_url)
-    commit_interval_s: float = 1.0
+    commit_interval_s: float = 1.0  # at most one commit per second spares the SD card
     report_interval_s: float = 10.0
+    capture_dir: str | None = None
+    capture_keep_days: int = 30
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    enabled: bool = True
+    host: str = "localhost"
+    port: int = 1883
+    base_topic: str = "amr"
+    discovery_prefix: str = "homeassistant"
+    protocol: str = "3.1.1"
+    keepalive_s: int = 30
+    client_id: str | None = None
+    username: str | None = None
+    password_file: str | None = None
+    tls: bool = False
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    state_interval_s: float = 10.0
+    commands: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -32,16 +69,184 @@ class MeterSettings:
     model: str = "2O208-4W"
     source: str = "simulate"
     ct_rating_a: float = 200.0
+    has_demand: bool = True
+    wh_per_edge_10: int = 5
+    wh_per_edge_1k: int = 500
+    glitch_ms: float = 2.0
+    # simulate and replay
     speed: float = 1.0
     profile: str | None = None
+    file: str | None = None
+    # gpio
+    pin_10: int | None = None
+    pin_1k: int | None = None
+    # serial
+    port: str | None = None
+    baudrate: int = 115_200
+    input_10: int | None = None
+    input_1k: int | None = None
+
+
+# Keys only their source may carry (the rest are common to every meter).
+SOURCE_KEYS: dict[str, frozenset[str]] = {
+    "simulate": frozenset({"speed", "profile"}),
+    "replay": frozenset({"speed", "file"}),
+    "gpio": frozenset({"pin_10", "pin_1k"}),
+    "serial": frozenset({"port", "baudrate", "input_10", "input_1k"}),
+}
+REQUIRED_METER_KEYS = ("name", "model", "source")
 
 
 @dataclass(frozen=True)
 class Config:
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
     meters: tuple[MeterSettings, ...] = ()
+    path: str | None = None
 
 
 def embedded_defaults(speed: float = 1.0) -> Config:
     """Return the configuration ``run --simulate`` uses with no file: one simulated meter."""
-    return Config(GatewaySettings(), (MeterSettings("meter1", speed=speed),))
+    return Config(meters=(MeterSettings("meter1", speed=speed),))
+
+
+def _type_name(kind: Any) -> str:
+    if kind is bool:
+        return "true or false"
+    if kind is int:
+        return "an integer"
+    if kind is float:
+        return "a number"
+    if kind is str:
+        return "a string"
+    return "a list of strings"
+
+
+def _convert(where: str, value: Any, annotation: Any) -> Any:
+    """Check one value against its field's type; return it (ints widen to floats)."""
+    kinds = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else ()
+    kind = next((k for k in kinds if k is not type(None)), annotation)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind in (int, float, str) and isinstance(value, kind) and not isinstance(value, bool):
+        return value
+    if kind is bool and isinstance(value, bool):
+        return value
+    is_tuple = typing.get_origin(kind) is tuple and isinstance(value, list)
+    if is_tuple and all(isinstance(item, str) for item in value):
+        return tuple(value)
+    raise ConfigError(f"{where}: expected {_type_name(kind)}, got {value!r}")
+
+
+def _build(cls: type[Any], table: dict[str, Any], where: str, allowed: set[str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in allowed:
+            raise ConfigError(f"{where}.{key}: unknown key")
+        values[key] = _convert(f"{where}.{key}", value, hints[key])
+    return cls(**values)
+
+
+def parse_config(data: dict[str, Any], path: str = "config") -> Config:
+    """Validate a parsed TOML document into a Config; raise ConfigError naming the key."""
+    known = {"gateway", "mqtt", "meters"}
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"{path}: {key}: unknown section")
+    for section in ("gateway", "mqtt"):
+        if section in data and not isinstance(data[section], dict):
+            raise ConfigError(f"{path}: {section}: expected a table [{section}]")
+    gateway_fields = {f.name for f in dataclasses.fields(GatewaySettings)}
+    gateway = _build(GatewaySettings, data.get("gateway", {}), f"{path}: gateway", gateway_fields)
+    mqtt_fields = {f.name for f in dataclasses.fields(MqttSettings)}
+    mqtt = _build(MqttSettings, data.get("mqtt", {}), f"{path}: mqtt", mqtt_fields)
+    if mqtt.protocol not in ("3.1.1", "5"):
+        raise ConfigError(f'{path}: mqtt.protocol: expected "3.1.1" or "5"')
+    if not 1 <= mqtt.port <= 65535:
+        raise ConfigError(f"{path}: mqtt.port: {mqtt.port} is not a port number")
+    raw_meters = data.get("meters")
+    if not isinstance(raw_meters, list) or not raw_meters:
+        raise ConfigError(f"{path}: meters: at least one [[meters]] table is required")
+    common = {f.name for f in dataclasses.fields(MeterSettings)} - set().union(
+        *SOURCE_KEYS.values()
+    )
+    meters: list[MeterSettings] = []
+    for index, table in enumerate(raw_meters):
+        where = f"{path}: meters[{index}]"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: expected a table")
+        for key in REQUIRED_METER_KEYS:
+            if key not in table:
+                raise ConfigError(f"{where}.{key}: missing required key")
+        source = table["source"]
+        if source not in SOURCES:
+            raise ConfigError(f"{where}.source: {source!r} is not one of {', '.join(SOURCES)}")
+        meter = _build(MeterSettings, table, where, common | SOURCE_KEYS[source])
+        _check_meter(meter, where)
+        meters.append(meter)
+    names = [m.name for m in meters]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise ConfigError(f"{path}: meters[{i}].name: {name!r} is used twice")
+    _check_shared(meters, path)
+    return Config(gateway, mqtt, tuple(meters), path)
+
+
+def _check_meter(meter: MeterSettings, where: str) -> None:
+    if not METER_NAME_RE.match(meter.name):
+        raise ConfigError(f"{where}.name: {meter.name!r}: use 1-64 of A-Z a-z 0-9 _ -")
+    if meter.speed <= 0:
+        raise ConfigError(f"{where}.speed: must be positive")
+    if meter.ct_rating_a <= 0:
+        raise ConfigError(f"{where}.ct_rating_a: must be positive")
+    if meter.wh_per_edge_10 <= 0 or meter.wh_per_edge_1k <= 0:
+        raise ConfigError(f"{where}.wh_per_edge_10/1k: must be positive")
+    if meter.glitch_ms < 0:
+        raise ConfigError(f"{where}.glitch_ms: must not be negative")
+    if meter.source == "replay" and not meter.file:
+        raise ConfigError(f'{where}.file: missing required key for source "replay"')
+    if meter.source == "gpio" and meter.pin_10 is None and meter.pin_1k is None:
+        raise ConfigError(f"{where}.pin_10: a gpio meter needs pin_10 or pin_1k")
+    if meter.source == "serial":
+        if not meter.port:
+            raise ConfigError(f'{where}.port: missing required key for source "serial"')
+        if meter.input_10 is None and meter.input_1k is None:
+            raise ConfigError(f"{where}.input_10: a serial meter needs input_10 or input_1k")
+        for key in ("input_10", "input_1k"):
+            value = getattr(meter, key)
+            if value is not None and not 0 <= value <= 63:
+                raise ConfigError(f"{where}.{key}: {value} is not an input 0-63")
+
+
+def _check_shared(meters: list[MeterSettings], path: str) -> None:
+    """A GPIO pin, or a serial port's input, may feed one channel only."""
+    used: dict[tuple[str, ...], str] = {}
+    for index, meter in enumerate(meters):
+        for key in ("pin_10", "pin_1k", "input_10", "input_1k"):
+            value = getattr(meter, key)
+            if value is None or (meter.source == "gpio") != key.startswith("pin"):
+                continue
+            resource = (
+                ("gpio", str(value))
+                if key.startswith("pin")
+                else ("serial", str(meter.port), str(value))
+            )
+            where = f"{path}: meters[{index}].{key}"
+            if resource in used:
+                raise ConfigError(f"{where}: {value} is already used by {used[resource]}")
+            used[resource] = f"meters[{index}].{key}"
+
+
+def load_config(path: str) -> Config:
+    """Read and validate a TOML configuration file."""
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(data, path)

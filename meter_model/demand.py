@@ -87,6 +87,8 @@ class DemandMeter:
         self._peak_energy: int | None = None
         self.last: SubInterval | None = None
         self.peak: Peak | None = None
+        # When a list, every closed sub-interval is appended to it (the gateway persists them).
+        self.closed_log: list[SubInterval] | None = None
 
     @property
     def current_start_us(self) -> int:
@@ -168,6 +170,11 @@ class DemandMeter:
             partial = not bool(ok[j + 1 : j + 1 + n].all())
             self.peak = Peak(self._kw(best, self.settings.window_s), end_us, partial)
         first = self._index
+        if self.closed_log is not None:
+            self.closed_log.extend(
+                SubInterval((first + k) * s_us, (first + k + 1) * s_us, int(e), bool(c))
+                for k, (e, c) in enumerate(zip(closed.tolist(), complete.tolist(), strict=True))
+            )
         for k in range(max(0, span - n), span):
             start = (first + k) * s_us
             self._window.append(SubInterval(start, start + s_us, int(closed[k]), bool(complete[k])))
@@ -185,6 +192,8 @@ class DemandMeter:
         s_us = self.settings.sub_interval_us
         start = self._index * s_us
         sub = SubInterval(start, start + s_us, self._energy, complete)
+        if self.closed_log is not None:
+            self.closed_log.append(sub)
         evicted = self._window[0]
         self._window.append(sub)
         self._window_energy += sub.energy - (evicted.energy if evicted is not None else 0)

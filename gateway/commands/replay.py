@@ -92,6 +92,7 @@ def replay(
     as_json: bool = False,
     intervals_csv: str | None = None,
     plot_png: str | None = None,
+    db_url: str | None = None,
     out: TextIO = sys.stdout,
 ) -> BatchResult:
     """Run the replay command: reconstruct, then print and write what was asked."""
@@ -104,10 +105,18 @@ def replay(
             raise ConfigError(f"{option} {path}: no such directory")
     progress = Progress(sys.stderr)
     try:
-        result = replay_logs(paths, progress=progress)
+        if db_url is not None:
+            from gateway.dbimport import import_logs
+
+            result = import_logs(paths, db_url, progress=progress)
+        else:
+            result = replay_logs(paths, progress=progress)
     finally:
         progress.close()
     summaries = {name: meter_summary(core) for name, core in sorted(result.cores.items())}
+    for name, skipped in result.skipped.items():
+        if db_url is not None and name in summaries:
+            summaries[name]["skipped"] = skipped
     if intervals_csv is not None:
         write_intervals_csv(intervals_csv, result.intervals)
     if plot_png is not None:

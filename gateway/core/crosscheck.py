@@ -11,7 +11,12 @@ counted difference ``E10 - E1K`` stays within -495..+495 Wh. Each `1K` edge is j
   missed (a lower bound) and on which channel; the difference is then re-based so one fault is
   reported once.
 
+A `1K` edge inferred by hygiene is stamped midway between its neighbours, a guess that may lie
+far before `10` edges already seen: it is counted but not judged itself; the real `1K` edge that
+revealed it is judged for both (expecting twice the ratio of `10` edges since the previous one).
+
 When the input ends, 200 or more `10` edges after the last `1K` edge mean `1K` went silent.
+A channel that counted nothing at all (not wired) leaves the meter unchecked, with no events.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ class CrossCheck:
     _recent10: I64 = field(default_factory=lambda: np.empty(0, np.int64))
     _base10: int = 0  # `10` edges before _recent10
     _pending1k: deque[int] = field(default_factory=deque)
+    _pending_inferred: deque[bool] = field(default_factory=deque)
     _last_c: int | None = None  # `10` count at the last judged `1K` edge
 
     @property
@@ -63,11 +69,21 @@ class CrossCheck:
         self.n10 += len(t_ns)
         self._judge(final=False)
 
-    def add_1k(self, t_ns: I64) -> None:
+    def add_1k(self, t_ns: I64, inferred: npt.NDArray[np.bool_] | None = None) -> None:
         self._pending1k.extend(int(t) for t in t_ns)
+        if inferred is None:
+            self._pending_inferred.extend([False] * len(t_ns))
+        else:
+            self._pending_inferred.extend(bool(x) for x in inferred)
         self._judge(final=False)
 
     def finish(self) -> None:
+        if self.n10 == 0 or (self.n1k == 0 and not self._pending1k):
+            # One channel counted nothing: nothing to check against (summary: "not checked").
+            self.n1k += len(self._pending1k)
+            self._pending1k.clear()
+            self._pending_inferred.clear()
+            return
         self._judge(final=True)
         if self.n1k and self._last_c is not None:
             after = self.n10 - self._last_c
@@ -93,9 +109,13 @@ class CrossCheck:
             # A `1K` edge is judged once a `10` edge later than its tolerance has been seen.
             limit = -1 if last10 is None else last10 - self.tolerance_ns
             ready = int(np.searchsorted(np.fromiter(self._pending1k, np.int64), limit, "left"))
+            # An inferred edge waits for the real edge after it, which is judged for both.
+            while ready and self._pending_inferred[ready - 1]:
+                ready -= 1
         if ready:
             judged = np.array([self._pending1k.popleft() for _ in range(ready)], np.int64)
-            self._judge_many(judged)
+            inferred = np.array([self._pending_inferred.popleft() for _ in range(ready)], np.bool_)
+            self._judge_many(judged, inferred)
         # Keep only the `10` edges a pending or future `1K` edge can still need: hygiene hands
         # over a `1K` edge at most the glitch width (the margin) after later `10` edges.
         if self._pending1k:
@@ -109,20 +129,27 @@ class CrossCheck:
             self._base10 += keep_from
             self._recent10 = self._recent10[keep_from:]
 
-    def _judge_many(self, t: I64) -> None:
+    def _judge_many(self, all_t: I64, inferred: npt.NDArray[np.bool_]) -> None:
         """Judge `1K` edges whose `10` neighbours are all known; loop only over anomalies."""
+        real = np.flatnonzero(~inferred)
+        if len(real) == 0:  # inferred edges with no real edge after them: counted only
+            self.n1k += len(all_t)
+            return
+        t = all_t[real]
+        # Each real edge stands for itself and the inferred edges just before it.
+        weight = np.diff(np.concatenate([[-1], real]))
         tol = self.tolerance_ns
         lo = np.searchsorted(self._recent10, t - tol, "left")
         hi = np.searchsorted(self._recent10, t + tol, "right")
         c = self._base10 + hi
-        k = self.n1k + np.arange(1, len(t) + 1)
+        k = self.n1k + np.cumsum(weight)
         previous = np.concatenate([[-1 if self._last_c is None else self._last_c], c[:-1]])
         between = c - previous
         has_previous = np.ones(len(t), np.bool_)
         has_previous[0] = self._last_c is not None
         raw_difference = c * self.wh_10 - k * self.wh_1k
         limit = self.wh_1k - self.wh_10
-        structural = (hi == lo) | (has_previous & (between != self.ratio))
+        structural = (hi == lo) | (has_previous & (between != self.ratio * weight))
         position = 0
         while position < len(t):
             difference = raw_difference[position:] - self.offset_wh
@@ -137,31 +164,32 @@ class CrossCheck:
                     when, EventKind.COINCIDENCE, None, "`1K` edge with no `10` edge beside it"
                 )
             if has_previous[j]:
-                self._judge_between(when, int(between[j]))
+                self._judge_between(when, int(between[j]), int(weight[j]))
             self._check_difference(when, int(raw_difference[j]))
             position = j + 1
-        self.n1k += len(t)
+        self.n1k += len(all_t)
         self._last_c = int(c[-1])
 
-    def _judge_between(self, when: int, between: int) -> None:
+    def _judge_between(self, when: int, between: int, weight: int = 1) -> None:
+        expected = self.ratio * weight
         if between == 0:
             self._event(
                 when,
                 EventKind.SILENT,
                 CHANNEL_10,
                 "no `10` edge between two `1K` edges",
-                self.ratio * self.wh_10,
+                expected * self.wh_10,
             )
-        elif between >= 2 * self.ratio:
+        elif between >= expected + self.ratio:
             self._event(
                 when, EventKind.SILENT, CHANNEL_1K, f"{between} `10` edges between two `1K` edges"
             )
-        elif between != self.ratio:
+        elif between != expected:
             self._event(
                 when,
                 EventKind.COUNT,
                 None,
-                f"{between} `10` edges between two `1K` edges (expected {self.ratio})",
+                f"{between} `10` edges between two `1K` edges (expected {expected})",
             )
 
     def _check_difference(self, t: int, raw_difference_wh: int) -> None:

@@ -14,6 +14,7 @@ class EventKind(StrEnum):
     NOISE = "noise"  # edges faster than the meter can physically produce
     GAP = "gap"  # time when nothing was counted (the gateway was down)
     PEAK_RESET = "peak_reset"
+    RESTART = "restart"  # the gateway started and resumed from the database
     CLOCK_STEP = "clock_step"
 
 

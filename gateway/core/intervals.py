@@ -150,6 +150,15 @@ class IntervalAccumulator:
         if to_ns > from_ns:
             self._gaps.append((from_ns, to_ns))
 
+    def open_quality(self, now_ns: int) -> str:
+        """Return the quality the interval now open would have if it closed now."""
+        index = now_ns // self.length_ns
+        start = index * self.length_ns
+        if self._flags.get(index):
+            return Quality.GAP
+        unobserved = self.start_ns > start or any(a < now_ns and b > start for a, b in self._gaps)
+        return Quality.PARTIAL if unobserved else Quality.COMPLETE
+
     def close_through(self, now_ns: int, register: str) -> IntervalBatch:
         """Close every interval that ended at or before ``now_ns``."""
         return self._close(now_ns // self.length_ns, None, register)

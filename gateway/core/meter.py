@@ -187,7 +187,7 @@ class MeterCore:
         if channel == CHANNEL_10:
             self.crosscheck.add_10(counted)
         else:
-            self.crosscheck.add_1k(counted)
+            self.crosscheck.add_1k(counted, cleaned.inferred)
         self._collect_events()
 
     def _check_noise(self, channel: str, real: I64) -> None:
@@ -308,3 +308,9 @@ class MeterCore:
     @property
     def duplicates(self) -> int:
         return sum(h.duplicates for h in self.hygiene.values())
+
+    def current_quality(self, now_ns: int) -> str:
+        """Return the quality of the interval now open (complete, partial or gap so far)."""
+        if self._intervals is None:
+            return "partial"
+        return self._intervals.open_quality(now_ns)

@@ -1,9 +1,16 @@
-"""The ``simulate`` source: the meter model under a load profile, paced in simulated time."""
+"""The ``simulate`` source: the meter model under a load profile, paced in simulated time.
+
+Its clock starts at the wall-clock time (or the profile's first row) and runs ``speed`` times
+faster than the service's. After a restart it continues the simulated clock and register where
+the database says they stopped, so the simulated meter never jumps or repeats.
+"""
 
 from __future__ import annotations
 
+import bisect
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 from gateway.core.edge import Edge
 from gateway.sources import Poll
@@ -17,6 +24,18 @@ logger = logging.getLogger(__name__)
 FAR_FUTURE_US = 2**62
 
 
+def profile_segments(path: str, start_us: int) -> Iterator[tuple[int, int]]:
+    """Yield (t_us, power_mw) of a profile file from ``start_us`` on; power 0 after its end."""
+    from gateway.loadprofile import read_profile
+
+    profile = read_profile(path)
+    times = profile.t_us.tolist()
+    powers = [*profile.power_mw.tolist(), 0]  # the last row ends the run
+    current = bisect.bisect_right(times, start_us) - 1
+    yield start_us, powers[current] if current >= 0 else 0
+    yield from zip(times[current + 1 :], powers[current + 1 :], strict=True)
+
+
 class SimulateSource:
     """A simulated meter whose clock runs ``speed`` times faster than the service's."""
 
@@ -27,24 +46,43 @@ class SimulateSource:
         *,
         start_ns: int,
         speed: float = 1.0,
-        segments: Iterator[tuple[int, int]] | None = None,
+        profile: str | None = None,
+        state: dict[str, Any] | None = None,
     ) -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
         self.meter = meter
         self.config = config
         self.speed = speed
-        self._start_us = start_ns // NS_PER_US
-        self.model = Meter(config, start_us=self._start_us)
-        self._segments = segments or builtin_segments(self._start_us, FAR_FUTURE_US)
-        self._next: tuple[int, int] | None = next(self._segments, None)
+        self.profile = profile
+        if state is not None:
+            self._start_us = int(state["t_us"])
+            self.model = Meter(config, start_us=self._start_us, energy_nj=int(state["energy_nj"]))
+        else:
+            self._start_us = start_ns // NS_PER_US
+            if profile is not None:
+                from gateway.loadprofile import read_profile
+
+                self._start_us = read_profile(profile).start_us
+            self.model = Meter(config, start_us=self._start_us)
+        self._segments: Iterator[tuple[int, int]] | None = None
+        self._next: tuple[int, int] | None = None
         self._mono0_ns: int | None = None
 
     def open(self) -> None:
+        if self.profile is not None:
+            self._segments = profile_segments(self.profile, self._start_us)
+        else:
+            self._segments = builtin_segments(self._start_us, FAR_FUTURE_US)
+        self._next = next(self._segments, None)
         logger.info("simulating %s (%s) at %gx", self.meter, self.config.model.text, self.speed)
 
     def close(self) -> None:
         pass
+
+    def state(self) -> dict[str, Any]:
+        """Return what a restart needs to continue: the simulated clock and register."""
+        return {"t_us": self.model.t_us, "energy_nj": self.model.energy_nj}
 
     def simulated_now_us(self, mono_ns: int) -> int:
         if self._mono0_ns is None:
@@ -52,6 +90,7 @@ class SimulateSource:
         return self._start_us + int((mono_ns - self._mono0_ns) * self.speed) // NS_PER_US
 
     def poll(self, mono_ns: int) -> Poll:
+        assert self._segments is not None, "open() first"
         now_us = self.simulated_now_us(mono_ns)
         made = []
         while self._next is not None and self._next[0] <= now_us:

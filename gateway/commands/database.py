@@ -1,0 +1,243 @@
+"""``amr-gateway db upgrade``, ``status``, ``export`` and ``reconcile``: the database read back."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import time
+from typing import Any, TextIO
+
+from gateway.config import DEFAULT_CONFIG_PATH, default_database_url, load_config
+from gateway.core.meter import MeterCore
+from gateway.core.state import restore
+from gateway.errors import ConfigError
+from gateway.sinks.store import Store, StoredMeter, redact
+from gateway.timefmt import NS_PER_S, NS_PER_US, format_iso, parse_time_ns
+from meter_model.units import lcd_kwh, round_kw
+
+RECENT_EVENTS_S = 24 * 3600
+
+
+def database_url(config: str | None, db: str | None) -> str:
+    """Return the database a command reads: ``--db``, else the configuration's, else the
+    default configuration's when it exists, else ``gateway.db`` in the working directory."""
+    if db:
+        return db
+    if config:
+        return load_config(config).gateway.database
+    if os.path.exists(DEFAULT_CONFIG_PATH):
+        return load_config(DEFAULT_CONFIG_PATH).gateway.database
+    return default_database_url()
+
+
+def open_store(url: str, *, create: bool = False) -> Store:
+    """Open an existing database (or create it when ``create``); a missing file is an error."""
+    if url.startswith("sqlite:///") and not create:
+        path = url.removeprefix("sqlite:///")
+        if path and path != ":memory:" and not os.path.exists(path):
+            raise ConfigError(f"database {path}: no such file (has the gateway run yet?)")
+    return Store(url, upgrade=create)
+
+
+def db_upgrade(url: str, out: TextIO = sys.stdout) -> None:
+    from gateway.sinks.migrate import current_revision, head_revision
+
+    store = Store(url, upgrade=True)
+    try:
+        out.write(
+            f"database {redact(url)} is at revision {current_revision(store.engine)}"
+            f" (head {head_revision()})\n"
+        )
+    finally:
+        store.close()
+
+
+def _core(stored: StoredMeter) -> MeterCore | None:
+    if stored.core_state is None:
+        return None
+    core = MeterCore(stored.name)
+    restore(core, stored.core_state)
+    return core
+
+
+def meter_status(store: Store, stored: StoredMeter, now_ns: int) -> dict[str, Any]:
+    """Return one meter's status as ``status --json`` prints it."""
+    core = _core(stored)
+    energy_wh = stored.register_wh
+    status: dict[str, Any] = {
+        "model": stored.model,
+        "source": stored.source,
+        "energy_wh": energy_wh,
+        "lcd_kwh": lcd_kwh(energy_wh),
+        "edges": {ch: row.edges for ch, row in sorted(stored.counters.items())},
+        "last_edge": {
+            ch: format_iso(row.last_edge_ns) if row.last_edge_ns is not None else None
+            for ch, row in sorted(stored.counters.items())
+        },
+        "saved": format_iso(stored.saved_ns) if stored.saved_ns else None,
+        "power_kw": 0.0,
+        "demand_kw": 0.0,
+        "peak_demand_kw": None,
+        "peak_demand_end": None,
+    }
+    if core is not None:
+        # "now" for a live meter is the wall clock; a replayed or simulated one stops at its
+        # own clock, the time of its last edge.
+        last = core.last_ns or now_ns
+        reference = now_ns if stored.source in ("gpio", "serial") else last
+        status["power_kw"] = round(core.power_kw(reference), 3)
+        demand = core.demand
+        if demand is not None:
+            status["demand_kw"] = float(round_kw(demand.instantaneous_kw()))
+            if demand.peak is not None:
+                status["peak_demand_kw"] = float(round_kw(demand.peak.demand_kw))
+                status["peak_demand_end"] = format_iso(demand.peak.window_end_us * NS_PER_US)
+        status["glitches"] = core.glitches
+        status["inferred_edges"] = core.inferred_edges
+        status["duplicates"] = core.duplicates
+        status["crosscheck"] = core.crosscheck.summary()
+    since = now_ns - RECENT_EVENTS_S * NS_PER_S
+    anomalies = [
+        {
+            "time": format_iso(e.t_ns),
+            "kind": e.kind,
+            "channel": e.channel,
+            "detail": e.detail,
+            "missed_wh": e.missed_wh,
+        }
+        for e in store.events(stored.id)
+        if e.kind not in ("restart",)
+        and (e.t_ns >= since or stored.source not in ("gpio", "serial"))
+    ]
+    status["open_anomalies"] = anomalies[-20:]
+    readings = store.lcd_readings(stored.id)
+    status["last_reconciliation"] = reconciliation(readings) if readings else None
+    return status
+
+
+def status(url: str, as_json: bool, out: TextIO = sys.stdout) -> None:
+    store = open_store(url)
+    try:
+        now_ns = time.time_ns()
+        meters = {m.name: meter_status(store, m, now_ns) for m in store.meters()}
+    finally:
+        store.close()
+    if as_json:
+        json.dump({"meters": meters}, out, indent=2)
+        out.write("\n")
+        return
+    if not meters:
+        out.write(f"no meters in {redact(url)}\n")
+    for name, m in meters.items():
+        peak = (
+            f"{m['peak_demand_kw']:.2f} kW (window ending {m['peak_demand_end']})"
+            if m["peak_demand_kw"] is not None
+            else "-"
+        )
+        out.write(
+            f"{name} ({m['model']}, {m['source']}): {m['energy_wh']} Wh, LCD {m['lcd_kwh']} kWh; "
+            f"edges {' '.join(f'{ch}={n}' for ch, n in m['edges'].items())}; "
+            f"power {m['power_kw']:.2f} kW, demand {m['demand_kw']:.2f} kW, peak {peak}; "
+            f"{len(m['open_anomalies'])} anomalies\n"
+        )
+        if m["last_reconciliation"]:
+            out.write(f"  last LCD reading: {m['last_reconciliation']['summary']}\n")
+
+
+def _time_option(option: str, text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return parse_time_ns(text)
+    except ValueError as exc:
+        raise ConfigError(f"{option}: {exc}") from None
+
+
+def export(
+    url: str,
+    fmt: str,
+    meter: str | None,
+    start: str | None,
+    end: str | None,
+    out: TextIO = sys.stdout,
+) -> int:
+    if fmt != "csv":
+        raise ConfigError(f"--format {fmt}: only csv is supported")
+    start_ns, end_ns = _time_option("--from", start), _time_option("--to", end)
+    store = open_store(url)
+    try:
+        if meter is not None and store.find_meter(meter) is None:
+            raise ConfigError(f"--meter {meter}: no such meter in the database")
+        rows = store.intervals(meter, start_ns, end_ns)
+    finally:
+        store.close()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["meter", "start", "end", "energy_wh", "edges", "demand_kw", "quality"])
+    from fractions import Fraction
+
+    for name, row in rows:
+        demand = Fraction(row.energy_wh * 3600 * NS_PER_S, (row.end_ns - row.start_ns) * 1000)
+        writer.writerow(
+            [
+                name,
+                format_iso(row.start_ns),
+                format_iso(row.end_ns),
+                row.energy_wh,
+                row.edges,
+                round_kw(demand),
+                row.quality,
+            ]
+        )
+    return len(rows)
+
+
+def reconciliation(readings: list[Any]) -> dict[str, Any]:
+    """Compare LCD readings with the counted register.
+
+    The LCD truncates, so a reading of N kWh means the meter's register held N000..N999 Wh. The
+    first reading fixes the offset between the meter's lifetime total and what the gateway
+    counted (within that 999 Wh); each later reading's drift is how far the offset has moved.
+    """
+    first, last = readings[0], readings[-1]
+    first_lo = first.lcd_kwh * 1000 - first.register_wh
+    last_lo = last.lcd_kwh * 1000 - last.register_wh
+    drift_lo, drift_hi = last_lo - (first_lo + 999), (last_lo + 999) - first_lo
+    consistent = drift_lo <= 0 <= drift_hi
+    summary = (
+        f"{last.lcd_kwh} kWh on the LCD at {format_iso(last.t_ns, 0)} "
+        f"against {last.register_wh} Wh counted; "
+    )
+    if len(readings) == 1:
+        summary += f"offset {first_lo}..{first_lo + 999} Wh (the baseline)"
+    else:
+        summary += f"drift {drift_lo}..{drift_hi} Wh since {format_iso(first.t_ns, 0)}: " + (
+            "consistent" if consistent else "the gateway has lost or gained energy"
+        )
+    return {
+        "time": format_iso(last.t_ns),
+        "lcd_kwh": last.lcd_kwh,
+        "register_wh": last.register_wh,
+        "offset_wh": [last_lo, last_lo + 999],
+        "drift_wh": [drift_lo, drift_hi] if len(readings) > 1 else None,
+        "consistent": consistent,
+        "summary": summary,
+    }
+
+
+def reconcile(url: str, meter: str, lcd: int, when: str | None, out: TextIO = sys.stdout) -> None:
+    if lcd < 0:
+        raise ConfigError("--lcd-kwh: must not be negative")
+    t_ns = _time_option("--time", when) or time.time_ns()
+    store = open_store(url)
+    try:
+        stored = store.find_meter(meter)
+        if stored is None:
+            names = ", ".join(m.name for m in store.meters()) or "none"
+            raise ConfigError(f"--meter {meter}: no such meter in the database (meters: {names})")
+        store.add_lcd_reading(stored.id, t_ns, lcd, stored.register_wh)
+        result = reconciliation(store.lcd_readings(stored.id))
+    finally:
+        store.close()
+    out.write(f"{meter}: {result['summary']}\n")

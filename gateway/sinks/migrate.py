@@ -1,0 +1,106 @@
+"""Database migrations with Alembic, run from the installed package (no alembic.ini needed)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from alembic.config import Config
+from sqlalchemy import inspect
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from gateway.errors import ConfigError, SinkError
+
+logger = logging.getLogger(__name__)
+
+
+def _config() -> Config:
+
+    import migrations
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    return config
+
+
+def _describe(engine: Engine) -> str:
+    from gateway.sinks.store import redact
+
+    return f"database {redact(str(engine.url))}"
+
+
+def _tables(engine: Engine) -> set[str]:
+    try:
+        return set(inspect(engine).get_table_names())
+    except SQLAlchemyError as exc:
+        raise ConfigError(
+            f"{_describe(engine)}: cannot open it ({_short(exc)}); is it an amr-gateway database?"
+        ) from None
+
+
+def _short(exc: Exception) -> str:
+    text = str(getattr(exc, "orig", exc) or exc)
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _check_ours(engine: Engine, tables: set[str]) -> None:
+    if tables and "alembic_version" not in tables:
+        raise ConfigError(
+            f"{_describe(engine)} holds tables of something else ({', '.join(sorted(tables)[:5])});"
+            " give amr-gateway a database of its own"
+        )
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade_database(engine: Engine, revision: str = "head") -> None:
+    """Bring the database to ``revision`` (creating it if empty); refuse a foreign one."""
+    from alembic import command
+
+    _check_ours(engine, _tables(engine))
+    config = _config()
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+    except SQLAlchemyError as exc:
+        raise SinkError(f"{_describe(engine)}: migration failed: {_short(exc)}") from exc
+
+
+def downgrade_database(engine: Engine, revision: str) -> None:
+    from alembic import command
+
+    config = _config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+
+
+def check_database(engine: Engine) -> None:
+    """Refuse a database that is foreign, empty, or not at the current revision."""
+    tables = _tables(engine)
+    _check_ours(engine, tables)
+    if not tables:
+        raise ConfigError(
+            f"{_describe(engine)} is empty: run the gateway or 'amr-gateway db upgrade'"
+        )
+    current = current_revision(engine)
+    if current != head_revision():
+        raise ConfigError(
+            f"{_describe(engine)} is at revision {current}, not {head_revision()}: "
+            "run 'amr-gateway db upgrade'"
+        )

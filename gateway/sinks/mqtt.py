@@ -1,0 +1,392 @@
+"""MQTT publishing (SPEC section 5) with paho-mqtt 2.x, behind one small interface.
+
+Everything paho lives here: its return codes, its network thread, its callbacks. Callbacks run
+in paho's thread and only record facts under a lock (connected, acknowledged message ids,
+commands received, Home Assistant coming online); the service's main loop calls :meth:`pump`,
+which acts on them in its own thread: it publishes the discovery configuration and status after a
+connect, moves waiting interval and event messages from the database outbox to the broker, and
+deletes each one only after the broker acknowledged it (QoS 1). So a broker outage of any length,
+or a gateway restart during one, loses nothing, and delivery stays in ``seq`` order.
+
+Topics (``amr`` is ``base_topic``, ``gw`` the gateway id):
+
+- ``amr/gw/status``: ``online`` / ``offline``, retained; ``offline`` is the last will.
+- ``amr/gw/METER/state``: retained JSON, every ``state_interval_s`` and at each sub-interval end.
+- ``amr/gw/METER/interval`` and ``amr/gw/METER/event``: QoS 1 through the outbox.
+- ``homeassistant/sensor/...``: discovery, retained, re-sent when Home Assistant says ``online``.
+- ``amr/gw/METER/cmd/NAME``: commands, off unless listed in ``[mqtt] commands``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import ssl
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from gateway import __version__
+from gateway.config import MqttSettings
+from gateway.errors import ConfigError
+from gateway.sinks.store import Store
+
+logger = logging.getLogger(__name__)
+
+KNOWN_COMMANDS = ("reset_peak",)
+MAX_IN_FLIGHT = 50
+OUTBOX_BATCH = 200
+
+
+@dataclass(frozen=True)
+class MeterInfo:
+    """What discovery says about a meter."""
+
+    name: str
+    model: str
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command received for a meter."""
+
+    meter: str
+    name: str
+    payload: str
+
+
+def read_password(path: str) -> str:
+    """Read a password file (first line); the password is never logged."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.readline().rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError(f"mqtt.password_file {path}: {exc.strerror or exc}") from None
+
+
+def discovery_messages(
+    settings: MqttSettings, gateway_id: str, meter: MeterInfo
+) -> list[tuple[str, dict[str, Any]]]:
+    """Return the Home Assistant discovery topics and payloads for one meter.
+
+    One device per meter; energy works in the Energy dashboard as published (device class
+    energy, state class total_increasing, kWh). ``default_entity_id`` replaces the deprecated
+    ``object_id``.
+    """
+    base = f"{settings.base_topic}/{gateway_id}"
+    node = f"amr_{gateway_id}_{meter.name}".replace("-", "_").lower()
+    device = {
+        "identifiers": [f"amr-gateway_{gateway_id}_{meter.name}"],
+        "name": f"Meter {meter.name}",
+        "manufacturer": "Leviton",
+        "model": f"Series {meter.model[:1]}000",
+        "model_id": meter.model,
+        "via_device": f"amr-gateway_{gateway_id}",
+    }
+    common = {
+        "state_topic": f"{base}/{meter.name}/state",
+        "availability_topic": f"{base}/status",
+        "payload_available": "online",
+        "payload_not_available": "offline",
+        "device": device,
+        "origin": {"name": "amr-gateway", "sw_version": __version__},
+        "has_entity_name": True,
+    }
+    sensors: list[tuple[str, str, dict[str, Any]]] = [
+        (
+            "energy",
+            "Energy",
+            {
+                "device_class": "energy",
+                "state_class": "total_increasing",
+                "unit_of_measurement": "kWh",
+                "suggested_display_precision": 3,
+                "value_template": "{{ value_json.energy_kwh }}",
+            },
+        ),
+        (
+            "power",
+            "Power",
+            {
+                "device_class": "power",
+                "state_class": "measurement",
+                "unit_of_measurement": "kW",
+                "suggested_display_precision": 2,
+                "value_template": "{{ value_json.power_kw }}",
+            },
+        ),
+        (
+            "demand",
+            "Demand",
+            {
+                "device_class": "power",
+                "state_class": "measurement",
+                "unit_of_measurement": "kW",
+                "suggested_display_precision": 2,
+                "value_template": "{{ value_json.demand_kw }}",
+            },
+        ),
+        (
+            "peak_demand",
+            "Peak demand",
+            {
+                "device_class": "power",
+                "state_class": "measurement",
+                "unit_of_measurement": "kW",
+                "suggested_display_precision": 2,
+                "value_template": "{{ value_json.peak_demand_kw }}",
+            },
+        ),
+        (
+            "quality",
+            "Quality",
+            {
+                "entity_category": "diagnostic",
+                "icon": "mdi:check-decagram",
+                "value_template": "{{ value_json.quality }}",
+            },
+        ),
+    ]
+    messages = []
+    for key, name, extra in sensors:
+        unique = f"{node}_{key}"
+        payload = {
+            **common,
+            "name": name,
+            "unique_id": unique,
+            "default_entity_id": f"sensor.{unique}",
+            **extra,
+        }
+        messages.append((f"{settings.discovery_prefix}/sensor/{node}/{key}/config", payload))
+    return messages
+
+
+class MqttPublisher:
+    """The gateway's MQTT client. Call :meth:`start`, then :meth:`pump` from the main loop."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        gateway_id: str,
+        meters: Sequence[MeterInfo],
+        store: Store | None,
+    ) -> None:
+        for name in settings.commands:
+            if name not in KNOWN_COMMANDS:
+                raise ConfigError(
+                    f"mqtt.commands: {name!r} is not a command ({', '.join(KNOWN_COMMANDS)})"
+                )
+        self.settings = settings
+        self.gateway_id = gateway_id
+        self.meters = list(meters)
+        self.store = store
+        self.base = f"{settings.base_topic}/{gateway_id}"
+        self.status_topic = f"{self.base}/status"
+        self._lock = threading.Lock()
+        self._connected = False
+        self._fresh_connection = False
+        self._ha_online = False
+        self._acked: list[int] = []  # paho mids the broker acknowledged
+        self._in_flight: dict[int, int] = {}  # paho mid -> outbox row id
+        self._handed: set[int] = set()  # outbox row ids paho holds (it resends them itself)
+        self._commands: list[Command] = []
+        self._last_state: dict[str, str] = {}
+        self._stopping = False
+        self.client = self._make_client()
+
+    # -- paho, and only here -----------------------------------------------------------------
+
+    def _make_client(self) -> paho.Client:
+        s = self.settings
+        protocol = MQTTProtocolVersion.MQTTv5 if s.protocol == "5" else MQTTProtocolVersion.MQTTv311
+        client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=s.client_id or f"amr-gateway-{self.gateway_id}",
+            protocol=protocol,
+        )
+        client.will_set(self.status_topic, "offline", qos=1, retain=True)
+        client.reconnect_delay_set(min_delay=1, max_delay=60)
+        client.max_inflight_messages_set(MAX_IN_FLIGHT)
+        if s.username is not None:
+            password = read_password(s.password_file) if s.password_file else None
+            client.username_pw_set(s.username, password)
+        if s.tls or s.ca_file:
+            try:
+                client.tls_set(
+                    ca_certs=s.ca_file,
+                    certfile=s.cert_file,
+                    keyfile=s.key_file,
+                    cert_reqs=ssl.CERT_REQUIRED,
+                    tls_version=ssl.PROTOCOL_TLS_CLIENT,
+                )
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                raise ConfigError(f"mqtt TLS files: {exc}") from None
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        return client
+
+    def _on_connect(
+        self, client: paho.Client, _userdata: Any, _flags: Any, reason: Any, _properties: Any
+    ) -> None:
+        if reason.is_failure:
+            logger.warning(
+                "broker %s:%d refused the connection: %s",
+                self.settings.host,
+                self.settings.port,
+                reason,
+            )
+            return
+        logger.info("connected to %s:%d", self.settings.host, self.settings.port)
+        prefix = self.settings.discovery_prefix
+        if prefix:
+            client.subscribe(f"{prefix}/status", qos=1)
+        for name in self.settings.commands:
+            client.subscribe(f"{self.base}/+/cmd/{name}", qos=1)
+        with self._lock:
+            self._connected = True
+            self._fresh_connection = True
+
+    def _on_disconnect(
+        self, _client: paho.Client, _userdata: Any, _flags: Any, reason: Any, _properties: Any
+    ) -> None:
+        with self._lock:
+            was = self._connected
+            self._connected = False
+        if was and not self._stopping:
+            logger.warning("disconnected from the broker (%s); reconnecting", reason)
+
+    def _on_publish(
+        self, _client: paho.Client, _userdata: Any, mid: int, _reason: Any, _properties: Any
+    ) -> None:
+        with self._lock:
+            self._acked.append(mid)
+
+    def _on_message(self, _client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
+        payload = message.payload.decode("utf-8", errors="replace").strip()
+        prefix = self.settings.discovery_prefix
+        if prefix and message.topic == f"{prefix}/status":
+            if payload == "online":
+                with self._lock:
+                    self._ha_online = True
+            return
+        parts = message.topic.split("/")
+        base_parts = self.base.split("/")
+        if len(parts) == len(base_parts) + 3 and parts[-2] == "cmd":
+            with self._lock:
+                self._commands.append(Command(parts[-3], parts[-1], payload))
+
+    def _publish(
+        self, topic: str, payload: str, *, qos: int = 1, retain: bool = False
+    ) -> int | None:
+        """Hand a message to paho; return its mid, or None if paho did not take it.
+
+        Without a connection paho still keeps a QoS 1 message and sends it on reconnect, so
+        that counts as taken too.
+        """
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc == paho.MQTT_ERR_SUCCESS or (qos > 0 and info.rc == paho.MQTT_ERR_NO_CONN):
+            return info.mid
+        return None
+
+    # -- the interface -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect in the background; the gateway runs on while the broker is away."""
+        try:
+            self.client.connect_async(
+                self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s
+            )
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"mqtt.host {self.settings.host}: {exc}") from None
+        self.client.loop_start()
+
+    @property
+    def connected(self) -> bool:
+        with self._lock:
+            return self._connected
+
+    def publish_state(self, meter: str, payload: dict[str, Any]) -> None:
+        """Publish a meter's retained state (only while connected; the last is re-sent on
+        reconnect)."""
+        text = json.dumps(payload, separators=(",", ":"))
+        self._last_state[meter] = text
+        if self.connected:
+            self._publish(f"{self.base}/{meter}/state", text, qos=1, retain=True)
+
+    def pump(self) -> list[Command]:
+        """Act on what paho reported; move the outbox on. Returns commands received."""
+        with self._lock:
+            fresh, self._fresh_connection = self._fresh_connection, False
+            ha_online, self._ha_online = self._ha_online, False
+            acked, self._acked = self._acked, []
+            commands, self._commands = self._commands, []
+            connected = self._connected
+        done = [self._in_flight.pop(mid) for mid in acked if mid in self._in_flight]
+        if done and self.store is not None:
+            self.store.outbox_done(done)
+            self._handed.difference_update(done)
+        if connected and fresh:
+            self._publish(self.status_topic, "online", qos=1, retain=True)
+            self._send_discovery()
+            for meter, text in self._last_state.items():
+                self._publish(f"{self.base}/{meter}/state", text, qos=1, retain=True)
+        elif connected and ha_online:
+            self._send_discovery()
+        if connected:
+            self._drain_outbox()
+        accepted = []
+        for command in commands:
+            if command.name in self.settings.commands and command.meter in {
+                m.name for m in self.meters
+            }:
+                accepted.append(command)
+            else:
+                logger.warning("ignored command %s for %s", command.name, command.meter)
+        return accepted
+
+    def _send_discovery(self) -> None:
+        if not self.settings.discovery_prefix:
+            return
+        for meter in self.meters:
+            for topic, payload in discovery_messages(self.settings, self.gateway_id, meter):
+                self._publish(topic, json.dumps(payload, separators=(",", ":")), retain=True)
+
+    def _drain_outbox(self) -> None:
+        if self.store is None:
+            return
+        room = MAX_IN_FLIGHT - len(self._in_flight)
+        if room <= 0:
+            return
+        for row, meter in self.store.outbox_head(OUTBOX_BATCH):
+            if row.id in self._handed:
+                continue
+            if room <= 0:
+                break
+            mid = self._publish(f"{self.base}/{meter}/{row.kind}", row.payload, qos=1)
+            if mid is None:
+                break  # the connection dropped; paho reports it and we try again later
+            self._in_flight[mid] = row.id
+            self._handed.add(row.id)
+            room -= 1
+
+    def pending(self) -> int:
+        """Return how many outbox messages paho holds unacknowledged."""
+        return len(self._in_flight)
+
+    def stop(self, timeout_s: float = 3.0) -> None:
+        """Say ``offline`` (retained), give in-flight messages a moment, and disconnect."""
+        self._stopping = True
+        if self.connected:
+            info = self.client.publish(self.status_topic, "offline", qos=1, retain=True)
+            with contextlib.suppress(RuntimeError, ValueError):
+                info.wait_for_publish(timeout=timeout_s)
+            self.pump()
+        self.client.disconnect()
+        self.client.loop_stop()

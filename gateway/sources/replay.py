@@ -1,0 +1,130 @@
+"""The ``replay`` source: a captured pulse log played back live, paced at ``speed``.
+
+Reading the log is :mod:`gateway.logscan`'s job; this module only paces it (as python-can keeps
+reading in ``can/io`` and pacing in ``can/io/player.py``). After a restart it skips every edge the
+database says was already seen (per channel, at or before the last stored edge) and continues
+the replay clock where it stopped, so a log is counted exactly once whatever happens.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from gateway.core.edge import CHANNEL_1K, CHANNEL_10, Edge
+from gateway.errors import SourceError
+from gateway.logscan import LogScanner
+from gateway.sources import Poll
+from gateway.timefmt import parse_time_ns
+
+logger = logging.getLogger(__name__)
+
+END_MARGIN_NS = 1_000_000_000
+MAX_EDGES_PER_POLL = 20_000
+
+
+class ReplaySource:
+    """One meter's rows of a pulse log, emitted as their times come in the replay clock."""
+
+    def __init__(
+        self,
+        meter: str,
+        path: str,
+        *,
+        speed: float = 1.0,
+        resume: dict[str, tuple[int, int]] | None = None,
+        state: dict[str, Any] | None = None,
+    ) -> None:
+        self.meter = meter
+        self.path = path
+        self.speed = speed
+        self.resume = resume or {}
+        self.skipped = 0
+        self._state = state
+        self._t = np.empty(0, np.int64)
+        self._channel = np.empty(0, np.int8)
+        self._level = np.empty(0, np.int8)
+        self._position = 0
+        self._start_ns = 0
+        self._mono0_ns: int | None = None
+        self._now_ns = 0
+        self._stop_ns = 0
+
+    def open(self) -> None:
+        scanner = LogScanner(self.path)
+        parts = []
+        for chunk in scanner.chunks():
+            ids = [i for i, name in enumerate(scanner.meters) if name == self.meter]
+            if not ids:
+                continue
+            rows = chunk.meter == ids[0]
+            parts.append((chunk.t_ns[rows], chunk.channel[rows], chunk.level[rows]))
+        if not parts:
+            raise SourceError(f"{self.path}: no rows for meter {self.meter!r}")
+        t = np.concatenate([p[0] for p in parts])
+        channel = np.concatenate([p[1] for p in parts])
+        level = np.concatenate([p[2] for p in parts])
+        order = np.lexsort((level, channel, t))
+        t, channel, level = t[order], channel[order], level[order]
+        keep = np.ones(len(t), np.bool_)
+        for code, name in ((0, CHANNEL_10), (1, CHANNEL_1K)):
+            if name in self.resume:
+                last_t, last_level = self.resume[name]
+                on = channel == code
+                seen = on & ((t < last_t) | ((t == last_t) & (level <= last_level)))
+                keep &= ~seen
+        self.skipped = int((~keep).sum())
+        self._t, self._channel, self._level = t[keep], channel[keep], level[keep]
+        if self._state is not None:
+            self._start_ns = int(self._state["now_ns"])
+        else:
+            self._start_ns = int(t[0]) if len(t) else 0
+        self._now_ns = self._start_ns
+        # The replay clock stops a second after the log's end (its ``end=`` metadata or its last
+        # edge), so a finished replay confirms its last edges and then holds still.
+        last_edge = int(t[-1]) if len(t) else self._start_ns
+        end = parse_time_ns(scanner.metadata["end"]) if "end" in scanner.metadata else last_edge
+        self._stop_ns = max(end, last_edge) + END_MARGIN_NS
+        logger.info(
+            "replaying %s for %s at %gx: %d edges to go, %d already counted",
+            self.path,
+            self.meter,
+            self.speed,
+            len(self._t),
+            self.skipped,
+        )
+
+    def close(self) -> None:
+        pass
+
+    @property
+    def finished(self) -> bool:
+        return self._position >= len(self._t) and self._now_ns >= self._stop_ns
+
+    def state(self) -> dict[str, Any]:
+        return {"now_ns": self._now_ns}
+
+    def poll(self, mono_ns: int) -> Poll:
+        if self._mono0_ns is None:
+            self._mono0_ns = mono_ns
+        self._now_ns = min(
+            self._stop_ns, self._start_ns + int((mono_ns - self._mono0_ns) * self.speed)
+        )
+        stop = int(np.searchsorted(self._t, self._now_ns, "right"))
+        if stop - self._position > MAX_EDGES_PER_POLL:
+            # Far behind (a high speed): hand over a bounded batch and hold the clock there.
+            stop = self._position + MAX_EDGES_PER_POLL
+            self._now_ns = int(self._t[stop - 1])
+        edges = [
+            Edge(t, self.meter, CHANNEL_1K if c else CHANNEL_10, lv)
+            for t, c, lv in zip(
+                self._t[self._position : stop].tolist(),
+                self._channel[self._position : stop].tolist(),
+                self._level[self._position : stop].tolist(),
+                strict=True,
+            )
+        ]
+        self._position = max(self._position, stop)
+        return Poll(edges, self._now_ns, self.finished)

@@ -1,0 +1,128 @@
+"""The store on real databases: one transaction per batch, read back, bad files refused."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from gateway.core.events import Event, EventKind
+from gateway.core.intervals import Interval
+from gateway.errors import ConfigError, SinkError
+from gateway.sinks.schema import EventRow, IntervalRow, OutboxRow
+from gateway.sinks.store import MeterBatch, Store
+from meter_model.demand import SubInterval
+
+T0 = 1_764_057_600 * 10**9
+MIN15 = 900 * 10**9
+
+
+def batch(energy_edges: int, intervals=(), events=(), subintervals=()) -> MeterBatch:
+    return MeterBatch(
+        name="unit-101",
+        model="2O208-4W",
+        source="replay",
+        core_state={"version": 1, "edges": energy_edges},
+        source_state={"now_ns": T0},
+        counters={
+            "10": {
+                "edges": energy_edges,
+                "wh_per_edge": 5,
+                "level": energy_edges % 2,
+                "last_edge_ns": T0,
+                "glitches": 0,
+                "inferred": 0,
+                "duplicates": 0,
+                "skipped": 0,
+            },
+        },
+        register_wh=energy_edges * 5,
+        intervals=list(intervals),
+        subintervals=list(subintervals),
+        events=list(events),
+    )
+
+
+def interval(k: int, edges: int) -> Interval:
+    start = T0 + k * MIN15
+    return Interval("unit-101", start, start + MIN15, edges * 5, edges, "complete")
+
+
+def test_batch_round_trip_and_outbox_sequence(database_url: str) -> None:
+    store = Store(database_url)
+    try:
+        event = Event(T0, EventKind.MISMATCH, "1K", "lost", 500)
+        sub = SubInterval(T0 // 1000, T0 // 1000 + 300_000_000, 25, True)
+        store.commit([batch(10, [interval(0, 4), interval(1, 6)], [event], [sub])], T0)
+        store.commit([batch(13, [interval(2, 3)])], T0 + 1)
+        stored = store.find_meter("unit-101")
+        assert stored is not None
+        assert stored.register_wh == 65 and stored.core_state == {"version": 1, "edges": 13}
+        assert stored.counters["10"].edges == 13
+        rows = store.intervals("unit-101")
+        assert [(r.start_ns, r.energy_wh) for _, r in rows] == [
+            (T0, 20),
+            (T0 + MIN15, 30),
+            (T0 + 2 * MIN15, 15),
+        ]
+        outbox = store.outbox_head()
+        assert [(row.kind, row.seq) for row, _ in outbox] == [
+            ("interval", 1),
+            ("interval", 2),
+            ("event", 1),
+            ("interval", 3),
+        ]
+        store.outbox_done([row.id for row, _ in outbox[:2]])
+        assert [(row.kind, row.seq) for row, _ in store.outbox_head()] == [
+            ("event", 1),
+            ("interval", 3),
+        ]
+        assert store.count(EventRow, stored.id) == 1
+    finally:
+        store.close()
+
+
+def test_a_failed_batch_writes_nothing(database_url: str) -> None:
+    store = Store(database_url)
+    try:
+        store.commit([batch(10, [interval(0, 4)])], T0)
+        # A good batch and a bad one (a counter without its Wh per edge, which the schema
+        # refuses) in one commit: nothing of either may remain.
+        good = batch(20, [interval(1, 6)])
+        bad = batch(30, [interval(2, 7)])
+        bad.name = "unit-102"
+        bad.counters["10"]["wh_per_edge"] = None
+        with pytest.raises(SinkError):
+            store.commit([good, bad], T0 + 1)
+        stored = store.find_meter("unit-101")
+        assert stored is not None and stored.register_wh == 50
+        assert store.count(IntervalRow) == 1
+        assert store.count(OutboxRow) == 1
+    finally:
+        store.close()
+
+
+def test_corrupt_and_foreign_files_are_refused(tmp_path) -> None:
+    corrupt = tmp_path / "corrupt.db"
+    corrupt.write_bytes(b"this is not a database at all" * 100)
+    with pytest.raises(ConfigError, match="cannot open it"):
+        Store(f"sqlite:///{corrupt}")
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as connection:
+        connection.execute("create table invoices (id integer primary key)")
+    with pytest.raises(ConfigError, match="something else"):
+        Store(f"sqlite:///{foreign}")
+
+
+def test_cli_reports_bad_databases_without_a_traceback(cli, tmp_path) -> None:
+    corrupt = tmp_path / "corrupt.db"
+    corrupt.write_bytes(b"\x00garbage" * 500)
+    for args in (
+        ["status", "--db", f"sqlite:///{corrupt}"],
+        ["db", "upgrade", "--db", f"sqlite:///{corrupt}"],
+    ):
+        result = cli(*args)
+        assert result.returncode == 2, result.stderr
+        assert "corrupt.db" in result.stderr and "Traceback" not in result.stderr
+    result = cli("status", "--db", f"sqlite:///{tmp_path / 'missing.db'}")
+    assert result.returncode == 2 and "no such file" in result.stderr
