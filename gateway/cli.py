@@ -126,6 +126,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    reopen = threading.Event()
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: reopen.set())
 
     import dataclasses
 
@@ -146,7 +148,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             for m in config.meters
         )
         config = dataclasses.replace(config, meters=meters)
-    return Service(config, out=sys.stdout).run(stop)
+    return Service(config, out=sys.stdout).run(stop, reopen)
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:

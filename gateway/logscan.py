@@ -9,7 +9,7 @@ held at a time.
 
 from __future__ import annotations
 
-import gzip
+import logging
 import os
 import zlib
 from collections.abc import Callable, Iterator
@@ -24,10 +24,45 @@ from gateway.errors import PulseLogError
 from gateway.pulselog import HEADER, parse_row, valid_meter_name
 from gateway.timefmt import NS_PER_S, parse_time_ns
 
+logger = logging.getLogger(__name__)
+
 CHUNK_BYTES = 4 << 20
 U8 = npt.NDArray[np.uint8]
 I64 = npt.NDArray[np.int64]
 _POW10 = 10 ** np.arange(18, -1, -1, dtype=np.int64)  # 1e18 .. 1
+
+
+class GzipStream:
+    """Read gzip data (several members too); a stream cut short ends, flagged, not in error."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.truncated = False
+        self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._pending = b""
+        self._started = False
+
+    def read(self, size: int) -> bytes:
+        out = [self._pending]
+        have = len(self._pending)
+        self._pending = b""
+        while have < size:
+            compressed = self.raw.read(1 << 20)
+            if not compressed:
+                if self._started and not self._inflate.eof:
+                    self.truncated = True
+                break
+            self._started = True
+            data = self._inflate.decompress(compressed)
+            while self._inflate.eof and self._inflate.unused_data:
+                rest = self._inflate.unused_data
+                self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                data += self._inflate.decompress(rest)
+            out.append(data)
+            have += len(data)
+        joined = b"".join(out)
+        self._pending = joined[size:]
+        return joined[:size]
 
 
 @dataclass
@@ -64,16 +99,19 @@ class LogScanner:
         except OSError as exc:
             raise PulseLogError(self.path, None, f"cannot read: {exc.strerror or exc}") from None
         with raw:
-            stream: IO[bytes] = raw
+            stream: IO[bytes] | GzipStream = raw
             if self.path.endswith(".gz"):
-                stream = cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
+                stream = GzipStream(raw)
             try:
                 yield from self._chunks(stream, raw, progress)
             except (OSError, EOFError, zlib.error) as exc:
                 raise PulseLogError(self.path, None, f"cannot read: {exc}") from None
 
     def _chunks(
-        self, stream: IO[bytes], raw: IO[bytes], progress: Callable[[int], None] | None
+        self,
+        stream: IO[bytes] | GzipStream,
+        raw: IO[bytes],
+        progress: Callable[[int], None] | None,
     ) -> Iterator[Chunk]:
         line_no = 0
         header_seen = False
@@ -82,7 +120,11 @@ class LogScanner:
             block = stream.read(CHUNK_BYTES)
             data = rest + block
             if not block:
-                if data and not data.endswith(b"\n"):
+                if isinstance(stream, GzipStream) and stream.truncated:
+                    # A capture cut short by a crash: keep every whole line it holds.
+                    logger.warning("%s: the gzip stream is cut short; read what it held", self.path)
+                    data = data[: data.rfind(b"\n") + 1]
+                elif data and not data.endswith(b"\n"):
                     data += b"\n"
                 rest = b""
             else:

@@ -8,6 +8,7 @@ and commits everything derived since the last commit in one transaction, at most
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -16,13 +17,16 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
+from gateway.capture import Capture
+from gateway.clock import ClockStep, Timeline
 from gateway.config import Config, MeterSettings
 from gateway.core.edge import CHANNEL_1K, CHANNEL_10, Edge
 from gateway.core.events import Event, EventKind
 from gateway.core.intervals import Interval
 from gateway.core.meter import CoreSettings, MeterCore, Reading
 from gateway.core.state import restore, snapshot
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, SinkError
+from gateway.notify import Notifier
 from gateway.sinks.store import MeterBatch, Store, StoredMeter
 
 if TYPE_CHECKING:
@@ -36,6 +40,8 @@ from meter_model.units import lcd_kwh, round_kw
 logger = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.1
+WATCHDOG_PING_NS = 1_000_000_000
+UNHEALTHY_AFTER_NS = 20_000_000_000  # a database failing this long stops the watchdog pings
 
 
 def meter_config(settings: MeterSettings, where: str) -> MeterConfig:
@@ -62,10 +68,52 @@ def core_settings(settings: MeterSettings, model: MeterConfig) -> CoreSettings:
     )
 
 
+LIVE_SOURCES = ("gpio", "serial")
+
+
+@dataclass
+class SourceContext:
+    """What sources share: the timeline, serial boards by port, a GPIO pin factory for tests."""
+
+    timeline: Timeline
+    pin_factory: Any = None
+    boards: dict[str, Any] = field(default_factory=dict)
+    serial_opener: Any = None
+
+
 def build_source(
-    settings: MeterSettings, model: MeterConfig, start_ns: int, stored: StoredMeter, core: MeterCore
+    settings: MeterSettings,
+    model: MeterConfig,
+    start_ns: int,
+    stored: StoredMeter,
+    core: MeterCore,
+    context: SourceContext,
 ) -> Source:
     """Return the source a meter's settings name, resuming from what the store holds."""
+    if settings.source == "gpio":
+        from gateway.sources.gpio import GpioSource
+
+        pins = {
+            ch: pin
+            for ch, pin in ((CHANNEL_10, settings.pin_10), (CHANNEL_1K, settings.pin_1k))
+            if pin is not None
+        }
+        return GpioSource(settings.name, pins, context.timeline, pin_factory=context.pin_factory)
+    if settings.source == "serial":
+        from gateway.sources.serial import SerialBoard, SerialSource
+
+        assert settings.port is not None
+        board = context.boards.get(settings.port)
+        if board is None:
+            board = context.boards[settings.port] = SerialBoard(
+                settings.port, settings.baudrate, opener=context.serial_opener
+            )
+        inputs = {
+            ch: number
+            for ch, number in ((CHANNEL_10, settings.input_10), (CHANNEL_1K, settings.input_1k))
+            if number is not None
+        }
+        return SerialSource(settings.name, board, inputs, context.timeline)
     if settings.source == "simulate":
         from gateway.sources.simulate import SimulateSource
 
@@ -203,6 +251,8 @@ class Service:
         out: TextIO,
         monotonic_ns: Callable[[], int] = time.monotonic_ns,
         wall_ns: Callable[[], int] = time.time_ns,
+        pin_factory: Any = None,
+        serial_opener: Any = None,
     ) -> None:
         self.config = config
         self.out = out
@@ -213,12 +263,33 @@ class Service:
             meter_config(settings, f"{config.path or 'config'}: meters[{index}]")
             for index, settings in enumerate(config.meters)
         ]
+        if serial_opener is None:
+            for index, settings in enumerate(config.meters):
+                if settings.source == "serial" and not os.path.exists(settings.port or ""):
+                    raise ConfigError(
+                        f"{config.path or 'config'}: meters[{index}].port: "
+                        f"{settings.port} does not exist"
+                    )
         self.store = Store(config.gateway.database)
         start_ns = wall_ns()
-        self.meters = [
-            self._open_meter(settings, model, start_ns)
-            for settings, model in zip(config.meters, models, strict=True)
+        stored = [
+            self.store.meter(settings.name, settings.model, settings.source, start_ns)
+            for settings in config.meters
         ]
+        # The timeline never starts behind what was already counted.
+        floor = max([int((s.core_state or {}).get("last_ns") or 0) for s in stored], default=0)
+        self.timeline = Timeline(wall_ns=wall_ns, monotonic_ns=monotonic_ns, floor_ns=floor)
+        self.context = SourceContext(self.timeline, pin_factory, serial_opener=serial_opener)
+        self.meters = [
+            self._open_meter(settings, model, entry, start_ns)
+            for settings, model, entry in zip(config.meters, models, stored, strict=True)
+        ]
+        self.notifier = Notifier()
+        self.capture: Capture | None = None
+        if config.gateway.capture_dir:
+            self.capture = Capture(
+                config.gateway.capture_dir, config.gateway.capture_keep_days, config.gateway.id
+            )
         self.mqtt: MqttPublisher | None = None
         if config.mqtt.enabled:
             from gateway.sinks.mqtt import MeterInfo, MqttPublisher
@@ -230,18 +301,49 @@ class Service:
                 self.store,
             )
 
-    def _open_meter(self, settings: MeterSettings, model: MeterConfig, now_ns: int) -> MeterRuntime:
+    def _open_meter(
+        self, settings: MeterSettings, model: MeterConfig, stored: StoredMeter, now_ns: int
+    ) -> MeterRuntime:
         core = MeterCore(settings.name, core_settings(settings, model))
-        stored = self.store.meter(settings.name, settings.model, settings.source, now_ns)
         resumed = stored.core_state is not None
         if stored.core_state is not None:
             restore(core, stored.core_state)
-        source = build_source(settings, model, now_ns, stored, core)
+        source = build_source(settings, model, now_ns, stored, core, self.context)
         runtime = MeterRuntime(settings, model, core, source, stored, now_ns)
         runtime.published_wh = stored.published_wh
         detail = f"resumed at {stored.register_wh} Wh" if resumed else "started counting from zero"
         runtime.events.append(Event(now_ns, EventKind.RESTART, None, detail))
         return runtime
+
+    def _open_sources(self) -> None:
+        """Open every source; a live meter that resumed records the time it was not watched."""
+        for runtime in self.meters:
+            runtime.source.open()
+            core = runtime.core
+            levels: dict[str, int] = getattr(runtime.source, "initial_levels", {})
+            if runtime.settings.source not in LIVE_SOURCES:
+                continue
+            now = self.timeline.now()
+            runtime.now_ns = now
+            if runtime.stored.core_state is None:
+                core._begin(now)
+                for channel, level in levels.items():
+                    core.hygiene[channel].level = level  # a line already high is not counted
+                continue
+            since = max(runtime.stored.saved_ns or now, core.last_ns or 0)
+            changed = [
+                ch
+                for ch, level in levels.items()
+                if core.hygiene[ch].level is not None and core.hygiene[ch].level != level
+            ]
+            missed = sum(core.settings.wh_per_edge[ch] for ch in changed)
+            detail = f"not watched for {(now - since) / 1e9:.0f} s while the gateway was down"
+            if changed:
+                detail += (
+                    f"; the {' and '.join(changed)} line changed meanwhile: at least "
+                    f"{missed} Wh missed, counted back when the next edge comes"
+                )
+            core.mark_gap(since, now, detail, missed)
 
     def _enable_logs(self) -> None:
         for runtime in self.meters:
@@ -249,22 +351,41 @@ class Service:
             if demand is not None and demand.closed_log is None:
                 demand.closed_log = []
 
-    def run(self, stop: threading.Event) -> int:
-        """Run the main loop until ``stop`` is set; flush and return the exit status."""
-        for runtime in self.meters:
-            runtime.source.open()
+    def run(self, stop: threading.Event, reopen: threading.Event | None = None) -> int:
+        """Run the main loop until ``stop`` is set; flush and return the exit status.
+
+        ``reopen`` (set by SIGHUP) starts new capture files. systemd hears READY=1 once the
+        sources are open and WATCHDOG=1 from every healthy pass of the loop; a database that
+        keeps failing stops the pings, so systemd restarts the service.
+        """
+        self._open_sources()
         if self.mqtt is not None:
             self.mqtt.start()
         gateway = self.config.gateway
-        last_commit = last_report = last_state = self._monotonic_ns()
+        last_commit = last_report = last_state = last_ping = self._monotonic_ns()
+        failing_since: int | None = None
+        self.notifier.ready(f"{len(self.meters)} meter(s)")
         self.report()
         try:
             while not stop.is_set():
                 self.step()
                 mono = self._monotonic_ns()
+                if reopen is not None and reopen.is_set():
+                    reopen.clear()
+                    if self.capture is not None:
+                        self.capture.reopen(self.timeline.now())
                 if mono - last_commit >= gateway.commit_interval_s * 1e9:
-                    self.commit()
+                    try:
+                        self.commit()
+                        failing_since = None
+                    except SinkError as exc:
+                        failing_since = failing_since or mono
+                        logger.error("commit failed (retrying): %s", exc)
                     last_commit = mono
+                healthy = failing_since is None or mono - failing_since < UNHEALTHY_AFTER_NS
+                if healthy and mono - last_ping >= WATCHDOG_PING_NS:
+                    self.notifier.watchdog()
+                    last_ping = mono
                 if self.mqtt is not None:
                     due = mono - last_state >= self.config.mqtt.state_interval_s * 1e9
                     self.publish_states(force=due)
@@ -276,7 +397,10 @@ class Service:
                     last_report = mono
                 stop.wait(POLL_INTERVAL_S)
         finally:
+            self.notifier.stopping()
             self.commit()
+            if self.capture is not None:
+                self.capture.close()
             if self.mqtt is not None:
                 self.publish_states(force=True)
                 self.mqtt.pump()
@@ -346,10 +470,19 @@ class Service:
     def step(self) -> None:
         """Poll every source once and feed what it gave to its meter's core."""
         mono = self._monotonic_ns()
+        step = self.timeline.check()
+        if step is not None:
+            self._clock_step(step)
         for runtime in self.meters:
             poll = runtime.source.poll(mono)
             core = runtime.core
+            if self.capture is not None and poll.edges:
+                self.capture.write(poll.edges, poll.now_ns)  # raw, before any filtering
             feed(core, poll.edges)
+            runtime.events.extend(poll.events)
+            check = getattr(runtime.source, "check_against", None)
+            if check is not None:
+                runtime.events.extend(check(core))
             if core.start_ns is None:
                 core._begin(poll.now_ns)
             self._enable_logs()
@@ -361,7 +494,29 @@ class Service:
                 runtime.finished = True
                 logger.info("%s: the replay reached the end of its log", runtime.settings.name)
 
+    def _clock_step(self, step: ClockStep) -> None:
+        seconds = step.delta_ns / 1e9
+        if step.followed:
+            logger.warning("the system clock stepped forward by %.1f s; timestamps follow", seconds)
+        else:
+            logger.warning(
+                "the system clock stepped back by %.1f s; timestamps keep running forward",
+                -seconds,
+            )
+        for runtime in self.meters:
+            if runtime.settings.source not in LIVE_SOURCES:
+                continue
+            detail = f"system clock stepped by {seconds:+.3f} s; " + (
+                "intervals now follow it" if step.followed else "timestamps keep running on"
+            )
+            runtime.events.append(Event(step.at_ns, EventKind.CLOCK_STEP, None, detail))
+            if step.followed:
+                # The labels in between were never real time: those intervals are partial.
+                runtime.core.mark_gap(step.at_ns, step.at_ns + step.delta_ns, detail)
+
     def commit(self) -> None:
+        if self.capture is not None:
+            self.capture.flush()
         self.store.commit([runtime.batch() for runtime in self.meters], self._wall_ns())
 
     def report(self) -> None:

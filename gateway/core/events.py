@@ -12,9 +12,13 @@ class EventKind(StrEnum):
     COINCIDENCE = "coincidence"  # a `1K` edge with no `10` edge at the same time
     SILENT = "silent"  # a channel stopped while the other kept moving
     NOISE = "noise"  # edges faster than the meter can physically produce
+    GLITCH = "glitch"  # levels shorter than the glitch width were removed
+    INFERRED = "inferred"  # repeated levels: missed edges were counted back
     GAP = "gap"  # time when nothing was counted (the gateway was down)
     PEAK_RESET = "peak_reset"
     RESTART = "restart"  # the gateway started and resumed from the database
+    LINK = "link"  # a source's link was lost or came back (serial heartbeats, a USB unplug)
+    MODEL = "model"  # in simulation: the gateway's count differs from the model's register
     CLOCK_STEP = "clock_step"
 
 

@@ -62,7 +62,7 @@ class IntervalBatch(Sequence[Interval]):
         edges: I64,
         wh_per_edge: int,
         quality: npt.NDArray[np.object_],
-        flags: dict[int, tuple[str, ...]],
+        flags: dict[int, dict[str, int]],
         first_index: int,
     ) -> None:
         self.meter = meter
@@ -103,8 +103,13 @@ class IntervalBatch(Sequence[Interval]):
             n * self.wh_per_edge,
             n,
             str(self.quality[i]),
-            self._flags.get(self._first_index + i, ()),
+            tuple(sorted(self._flags.get(self._first_index + i, ()))),
         )
+
+    def flag_counts(self) -> list[tuple[int, dict[str, int]]]:
+        """Return (interval start, {flag: count}) for every flagged interval, in order."""
+        length = self.length_ns
+        return [(index * length, counts) for index, counts in sorted(self._flags.items())]
 
 
 @dataclass
@@ -117,7 +122,7 @@ class IntervalAccumulator:
     wh_per_edge: dict[str, int]
     start_ns: int  # observation start
     _edges: dict[str, dict[int, int]] = field(default_factory=dict)
-    _flags: dict[int, set[str]] = field(default_factory=dict)
+    _flags: dict[int, dict[str, int]] = field(default_factory=dict)  # index -> flag -> count
     _next_index: int = 0  # first interval not yet closed
     _gaps: list[tuple[int, int]] = field(default_factory=list)
 
@@ -142,8 +147,10 @@ class IntervalAccumulator:
 
     def flag(self, t_ns: I64 | list[int], flag: str) -> None:
         index = np.maximum(np.asarray(t_ns, np.int64) // self.length_ns, self._next_index)
-        for i in np.unique(index).tolist():
-            self._flags.setdefault(i, set()).add(flag)
+        values, counts = np.unique(index, return_counts=True)
+        for i, n in zip(values.tolist(), counts.tolist(), strict=True):
+            per_flag = self._flags.setdefault(i, {})
+            per_flag[flag] = per_flag.get(flag, 0) + n
 
     def mark_unobserved(self, from_ns: int, to_ns: int) -> None:
         """Record a stretch when nothing was watched: its intervals become partial."""
@@ -182,9 +189,9 @@ class IntervalAccumulator:
                 c = counts.pop(k)
                 if counts is self._edges[register]:
                     edges[k - first] = c
-        flags: dict[int, tuple[str, ...]] = {}
+        flags: dict[int, dict[str, int]] = {}
         for k in [k for k in self._flags if k < stop]:
-            flags[k] = tuple(sorted(self._flags.pop(k)))
+            flags[k] = self._flags.pop(k)
         starts = index * length
         whole = starts >= self.start_ns
         if end_ns is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -239,7 +240,7 @@ class MeterCore:
         for demand in self._demand.values():
             demand.close_through(horizon // NS_PER_US)
         assert self._intervals is not None
-        return self._intervals.close_through(horizon, self.register_channel)
+        return self._report(self._intervals.close_through(horizon, self.register_channel))
 
     def finish(self, end_ns: int | None = None) -> IntervalBatch | None:
         """The input has ended (at ``end_ns``, else at the last edge): settle everything.
@@ -256,7 +257,24 @@ class MeterCore:
         for demand in self._demand.values():
             demand.close_through(end // NS_PER_US)
         assert self._intervals is not None
-        return self._intervals.finish(end, self.register_channel)
+        return self._report(self._intervals.finish(end, self.register_channel))
+
+    _HYGIENE_EVENTS: ClassVar[dict[str, tuple[EventKind, str]]] = {
+        "glitch": (EventKind.GLITCH, "glitch(es) removed"),
+        "inferred": (EventKind.INFERRED, "missed edge(s) counted back"),
+        "noise": (EventKind.NOISE, "edge(s) faster than the meter can produce"),
+    }
+
+    def _report(self, batch: IntervalBatch) -> IntervalBatch:
+        """Turn each closed interval's hygiene flags into one event per kind (SPEC 5 lists
+        glitches and inferred edges among the anomalies), stamped with the interval start."""
+        for start_ns, counts in batch.flag_counts():
+            for flag, (kind, what) in self._HYGIENE_EVENTS.items():
+                if counts.get(flag):
+                    self.events.append(
+                        Event(start_ns, kind, None, f"{counts[flag]} {what} in this interval")
+                    )
+        return batch
 
     # -- reading it out ----------------------------------------------------------------------
 
@@ -314,3 +332,20 @@ class MeterCore:
         if self._intervals is None:
             return "partial"
         return self._intervals.open_quality(now_ns)
+
+    def mark_gap(self, from_ns: int, to_ns: int, detail: str, missed_wh: int = 0) -> None:
+        """Record time nothing was watched (the gateway was down, the clock stepped).
+
+        Its intervals become partial and its demand sub-intervals count as no data; energy is
+        untouched: an edge missed meanwhile shows as a repeated level and is counted back.
+        """
+        if to_ns <= from_ns:
+            return
+        self._begin(from_ns)
+        assert self._intervals is not None
+        self._intervals.mark_unobserved(from_ns, to_ns)
+        for demand in self._demand.values():
+            demand.mark_gap()
+            demand.close_through(to_ns // NS_PER_US, observed=False)
+            demand.mark_gap()
+        self.events.append(Event(from_ns, EventKind.GAP, None, detail, missed_wh))

@@ -105,7 +105,7 @@ def snapshot(core: MeterCore) -> dict[str, Any]:
         else {
             "next_index": intervals._next_index,
             "edges": {ch: [[k, v] for k, v in c.items()] for ch, c in intervals._edges.items()},
-            "flags": [[k, sorted(v)] for k, v in intervals._flags.items()],
+            "flags": [[k, v] for k, v in intervals._flags.items()],
             "gaps": [list(g) for g in intervals._gaps],
         },
         "crosscheck": {
@@ -158,7 +158,7 @@ def restore(core: MeterCore, state: dict[str, Any]) -> None:
         acc._edges = {
             ch: {k: v for k, v in items} for ch, items in state["intervals"]["edges"].items()
         }
-        acc._flags = {k: set(v) for k, v in state["intervals"]["flags"]}
+        acc._flags = {k: dict(v) for k, v in state["intervals"]["flags"]}
         acc._gaps = [(a, b) for a, b in state["intervals"]["gaps"]]
     cc, data = core.crosscheck, state["crosscheck"]
     cc.n10, cc.n1k, cc.mismatches = data["n10"], data["n1k"], data["mismatches"]

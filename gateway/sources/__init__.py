@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.core.edge import Edge
+from gateway.core.events import Event
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class Poll:
     edges: Sequence[Edge]
     now_ns: int
     finished: bool = False  # a replay that reached the end of its log
+    events: Sequence[Event] = ()  # what the source itself noticed (a serial link lost, ...)
 
 
 class Source(Protocol):

@@ -10,14 +10,19 @@ from __future__ import annotations
 import bisect
 import logging
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gateway.core.edge import Edge
+from gateway.core.edge import CHANNEL_10, Edge
+from gateway.core.events import Event, EventKind
 from gateway.sources import Poll
 from gateway.timefmt import NS_PER_US
 from meter_model import Meter, MeterConfig
 from meter_model.electrical import balanced_inputs
 from meter_model.profiles import builtin_segments
+from meter_model.units import WH_PER_EDGE_10
+
+if TYPE_CHECKING:
+    from gateway.core.meter import MeterCore
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +73,8 @@ class SimulateSource:
         self._segments: Iterator[tuple[int, int]] | None = None
         self._next: tuple[int, int] | None = None
         self._mono0_ns: int | None = None
+        self._baseline: int | None = None
+        self._disagreeing = False
 
     def open(self) -> None:
         if self.profile is not None:
@@ -83,6 +90,36 @@ class SimulateSource:
     def state(self) -> dict[str, Any]:
         """Return what a restart needs to continue: the simulated clock and register."""
         return {"t_us": self.model.t_us, "energy_nj": self.model.energy_nj}
+
+    def check_against(self, core: MeterCore) -> list[Event]:
+        """Compare what the gateway counted with the model's own register, to the edge.
+
+        The only allowed difference is an edge the core still holds pending (it waits out the
+        glitch width). Any other difference is reported once, as a ``model`` event, until the
+        two agree again.
+        """
+        pending = 1 if core.hygiene[CHANNEL_10].pending_t_ns is not None else 0
+        counted = core.totals[CHANNEL_10].edges + pending
+        if self._baseline is None:
+            self._baseline = self.model.edges_10 - counted
+        expected = self.model.edges_10 - self._baseline
+        if counted == expected:
+            self._disagreeing = False
+            return []
+        if self._disagreeing:
+            return []
+        self._disagreeing = True
+        lcd = self.model.lcd_kwh
+        return [
+            Event(
+                self.model.t_us * NS_PER_US,
+                EventKind.MODEL,
+                CHANNEL_10,
+                f"counted {counted} `10` edges where the model's register made {expected} "
+                f"(model LCD {lcd} kWh)",
+                abs(expected - counted) * WH_PER_EDGE_10,
+            )
+        ]
 
     def simulated_now_us(self, mono_ns: int) -> int:
         if self._mono0_ns is None:

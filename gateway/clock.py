@@ -1,0 +1,76 @@
+"""The gateway's timeline: UTC nanoseconds that never run backwards.
+
+Edges are stamped from the monotonic clock (GPIO ticks, serial heartbeats), anchored to the wall
+clock. A Raspberry Pi without a real-time clock boots with a stale time and steps it when NTP
+answers; the timeline notices the step on the next check and re-anchors forward, so intervals are
+labelled in true UTC from then on, while the energy counted is untouched (it is integer edges,
+whatever their labels). A backward step is reported but not followed: timestamps keep running
+forward from where they were, because going back would make new edges look older than counted
+ones. Each step is logged as an event by the service.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+STEP_THRESHOLD_NS = 2_000_000_000
+
+
+@dataclass(frozen=True)
+class ClockStep:
+    """The wall clock moved by ``delta_ns`` relative to the timeline, at timeline time ``at_ns``."""
+
+    at_ns: int
+    delta_ns: int
+    followed: bool
+
+
+class Timeline:
+    """Map monotonic time to UTC; re-anchor when the wall clock steps forward."""
+
+    def __init__(
+        self,
+        *,
+        wall_ns: Callable[[], int] = time.time_ns,
+        monotonic_ns: Callable[[], int] = time.monotonic_ns,
+        floor_ns: int = 0,
+        threshold_ns: int = STEP_THRESHOLD_NS,
+    ) -> None:
+        self._wall_ns = wall_ns
+        self._monotonic_ns = monotonic_ns
+        self.threshold_ns = threshold_ns
+        mono = monotonic_ns()
+        # Never start behind what was already counted (a clock that lost time while we slept).
+        self._anchor_wall = max(wall_ns(), floor_ns)
+        self._anchor_mono = mono
+        self._reported_back = False
+
+    def from_monotonic(self, mono_ns: int) -> int:
+        """Return the UTC time of a monotonic instant."""
+        return self._anchor_wall + (mono_ns - self._anchor_mono)
+
+    def now(self) -> int:
+        return self.from_monotonic(self._monotonic_ns())
+
+    def monotonic_ns(self) -> int:
+        """Return the monotonic clock the timeline is built on."""
+        return self._monotonic_ns()
+
+    def check(self) -> ClockStep | None:
+        """Compare with the wall clock; follow a forward step, report a backward one once."""
+        mono = self._monotonic_ns()
+        timeline = self.from_monotonic(mono)
+        wall = self._wall_ns()
+        delta = wall - timeline
+        if delta > self.threshold_ns:
+            self._anchor_wall, self._anchor_mono = wall, mono
+            self._reported_back = False
+            return ClockStep(timeline, delta, True)
+        if delta < -self.threshold_ns and not self._reported_back:
+            self._reported_back = True
+            return ClockStep(timeline, delta, False)
+        if abs(delta) <= self.threshold_ns:
+            self._reported_back = False
+        return None

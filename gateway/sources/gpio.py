@@ -1,0 +1,127 @@
+"""The ``gpio`` source: the meter's isolated outputs on Raspberry Pi GPIO pins, with gpiozero.
+
+- The lgpio pin factory is chosen explicitly; if it cannot be had that is an error, never a
+  silent fall-back to another factory (whose timing and pin access differ).
+- Pins are inputs with the pull-up on: the outputs are open collector, so the line is pulled low
+  while the output conducts. The pulse-log level is the *output's* level, so a low line is 1.
+- Each edge is stamped from the backend's own edge ticks (the kernel's event time), not from when
+  the callback ran; the callback only queues ``(ticks, state)``. Filtering is the core's job, so
+  gpiozero's ``bounce_time`` stays off.
+- The line's level at start is read and handed to the core, so a line already high at start is
+  not counted twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Any
+
+from gateway.clock import Timeline
+from gateway.core.edge import CHANNEL_1K, CHANNEL_10, Edge
+from gateway.errors import SourceError
+from gateway.sources import Poll
+
+logger = logging.getLogger(__name__)
+NS_PER_S = 1_000_000_000
+CALLBACK_LATENCY_NS = 50_000_000
+
+
+def lgpio_factory() -> Any:
+    """Return gpiozero's lgpio pin factory, or raise SourceError saying why it is unavailable."""
+    try:
+        from gpiozero.pins.lgpio import LGPIOFactory
+
+        return LGPIOFactory()
+    except Exception as exc:  # ImportError, or lgpio failing to open /dev/gpiochip*
+        raise SourceError(
+            f"the lgpio pin factory is unavailable ({exc}); install python3-lgpio and give the "
+            "service access to /dev/gpiochip*"
+        ) from None
+
+
+class GpioSource:
+    """One meter's `10` and/or `1K` outputs on GPIO pins."""
+
+    def __init__(
+        self,
+        meter: str,
+        pins: dict[str, int],
+        timeline: Timeline,
+        *,
+        pin_factory: Any = None,
+    ) -> None:
+        self.meter = meter
+        self.pins = pins
+        self.timeline = timeline
+        self._factory = pin_factory
+        self._pins: dict[str, Any] = {}
+        self._callbacks: dict[str, Any] = {}
+        self._queue: deque[tuple[str, float, int]] = deque()
+        self._ticks0: float = 0.0
+        self._mono0_ns = 0
+        self.initial_levels: dict[str, int] = {}
+
+    def open(self) -> None:
+        factory = self._factory if self._factory is not None else lgpio_factory()
+        self._factory = factory
+        for channel, number in self.pins.items():
+            try:
+                pin = factory.pin(number)
+                pin.function = "input"
+                pin.pull = "up"
+                pin.bounce = None
+                pin.edges = "both"
+            except Exception as exc:
+                self.close()
+                raise SourceError(f"{self.meter}: GPIO pin {number} ({channel}): {exc}") from None
+            self._pins[channel] = pin
+        # Tie the backend's ticks to the timeline once; every edge is placed by its own ticks.
+        self._ticks0 = factory.ticks()
+        self._mono0_ns = self.timeline.monotonic_ns()
+        for channel, pin in self._pins.items():
+            self.initial_levels[channel] = 0 if pin.state else 1
+            # gpiozero holds callbacks weakly: keep ours alive here.
+            self._callbacks[channel] = self._callback(channel)
+            pin.when_changed = self._callbacks[channel]
+        logger.info(
+            "%s: GPIO %s",
+            self.meter,
+            ", ".join(f"{ch} on pin {n}" for ch, n in self.pins.items()),
+        )
+
+    def _callback(self, channel: str) -> Any:
+        queue = self._queue
+
+        def changed(ticks: float, state: int) -> None:
+            queue.append((channel, ticks, state))  # nothing else here: the callback must be quick
+
+        return changed
+
+    def poll(self, mono_ns: int) -> Poll:
+        edges = []
+        factory = self._factory
+        while True:
+            try:
+                channel, ticks, state = self._queue.popleft()
+            except IndexError:
+                break
+            seconds = factory.ticks_diff(ticks, self._ticks0)
+            t_ns = self.timeline.from_monotonic(self._mono0_ns + round(seconds * NS_PER_S))
+            edges.append(Edge(t_ns, self.meter, channel, 0 if state else 1))
+        edges.sort(key=lambda e: (e.t_ns, e.channel != CHANNEL_10, e.level))
+        # "Now" lags a little: an edge whose callback is still on its way must not land in a
+        # period the core has already closed.
+        return Poll(edges, self.timeline.from_monotonic(mono_ns) - CALLBACK_LATENCY_NS)
+
+    def close(self) -> None:
+        for pin in self._pins.values():
+            try:
+                pin.when_changed = None
+                pin.close()
+            except Exception:  # closing is best effort
+                logger.debug("closing a pin failed", exc_info=True)
+        self._pins.clear()
+
+
+__all__ = ["CHANNEL_1K", "GpioSource", "lgpio_factory"]

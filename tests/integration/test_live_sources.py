@@ -1,0 +1,293 @@
+"""The live sources against real backends: gpiozero's MockFactory pins, pyserial over a pty."""
+
+from __future__ import annotations
+
+import io
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from gpiozero.pins import mock as gpio_mock
+from gpiozero.pins.mock import MockFactory, MockPin
+
+from gateway.config import Config, GatewaySettings, MeterSettings, MqttSettings
+from gateway.service import Service
+from gateway.sources.serial import checksum
+
+
+class FakeMonotonic:
+    """The mock pins' clock, moved by the test: edges get exact, well-spaced ticks."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def ticks(monkeypatch) -> FakeMonotonic:
+    clock = FakeMonotonic()
+    monkeypatch.setattr(gpio_mock, "monotonic", clock)
+    return clock
+
+
+def gpio_config(tmp_path: Path, **pins: int) -> Config:
+    return Config(
+        GatewaySettings(id="t", database=f"sqlite:///{tmp_path / 'g.db'}"),
+        MqttSettings(enabled=False),
+        (MeterSettings("m1", model="2O208-4W", source="gpio", **pins),),
+    )
+
+
+def counters(tmp_path: Path) -> dict[str, int]:
+    with sqlite3.connect(tmp_path / "g.db") as conn:
+        return dict(conn.execute("select channel, edges from channel_counters").fetchall())
+
+
+def toggle(pin, clock: FakeMonotonic, n: int, spacing_s: float = 0.25) -> None:
+    """Make the meter's output toggle n times: the line goes low (output on) and high."""
+    for _ in range(n):
+        clock.t += spacing_s
+        if pin.state:
+            pin.drive_low()
+        else:
+            pin.drive_high()
+
+
+def test_gpio_counts_every_edge_even_when_they_come_faster_than_polls(tmp_path, ticks) -> None:
+    factory = MockFactory()
+    service = Service(
+        gpio_config(tmp_path, pin_10=17, pin_1k=27), out=io.StringIO(), pin_factory=factory
+    )
+    service._open_sources()
+    pin10, pin1k = factory.pin(17), factory.pin(27)
+    assert pin10.pull == "up" and pin10.function == "input"
+    assert pin10.bounce is None  # filtering is the core's job
+    toggle(pin10, ticks, 1000)  # a thousand edges before the consumer looks once
+    pin1k.drive_low()
+    service.step()
+    core = service.meters[0].core
+    # The ticks ran 250 s ahead of the real clock; let the core's time catch up with them.
+    core.advance(service.timeline.now() + 300 * 10**9)
+    service.commit()
+    assert core.totals["10"].edges == 1000
+    assert core.totals["1K"].edges == 1
+    assert core.glitches == 0 and core.inferred_edges == 0
+    assert core.totals["10"].noise == 0  # 5 Wh per 250 ms is 72 kW: within the meter
+    assert counters(tmp_path)["10"] == 1000
+    # Edge times come from the pins' ticks (250 ms apart), not from when they were handled.
+    assert core.hygiene["10"].last_t_ns - core.first_ns == 999 * 250_000_000
+    service.store.close()
+
+
+class HeldLowPin(MockPin):
+    """A line an open collector holds low: turning the pull-up on does not raise it."""
+
+    held_low = False
+
+    def _set_pull(self, value: str) -> None:
+        if self.held_low:
+            self._pull = value
+            return
+        super()._set_pull(value)
+
+
+def test_gpio_line_low_at_start_is_not_double_counted(tmp_path, ticks) -> None:
+    factory = MockFactory(pin_class=HeldLowPin)
+    pin = factory.pin(17)
+    pin.drive_low()  # the output already conducts: the line is low, the output level is 1
+    pin.held_low = True
+    service = Service(gpio_config(tmp_path, pin_10=17), out=io.StringIO(), pin_factory=factory)
+    service._open_sources()
+    core = service.meters[0].core
+    assert core.hygiene["10"].level == 1
+    ticks.t += 0.5
+    pin.held_low = False
+    pin.drive_high()  # the output turns off: one edge, level 0
+    service.step()
+    core.advance(service.timeline.now() + 10**9)
+    assert core.totals["10"].edges == 1
+    assert core.inferred_edges == 0
+    service.store.close()
+
+
+def test_gpio_glitches_are_filtered_by_the_core(tmp_path, ticks) -> None:
+    factory = MockFactory()
+    service = Service(gpio_config(tmp_path, pin_10=17), out=io.StringIO(), pin_factory=factory)
+    service._open_sources()
+    pin = factory.pin(17)
+    toggle(pin, ticks, 2, spacing_s=0.0005)  # a 0.5 ms blip: one glitch
+    toggle(pin, ticks, 4)
+    service.step()
+    core = service.meters[0].core
+    core.advance(service.timeline.now() + 10 * 10**9)
+    assert core.glitches == 1 and core.totals["10"].edges == 4
+    service.store.close()
+
+
+def test_a_pin_used_twice_is_a_config_error(cli, tmp_path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(
+        """
+[mqtt]
+enabled = false
+[[meters]]
+name = "a"
+model = "2O208-4W"
+source = "gpio"
+pin_10 = 17
+[[meters]]
+name = "b"
+model = "2O208-4W"
+source = "gpio"
+pin_1k = 17
+"""
+    )
+    result = cli("run", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "meters[1].pin_1k: 17 is already used by meters[0].pin_10" in result.stderr
+
+
+def test_missing_serial_port_is_a_config_error(cli, tmp_path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f"""
+[gateway]
+database = "sqlite:///{tmp_path / "g.db"}"
+[mqtt]
+enabled = false
+[[meters]]
+name = "a"
+model = "2O208-4W"
+source = "serial"
+port = "/dev/ttyNOPE9"
+input_10 = 0
+"""
+    )
+    result = cli("run", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "meters[0].port: /dev/ttyNOPE9 does not exist" in result.stderr
+    assert not (tmp_path / "g.db").exists()
+
+
+def test_without_lgpio_the_gpio_source_refuses_rather_than_falling_back(tmp_path) -> None:
+    service = Service(gpio_config(tmp_path, pin_10=17), out=io.StringIO())
+    from gateway.errors import SourceError
+
+    with pytest.raises(SourceError, match="lgpio pin factory is unavailable"):
+        service._open_sources()
+    service.store.close()
+
+
+# -- serial over a pty ---------------------------------------------------------------------------
+
+
+class Board:
+    """The far end of a pty, speaking SPEC section 6; can be unplugged and plugged again."""
+
+    def __init__(self, link: Path) -> None:
+        self.link = link
+        self.master = -1
+        self.plug()
+
+    def plug(self) -> None:
+        self.master, slave = os.openpty()
+        os.set_blocking(self.master, False)
+        path = os.ttyname(slave)
+        os.close(slave)
+        if self.link.is_symlink():
+            self.link.unlink()
+        self.link.symlink_to(path)
+
+    def unplug(self) -> None:
+        os.close(self.master)
+        self.link.unlink()
+
+    def send(self, *lines: str, check: bool = True) -> None:
+        data = "".join((f"{line}*{checksum(line)}" if check else line) + "\n" for line in lines)
+        os.write(self.master, data.encode())
+
+
+def serial_config(tmp_path: Path, port: Path) -> Config:
+    return Config(
+        GatewaySettings(id="t", database=f"sqlite:///{tmp_path / 'g.db'}"),
+        MqttSettings(enabled=False),
+        (
+            MeterSettings("m1", source="serial", port=str(port), input_10=0, input_1k=1),
+            MeterSettings("m2", source="serial", port=str(port), input_10=5),
+        ),
+    )
+
+
+def pump(service: Service, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        service.step()
+        time.sleep(0.02)
+
+
+def test_serial_board_edges_heartbeats_wrap_and_bad_lines(tmp_path) -> None:
+    board = Board(tmp_path / "ttyUSB0")
+    service = Service(serial_config(tmp_path, tmp_path / "ttyUSB0"), out=io.StringIO())
+    service._open_sources()
+    start = (1 << 32) - 250_000  # 0.25 s before the 32-bit counter wraps
+    board.send(f"H {start}")
+    lines = []
+    level = 0
+    for k in range(10):  # ten edges 100 ms apart, across the wrap
+        level ^= 1
+        lines.append(f"E 0 {(start + 100_000 * (k + 1)) % (1 << 32)} {level}")
+    lines.append(f"E 5 {(start + 50_000) % (1 << 32)} 1")  # the other meter on the same board
+    board.send(*lines)
+    board.send("E 0 12345 1*00", check=False)  # a bad checksum
+    board.send("garbage here", "E 99 1 1", check=False)  # bad shapes
+    board.send(f"H {(start + 1_200_000) % (1 << 32)}")
+    pump(service, 0.6)
+    m1, m2 = (runtime.core for runtime in service.meters)
+    m1.advance(service.timeline.now() + 5 * 10**9)
+    m2.advance(service.timeline.now() + 5 * 10**9)
+    assert m1.totals["10"].edges == 10
+    assert m1.glitches == 0 and m1.inferred_edges == 0
+    assert m2.totals["10"].edges == 1
+    board_reader = service.context.boards[str(tmp_path / "ttyUSB0")]
+    assert board_reader.bad_lines == 3
+    # Across the wrap the edges stay 100 ms apart: the counter was unwrapped.
+    assert m1.hygiene["10"].last_t_ns - m1.first_ns == 9 * 100_000_000
+    for runtime in service.meters:
+        runtime.source.close()
+    service.store.close()
+    board.unplug()
+
+
+def test_serial_port_unplugged_and_back(tmp_path) -> None:
+    board = Board(tmp_path / "ttyUSB0")
+    service = Service(serial_config(tmp_path, tmp_path / "ttyUSB0"), out=io.StringIO())
+    service._open_sources()
+    board.send("H 1000", "E 0 2000 1")
+    pump(service, 0.5)
+    board.unplug()
+    pump(service, 3.2)  # the link is lost: an event, and no heartbeat
+    board.plug()
+    pump(service, 1.5)  # reopened within a second or so
+    board.send("H 5000000", "E 0 5100000 0")
+    pump(service, 0.5)
+    core = service.meters[0].core
+    core.advance(service.timeline.now() + 10**9)
+    assert core.totals["10"].edges == 2
+    details = [e.detail for e in service.meters[0].events]
+    assert any("lost" in d for d in details), details
+    assert any("is back" in d for d in details), details
+    for runtime in service.meters:
+        runtime.source.close()
+    service.store.close()
+    board.unplug()
+
+
+def test_config_error_is_exit_2_for_bad_pin_type(cli, tmp_path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[[meters]]\nname = "a"\nmodel = "2O208-4W"\nsource = "gpio"\npin_10 = "x"\n')
+    result = cli("run", "--config", str(config))
+    assert result.returncode == 2 and "meters[0].pin_10" in result.stderr
