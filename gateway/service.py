@@ -517,7 +517,10 @@ class Service:
     def commit(self) -> None:
         if self.capture is not None:
             self.capture.flush()
-        self.store.commit([runtime.batch() for runtime in self.meters], self._wall_ns())
+        batches = [runtime.batch() for runtime in self.meters]
+        self.store.commit(batches, self._wall_ns())
+        if self.mqtt is not None and any(b.intervals or b.events for b in batches):
+            self.mqtt.outbox_changed()
 
     def report(self) -> None:
         for runtime in self.meters:

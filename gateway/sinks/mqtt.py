@@ -197,6 +197,7 @@ class MqttPublisher:
         self._commands: list[Command] = []
         self._last_state: dict[str, str] = {}
         self._stopping = False
+        self._outbox_dirty = True  # look at the outbox only when something may be waiting
         self.client = self._make_client()
 
     # -- paho, and only here -----------------------------------------------------------------
@@ -332,6 +333,7 @@ class MqttPublisher:
         if done and self.store is not None:
             self.store.outbox_done(done)
             self._handed.difference_update(done)
+            self._outbox_dirty = True  # room in flight again
         if connected and fresh:
             self._publish(self.status_topic, "online", qos=1, retain=True)
             self._send_discovery()
@@ -339,7 +341,8 @@ class MqttPublisher:
                 self._publish(f"{self.base}/{meter}/state", text, qos=1, retain=True)
         elif connected and ha_online:
             self._send_discovery()
-        if connected:
+        if connected and (fresh or self._outbox_dirty):
+            self._outbox_dirty = False
             self._drain_outbox()
         accepted = []
         for command in commands:
@@ -364,7 +367,10 @@ class MqttPublisher:
         room = MAX_IN_FLIGHT - len(self._in_flight)
         if room <= 0:
             return
-        for row, meter in self.store.outbox_head(OUTBOX_BATCH):
+        rows = self.store.outbox_head(OUTBOX_BATCH)
+        if len(rows) > len(self._handed):
+            self._outbox_dirty = True  # more than one batch waits: come back next pass
+        for row, meter in rows:
             if row.id in self._handed:
                 continue
             if room <= 0:
@@ -375,6 +381,10 @@ class MqttPublisher:
             self._in_flight[mid] = row.id
             self._handed.add(row.id)
             room -= 1
+
+    def outbox_changed(self) -> None:
+        """Say new messages were committed to the outbox."""
+        self._outbox_dirty = True
 
     def pending(self) -> int:
         """Return how many outbox messages paho holds unacknowledged."""
