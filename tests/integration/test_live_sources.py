@@ -291,3 +291,75 @@ def test_config_error_is_exit_2_for_bad_pin_type(cli, tmp_path) -> None:
     config.write_text('[[meters]]\nname = "a"\nmodel = "2O208-4W"\nsource = "gpio"\npin_10 = "x"\n')
     result = cli("run", "--config", str(config))
     assert result.returncode == 2 and "meters[0].pin_10" in result.stderr
+
+
+def test_several_meters_mixing_sources_in_one_gateway(tmp_path, ticks) -> None:
+    """GPIO, a serial board, a simulated meter and a replayed log, side by side."""
+    board = Board(tmp_path / "ttyUSB0")
+    profile = tmp_path / "p.csv"
+    t0 = 1_764_057_600
+    profile.write_text(f"time,kw\n{t0},40\n{t0 + 3600},0\n")
+    log = tmp_path / "log.csv"
+    log.write_text(
+        "time,meter,channel,level\n"
+        + "".join(f"{t0 + k}.000000,r1,10,{(k + 1) % 2}\n" for k in range(20))
+    )
+    factory = MockFactory()
+    config = Config(
+        GatewaySettings(id="t", database=f"sqlite:///{tmp_path / 'g.db'}"),
+        MqttSettings(enabled=False),
+        (
+            MeterSettings("g1", source="gpio", pin_10=17),
+            MeterSettings("s1", source="serial", port=str(tmp_path / "ttyUSB0"), input_10=2),
+            MeterSettings("sim1", source="simulate", profile=str(profile), speed=3600),
+            MeterSettings("r1", source="replay", file=str(log), speed=1000),
+        ),
+    )
+    service = Service(config, out=io.StringIO(), pin_factory=factory)
+    service._open_sources()
+    toggle(factory.pin(17), ticks, 6)
+    board.send("H 100", "E 2 200 1", "E 2 300000 0", "E 2 600000 1", "H 900000")
+    pump(service, 1.5)
+    service.commit()
+    cores = {runtime.settings.name: runtime.core for runtime in service.meters}
+    cores["g1"].advance(service.timeline.now() + 10 * 10**9)
+    cores["s1"].advance(service.timeline.now() + 10 * 10**9)
+    assert cores["g1"].totals["10"].edges == 6
+    assert cores["s1"].totals["10"].edges == 3
+    assert cores["sim1"].totals["10"].edges > 100  # 40 kW for up to an hour of simulated time
+    assert cores["r1"].totals["10"].edges == 20
+    assert set(counters_by_meter(tmp_path)) == {"g1", "s1", "sim1", "r1"}
+    for runtime in service.meters:
+        runtime.source.close()
+    service.store.close()
+    board.unplug()
+
+
+def counters_by_meter(tmp_path: Path) -> dict[str, int]:
+    with sqlite3.connect(tmp_path / "g.db") as conn:
+        rows = conn.execute(
+            "select m.name, c.edges from channel_counters c join meters m on m.id = c.meter_id "
+            "where c.channel = '10'"
+        ).fetchall()
+    return dict(rows)
+
+
+def test_capture_files_older_than_the_limit_are_pruned(tmp_path) -> None:
+    from gateway.capture import Capture
+    from gateway.core.edge import Edge
+
+    directory = tmp_path / "capture"
+    capture = Capture(str(directory), keep_days=7, gateway_id="t")
+    old = directory / "capture-20250101T000000Z.csv.gz"
+    recent = directory / "capture-20250120T000000Z.csv.gz"
+    for path, age_days in ((old, 10), (recent, 3)):
+        path.write_bytes(b"")
+        stamp = time.time() - age_days * 86_400
+        os.utime(path, (stamp, stamp))
+    t0 = 1_764_057_600 * 10**9
+    capture.write([Edge(t0, "m", "10", 1)], t0)  # opening a file prunes
+    assert not old.exists() and recent.exists()
+    # A new file at UTC midnight, by edge time.
+    capture.write([Edge(t0 + 86_400 * 10**9, "m", "10", 0)], t0)
+    capture.close()
+    assert len(list(directory.glob("capture-2025112*.csv.gz"))) == 2
