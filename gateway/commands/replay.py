@@ -46,11 +46,7 @@ def write_intervals_csv(path: str, intervals: dict[str, IntervalBatch]) -> None:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             handle.write("meter,start,end,energy_wh,edges,demand_kw,quality\n")
             for name in sorted(intervals):
-                handle.writelines(
-                    f"{i.meter},{format_iso(i.start_ns)},{format_iso(i.end_ns)},"
-                    f"{i.energy_wh},{i.edges},{round_kw(i.demand_kw)},{i.quality}\n"
-                    for i in intervals[name]
-                )
+                handle.writelines(intervals[name].csv_lines())
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

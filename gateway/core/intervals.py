@@ -106,6 +106,40 @@ class IntervalBatch(Sequence[Interval]):
             tuple(sorted(self._flags.get(self._first_index + i, ()))),
         )
 
+    def csv_lines(self) -> list[str]:
+        """Return ``meter,start,end,energy_wh,edges,demand_kw,quality`` lines, vectorised.
+
+        Times as ISO 8601 UTC; demand rounded exactly as :func:`round_kw` rounds (halves up).
+        """
+        if len(self) == 0:
+            return []
+        starts = self.start_ns
+        whole_seconds = not np.any(starts % NS_PER_S) and not self.length_ns % NS_PER_S
+
+        def iso(t_ns: I64) -> list[str]:
+            moments = t_ns.astype("datetime64[ns]")
+            if whole_seconds:
+                text = np.datetime_as_string(moments, unit="s")
+            else:
+                text = np.datetime_as_string(moments, unit="us")
+            return [f"{t}Z" for t in text.tolist()]
+
+        energy = self.energy_wh
+        length_s2 = 2 * self.length_ns  # kW x 100 = E * 360 / L_s, rounded half up
+        centi = (2 * energy * 360 * NS_PER_S + self.length_ns) // length_s2
+        return [
+            f"{self.meter},{start},{end},{wh},{n},{c // 100}.{c % 100:02d},{q}\n"
+            for start, end, wh, n, c, q in zip(
+                iso(starts),
+                iso(starts + self.length_ns),
+                energy.tolist(),
+                self.edges.tolist(),
+                centi.tolist(),
+                self.quality.tolist(),
+                strict=True,
+            )
+        ]
+
     def flag_counts(self) -> list[tuple[int, dict[str, int]]]:
         """Return (interval start, {flag: count}) for every flagged interval, in order."""
         length = self.length_ns
