@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from gateway.batch import BatchResult, replay_logs
 from gateway.core.events import Event, EventKind
 from gateway.core.meter import CoreSettings, MeterCore
-from gateway.core.state import restore, snapshot
+from gateway.core.state import counter_values, restore, snapshot
 from gateway.sinks.store import MeterBatch, Store
 
 IMPORT_MODEL = "unknown"
@@ -64,24 +64,11 @@ def import_logs(
                     source=previous.source if previous else "replay",
                     core_state=snapshot(core),
                     source_state=previous.source_state if previous else None,
-                    counters={
-                        ch: {
-                            "edges": totals.edges,
-                            "wh_per_edge": totals.wh_per_edge,
-                            "level": core.hygiene[ch].level,
-                            "last_edge_ns": totals.last_ns,
-                            "glitches": core.hygiene[ch].glitches,
-                            "inferred": core.hygiene[ch].inferred,
-                            "duplicates": core.hygiene[ch].duplicates,
-                            "skipped": (
-                                previous.counters[ch].skipped
-                                if previous and ch in previous.counters
-                                else 0
-                            )
-                            + (skipped if ch == core.register_channel else 0),
-                        }
-                        for ch, totals in core.totals.items()
-                    },
+                    counters=counter_values(
+                        core,
+                        skipped
+                        + (sum(c.skipped for c in previous.counters.values()) if previous else 0),
+                    ),
                     register_wh=core.energy_wh,
                     intervals=list(result.intervals.get(name, ())),
                     subintervals=list(demand.closed_log or []) if demand else [],

@@ -24,7 +24,7 @@ from gateway.core.edge import CHANNEL_1K, CHANNEL_10, Edge
 from gateway.core.events import Event, EventKind
 from gateway.core.intervals import Interval
 from gateway.core.meter import CoreSettings, MeterCore, Reading
-from gateway.core.state import restore, snapshot
+from gateway.core.state import counter_values, restore, snapshot
 from gateway.errors import ConfigError, SinkError
 from gateway.notify import Notifier
 from gateway.sinks.store import MeterBatch, Store, StoredMeter
@@ -193,6 +193,7 @@ class MeterRuntime:
     finished: bool = False
     published_wh: int = 0
     last_sub_end_us: int | None = None
+    skipped_before: int = 0  # edges earlier runs skipped as already counted
 
     def take_events(self) -> None:
         new = self.core.events[self.events_seen :]
@@ -213,19 +214,7 @@ class MeterRuntime:
             source=self.settings.source,
             core_state=snapshot(core),
             source_state=source_state() if callable(source_state) else None,
-            counters={
-                ch: {
-                    "edges": totals.edges,
-                    "wh_per_edge": totals.wh_per_edge,
-                    "level": core.hygiene[ch].level,
-                    "last_edge_ns": totals.last_ns,
-                    "glitches": core.hygiene[ch].glitches,
-                    "inferred": core.hygiene[ch].inferred,
-                    "duplicates": core.hygiene[ch].duplicates,
-                    "skipped": getattr(self.source, "skipped", 0) if ch == CHANNEL_10 else 0,
-                }
-                for ch, totals in core.totals.items()
-            },
+            counters=counter_values(core, self.skipped_before + getattr(self.source, "skipped", 0)),
             register_wh=core.energy_wh,
             intervals=list(self.intervals),
             subintervals=subintervals,
@@ -311,6 +300,7 @@ class Service:
         source = build_source(settings, model, now_ns, stored, core, self.context)
         runtime = MeterRuntime(settings, model, core, source, stored, now_ns)
         runtime.published_wh = stored.published_wh
+        runtime.skipped_before = sum(row.skipped for row in stored.counters.values())
         detail = f"resumed at {stored.register_wh} Wh" if resumed else "started counting from zero"
         runtime.events.append(Event(now_ns, EventKind.RESTART, None, detail))
         return runtime

@@ -169,3 +169,23 @@ def restore(core: MeterCore, state: dict[str, Any]) -> None:
     cc._pending1k = deque(data["pending1k"])
     cc._pending_inferred = deque(bool(x) for x in data["pending_inferred"])
     cc._last_c = data["last_c"]
+
+
+def counter_values(core: MeterCore, skipped: int = 0) -> dict[str, dict[str, int | None]]:
+    """Return each channel's counter as the store keeps it (``skipped`` goes to the register).
+
+    ``skipped`` counts edges a resumed source or an import left out as already counted.
+    """
+    return {
+        ch: {
+            "edges": totals.edges,
+            "wh_per_edge": totals.wh_per_edge,
+            "level": core.hygiene[ch].level,
+            "last_edge_ns": totals.last_ns,
+            "glitches": core.hygiene[ch].glitches,
+            "inferred": core.hygiene[ch].inferred,
+            "duplicates": core.hygiene[ch].duplicates,
+            "skipped": skipped if ch == core.register_channel else 0,
+        }
+        for ch, totals in core.totals.items()
+    }

@@ -252,16 +252,7 @@ class Store:
                 ],
             )
         for item in batch.events:
-            session.add(
-                EventRow(
-                    meter_id=meter.id,
-                    t_ns=item.t_ns,
-                    kind=str(item.kind),
-                    channel=item.channel,
-                    detail=item.detail,
-                    missed_wh=item.missed_wh,
-                )
-            )
+            session.add(event_row(meter.id, item))
             if batch.outbox:
                 session.add(
                     OutboxRow(
@@ -321,16 +312,7 @@ class Store:
     def record_event(self, meter_id: int | None, item: Event) -> None:
         try:
             with self._session() as session, session.begin():
-                session.add(
-                    EventRow(
-                        meter_id=meter_id,
-                        t_ns=item.t_ns,
-                        kind=str(item.kind),
-                        channel=item.channel,
-                        detail=item.detail,
-                        missed_wh=item.missed_wh,
-                    )
-                )
+                session.add(event_row(meter_id, item))
         except SQLAlchemyError as exc:
             raise self._fail(exc) from exc
 
@@ -397,6 +379,17 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def event_row(meter_id: int | None, item: Event) -> EventRow:
+    return EventRow(
+        meter_id=meter_id,
+        t_ns=item.t_ns,
+        kind=str(item.kind),
+        channel=item.channel,
+        detail=item.detail,
+        missed_wh=item.missed_wh,
+    )
 
 
 def interval_payload(interval: Interval, seq: int) -> dict[str, Any]:
