@@ -178,6 +178,7 @@ def replay_logs(
     progress: Callable[[int, int, int], None] | None = None,
     *,
     finish: bool = True,
+    settings: dict[str, CoreSettings] | None = None,
 ) -> BatchResult:
     """Reconstruct every meter in ``paths``; ``progress(bytes_done, bytes_total, rows)``.
 
@@ -186,6 +187,7 @@ def replay_logs(
     ``finish`` the input ends with the logs; without it (an import, as live operation would do)
     time only passes to each meter's last edge, and the cores keep their open state.
     """
+    make_core = make_core or _fresh_cores(settings or {})
     try:
         return _replay(paths, make_core, progress, sort=False, finish=finish)
     except _NeedsSort:
@@ -200,7 +202,7 @@ def _window(scanners: list[LogScanner]) -> tuple[int | None, int | None]:
 
 def _replay(
     paths: Sequence[str],
-    make_core: CoreFactory | None,
+    make_core: CoreFactory,
     progress: Callable[[int, int, int], None] | None,
     *,
     sort: bool,
@@ -230,12 +232,12 @@ def _replay(
                 held.append((chunk.t_ns, chunk.meter, chunk.channel, chunk.level))
                 continue
             if feeder is None:
-                feeder = _Feeder(make_core or _fresh_cores(_window(scanners)[0]))
+                feeder = _Feeder(_starting_at(make_core, _window(scanners)[0]))
             feeder.feed(names, chunk, check_order=True)
         done_before += file_size(path)
     start, end = _window(scanners)
     if sort:
-        feeder = _Feeder(make_core or _fresh_cores(start))
+        feeder = _Feeder(_starting_at(make_core, start))
         if held:
             t = np.concatenate([h[0] for h in held])
             meter = np.concatenate([h[1] for h in held])
@@ -249,7 +251,7 @@ def _replay(
                 check_order=False,
             )
     if feeder is None:
-        feeder = _Feeder(make_core or _fresh_cores(start))
+        feeder = _Feeder(_starting_at(make_core, start))
     intervals = {}
     for name, core in feeder.cores.items():
         if finish:
@@ -263,10 +265,22 @@ def _replay(
     return BatchResult(feeder.cores, intervals, rows, sort, list(paths), feeder.skipped)
 
 
-def _fresh_cores(start_ns: int | None) -> CoreFactory:
+def _fresh_cores(settings: dict[str, CoreSettings]) -> CoreFactory:
+    """Cores for a plain replay: configured meters' settings, defaults for the rest."""
+
     def make(name: str, first_ns: int) -> MeterCore:
-        start = first_ns if start_ns is None else min(start_ns, first_ns)
-        return MeterCore(name, CoreSettings(), start_ns=start)
+        return MeterCore(name, settings.get(name) or CoreSettings(), start_ns=first_ns)
+
+    return make
+
+
+def _starting_at(make_core: CoreFactory, start_ns: int | None) -> CoreFactory:
+    """Start each meter where the logs say observation started (their ``start=``), if earlier."""
+    if start_ns is None:
+        return make_core
+
+    def make(name: str, first_ns: int) -> MeterCore:
+        return make_core(name, min(start_ns, first_ns))
 
     return make
 

@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--intervals", metavar="CSV", help="write 15-minute interval data")
     replay.add_argument("--plot", metavar="PNG", help="draw the load profile (needs [plot])")
     replay.add_argument("--db", metavar="URL", help="import into this database, exactly once")
+    replay.add_argument(
+        "--config", metavar="FILE", help="meters' settings (model, CT rating, pulse weights)"
+    )
 
     def where(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--config", metavar="FILE", help="read the database URL from here")
@@ -173,6 +176,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         intervals_csv=args.intervals,
         plot_png=args.plot,
         db_url=args.db,
+        config_path=args.config,
     )
     return EXIT_OK
 

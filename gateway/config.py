@@ -16,9 +16,13 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.errors import ConfigError
+
+if TYPE_CHECKING:
+    from gateway.core.meter import CoreSettings
+    from meter_model import MeterConfig
 
 DEFAULT_CONFIG_PATH = "/etc/amr-gateway/config.toml"
 DATABASE_FILE = "gateway.db"
@@ -250,3 +254,41 @@ def load_config(path: str) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     return parse_config(data, path)
+
+
+def meter_config(settings: MeterSettings, where: str) -> MeterConfig:
+    """Return the meter model's configuration for a configured meter (ConfigError if bad)."""
+    from meter_model import MeterConfig, MeterModelError
+
+    try:
+        return MeterConfig.from_model(
+            settings.model, ct_rating_a=settings.ct_rating_a, has_demand=settings.has_demand
+        )
+    except MeterModelError as exc:
+        raise ConfigError(f"{where}.model: {exc}") from None
+
+
+def core_settings(settings: MeterSettings, model: MeterConfig) -> CoreSettings:
+    """Return how a configured meter's edges are reconstructed."""
+    from gateway.core.edge import CHANNEL_1K, CHANNEL_10
+    from gateway.core.meter import CoreSettings
+
+    register = None
+    if settings.source == "gpio":
+        register = CHANNEL_10 if settings.pin_10 is not None else CHANNEL_1K
+    elif settings.source == "serial":
+        register = CHANNEL_10 if settings.input_10 is not None else CHANNEL_1K
+    return CoreSettings(
+        wh_per_edge={CHANNEL_10: settings.wh_per_edge_10, CHANNEL_1K: settings.wh_per_edge_1k},
+        glitch_ns=int(settings.glitch_ms * 1_000_000),
+        max_power_w=model.max_power_kw * 1000.0,
+        register_channel=register,
+    )
+
+
+def settings_by_meter(config: Config) -> dict[str, CoreSettings]:
+    """Return each configured meter's reconstruction settings (replay uses them by name)."""
+    return {
+        m.name: core_settings(m, meter_config(m, f"{config.path or 'config'}: meters[{i}]"))
+        for i, m in enumerate(config.meters)
+    }

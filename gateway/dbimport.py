@@ -24,6 +24,7 @@ def import_logs(
     paths: Sequence[str],
     url: str,
     progress: Callable[[int, int, int], None] | None = None,
+    settings: dict[str, CoreSettings] | None = None,
 ) -> BatchResult:
     """Import ``paths`` into the database at ``url``; return what the meters now hold."""
     store = Store(url)
@@ -31,7 +32,7 @@ def import_logs(
         stored = {m.name: m for m in store.meters()}
 
         def make_core(name: str, first_ns: int) -> MeterCore:
-            core = MeterCore(name, CoreSettings())
+            core = MeterCore(name, (settings or {}).get(name) or CoreSettings())
             previous = stored.get(name)
             if previous is not None and previous.core_state is not None:
                 restore(core, previous.core_state)

@@ -19,11 +19,11 @@ import numpy as np
 
 from gateway.capture import Capture
 from gateway.clock import ClockStep, Timeline
-from gateway.config import Config, MeterSettings
+from gateway.config import Config, MeterSettings, core_settings, meter_config
 from gateway.core.edge import CHANNEL_1K, CHANNEL_10, Edge
 from gateway.core.events import Event, EventKind
 from gateway.core.intervals import Interval
-from gateway.core.meter import CoreSettings, MeterCore, Reading
+from gateway.core.meter import MeterCore, Reading
 from gateway.core.state import counter_values, restore, snapshot
 from gateway.errors import ConfigError, SinkError
 from gateway.notify import Notifier
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from gateway.sinks.mqtt import Command, MqttPublisher
 from gateway.sources import Source
 from gateway.timefmt import NS_PER_US, format_iso
-from meter_model import MeterConfig, MeterModelError
+from meter_model import MeterConfig
 from meter_model.demand import Peak
 from meter_model.units import lcd_kwh, round_kw
 
@@ -42,30 +42,6 @@ logger = logging.getLogger(__name__)
 POLL_INTERVAL_S = 0.1
 WATCHDOG_PING_NS = 1_000_000_000
 UNHEALTHY_AFTER_NS = 20_000_000_000  # a database failing this long stops the watchdog pings
-
-
-def meter_config(settings: MeterSettings, where: str) -> MeterConfig:
-    try:
-        return MeterConfig.from_model(
-            settings.model, ct_rating_a=settings.ct_rating_a, has_demand=settings.has_demand
-        )
-    except MeterModelError as exc:
-        raise ConfigError(f"{where}.model: {exc}") from None
-
-
-def core_settings(settings: MeterSettings, model: MeterConfig) -> CoreSettings:
-    """Return how a configured meter's edges are reconstructed."""
-    register = None
-    if settings.source == "gpio":
-        register = CHANNEL_10 if settings.pin_10 is not None else CHANNEL_1K
-    elif settings.source == "serial":
-        register = CHANNEL_10 if settings.input_10 is not None else CHANNEL_1K
-    return CoreSettings(
-        wh_per_edge={CHANNEL_10: settings.wh_per_edge_10, CHANNEL_1K: settings.wh_per_edge_1k},
-        glitch_ns=int(settings.glitch_ms * 1_000_000),
-        max_power_w=model.max_power_kw * 1000.0,
-        register_channel=register,
-    )
 
 
 LIVE_SOURCES = ("gpio", "serial")

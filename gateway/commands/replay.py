@@ -89,6 +89,7 @@ def replay(
     intervals_csv: str | None = None,
     plot_png: str | None = None,
     db_url: str | None = None,
+    config_path: str | None = None,
     out: TextIO = sys.stdout,
 ) -> BatchResult:
     """Run the replay command: reconstruct, then print and write what was asked."""
@@ -99,14 +100,19 @@ def replay(
     for option, path in (("--intervals", intervals_csv), ("--plot", plot_png)):
         if path is not None and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             raise ConfigError(f"{option} {path}: no such directory")
+    settings = None
+    if config_path is not None:
+        from gateway.config import load_config, settings_by_meter
+
+        settings = settings_by_meter(load_config(config_path))
     progress = Progress(sys.stderr)
     try:
         if db_url is not None:
             from gateway.dbimport import import_logs
 
-            result = import_logs(paths, db_url, progress=progress)
+            result = import_logs(paths, db_url, progress=progress, settings=settings)
         else:
-            result = replay_logs(paths, progress=progress)
+            result = replay_logs(paths, progress=progress, settings=settings)
     finally:
         progress.close()
     summaries = {name: meter_summary(core) for name, core in sorted(result.cores.items())}

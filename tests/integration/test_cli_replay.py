@@ -247,3 +247,23 @@ def test_progress_bar_on_a_terminal(cli, tmp_path) -> None:
     assert proc.returncode == 0
     assert b"replay [" in seen and b"100%" in seen and b"edges" in seen
     assert b"meter1: 40000 Wh" in proc.stdout
+
+
+def test_config_gives_meters_their_limits_and_weights(cli, tmp_path) -> None:
+    # 5 Wh a second is 18 kW: more than a 1K120 meter with 20 A CTs can carry (138 V x 22 A).
+    rows = [(f"{T0 + k}.000000", "small", "10", (k + 1) % 2) for k in range(30)]
+    log = write_log(tmp_path / "fast.csv", rows)
+    plain = replay_json(cli, str(log))["small"]
+    assert plain["noise_edges"]["10"] == 0  # no configuration: nothing to check against
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[[meters]]\nname = "small"\nmodel = "1K120"\nsource = "replay"\nfile = "x"\n'
+        "ct_rating_a = 20\nwh_per_edge_10 = 1\n"
+    )
+    configured = replay_json(cli, str(log), "--config", str(config))["small"]
+    assert configured["noise_edges"]["10"] == 29  # every gap after the first edge
+    assert configured["energy_wh"] == 30  # 1 Wh per edge, as configured
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[meters]]\nname = "small"\nmodel = "1K120"\nsource = "replay"\n')
+    result = cli("replay", str(log), "--config", str(bad))
+    assert result.returncode == 2 and "meters[0].file" in result.stderr
