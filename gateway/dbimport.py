@@ -32,14 +32,14 @@ def import_logs(
         stored = {m.name: m for m in store.meters()}
 
         def make_core(name: str, first_ns: int) -> MeterCore:
-            core = MeterCore(name, (settings or {}).get(name) or CoreSettings())
+            core = MeterCore(
+                name, (settings or {}).get(name) or CoreSettings(), record_subintervals=True
+            )
             previous = stored.get(name)
             if previous is not None and previous.core_state is not None:
                 restore(core, previous.core_state)
             else:
                 core._begin(first_ns)
-            for demand in core._demand.values():
-                demand.closed_log = []
             return core
 
         result = replay_logs(paths, make_core, progress, finish=False)

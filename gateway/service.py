@@ -165,24 +165,26 @@ class MeterRuntime:
     intervals: list[Interval] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     resets: list[tuple[Peak, int]] = field(default_factory=list)
-    events_seen: int = 0
     finished: bool = False
     published_wh: int = 0
     last_sub_end_us: int | None = None
     skipped_before: int = 0  # edges earlier runs skipped as already counted
+    committed_wh: int = 0  # the register as the database holds it: what MQTT may publish
 
     def take_events(self) -> None:
-        new = self.core.events[self.events_seen :]
-        self.events_seen = len(self.core.events)
-        self.events.extend(new)
+        # The core's list is only a hand-over: empty it so it cannot grow for ever.
+        self.events.extend(self.core.events)
+        self.core.events.clear()
 
     def batch(self) -> MeterBatch:
+        """Return everything not yet committed. Nothing is dropped until :meth:`committed`:
+        a commit that fails leaves it all for the next one."""
         core = self.core
         self.take_events()
         demand = core.demand
         subintervals: list[Any] = []
         if demand is not None and demand.closed_log is not None:
-            subintervals, demand.closed_log[:] = list(demand.closed_log), []
+            subintervals = list(demand.closed_log)
         source_state = getattr(self.source, "state", None)
         batch = MeterBatch(
             name=self.settings.name,
@@ -200,10 +202,22 @@ class MeterRuntime:
             resets=list(self.resets),
             published_wh=self.published_wh,
         )
-        self.intervals.clear()
-        self.events.clear()
-        self.resets.clear()
         return batch
+
+    def committed(self, batch: MeterBatch) -> None:
+        """Drop what ``batch`` carried, now that it is in the database."""
+        del self.intervals[: len(batch.intervals)]
+        del self.events[: len(batch.events)]
+        del self.resets[: len(batch.resets)]
+        register = self.core.demand
+        for demand in self.core._demand.values():
+            if demand.closed_log is None:
+                continue
+            if demand is register:
+                del demand.closed_log[: len(batch.subintervals)]
+            else:
+                demand.closed_log.clear()  # only the register's sub-intervals are stored
+        self.committed_wh = batch.register_wh
 
 
 class Service:
@@ -242,7 +256,14 @@ class Service:
             for settings in config.meters
         ]
         # The timeline never starts behind what was already counted.
-        floor = max([int((s.core_state or {}).get("last_ns") or 0) for s in stored], default=0)
+        floor = max(
+            [
+                int((s.core_state or {}).get("last_ns") or 0)
+                for s, m in zip(stored, config.meters, strict=True)
+                if m.source in LIVE_SOURCES  # simulated and replayed clocks are their own
+            ],
+            default=0,
+        )
         self.timeline = Timeline(wall_ns=wall_ns, monotonic_ns=monotonic_ns, floor_ns=floor)
         self.context = SourceContext(self.timeline, pin_factory, serial_opener=serial_opener)
         self.meters = [
@@ -269,13 +290,14 @@ class Service:
     def _open_meter(
         self, settings: MeterSettings, model: MeterConfig, stored: StoredMeter, now_ns: int
     ) -> MeterRuntime:
-        core = MeterCore(settings.name, core_settings(settings, model))
+        core = MeterCore(settings.name, core_settings(settings, model), record_subintervals=True)
         resumed = stored.core_state is not None
         if stored.core_state is not None:
             restore(core, stored.core_state)
         source = build_source(settings, model, now_ns, stored, core, self.context)
         runtime = MeterRuntime(settings, model, core, source, stored, now_ns)
         runtime.published_wh = stored.published_wh
+        runtime.committed_wh = stored.register_wh
         runtime.skipped_before = sum(row.skipped for row in stored.counters.values())
         detail = f"resumed at {stored.register_wh} Wh" if resumed else "started counting from zero"
         runtime.events.append(Event(now_ns, EventKind.RESTART, None, detail))
@@ -310,12 +332,6 @@ class Service:
                     f"{missed} Wh missed, counted back when the next edge comes"
                 )
             core.mark_gap(since, now, detail, missed)
-
-    def _enable_logs(self) -> None:
-        for runtime in self.meters:
-            demand = runtime.core.demand
-            if demand is not None and demand.closed_log is None:
-                demand.closed_log = []
 
     def run(self, stop: threading.Event, reopen: threading.Event | None = None) -> int:
         """Run the main loop until ``stop`` is set; flush and return the exit status.
@@ -397,14 +413,17 @@ class Service:
         total_increasing sensor as a meter reset and would count everything again.
         """
         reading = runtime.core.reading(runtime.now_ns)
-        energy_wh = max(reading.energy_wh, runtime.published_wh)
+        # Only what the database holds is published: edges counted since the last commit could
+        # still be lost to a crash, and the total must not come back lower after a restart.
+        committed = min(reading.energy_wh, runtime.committed_wh)
+        energy_wh = max(committed, runtime.published_wh)
         if energy_wh == 0:
             return None  # never a zero or unknown total at start-up
-        if reading.energy_wh < runtime.published_wh:
+        if committed < runtime.published_wh:
             logger.warning(
                 "%s: register %d Wh is below the %d Wh already published; holding",
                 runtime.settings.name,
-                reading.energy_wh,
+                committed,
                 runtime.published_wh,
             )
         runtime.published_wh = energy_wh
@@ -451,7 +470,6 @@ class Service:
                 runtime.events.extend(check(core))
             if core.start_ns is None:
                 core._begin(poll.now_ns)
-            self._enable_logs()
             closed = core.advance(poll.now_ns)
             if closed is not None:
                 runtime.intervals.extend(closed)
@@ -485,6 +503,8 @@ class Service:
             self.capture.flush()
         batches = [runtime.batch() for runtime in self.meters]
         self.store.commit(batches, self._wall_ns())
+        for runtime, batch in zip(self.meters, batches, strict=True):
+            runtime.committed(batch)
         if self.mqtt is not None and any(b.intervals or b.events for b in batches):
             self.mqtt.outbox_changed()
 

@@ -93,6 +93,7 @@ class MeterCore:
         *,
         start_ns: int | None = None,
         initial_levels: dict[str, int] | None = None,
+        record_subintervals: bool = False,
     ) -> None:
         self.name = name
         self.settings = settings = settings or CoreSettings()
@@ -113,6 +114,7 @@ class MeterCore:
         self._demand: dict[str, DemandMeter] = {}
         self._intervals: IntervalAccumulator | None = None
         self._events_seen = 0
+        self._record_subintervals = record_subintervals
         if start_ns is not None:
             self._begin(start_ns)
 
@@ -126,6 +128,8 @@ class MeterCore:
         for ch in CHANNELS:
             joules = Fraction(J_PER_WH)  # demand counts energy in Wh
             self._demand[ch] = DemandMeter(s.demand, joules, start_ns // NS_PER_US)
+            if self._record_subintervals:
+                self._demand[ch].closed_log = []  # the store persists every closed one
         self._intervals = IntervalAccumulator(self.name, s.interval_s, s.wh_per_edge, start_ns)
 
     def _seen(self, first_ns: int, last_ns: int) -> None:

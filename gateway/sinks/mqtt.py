@@ -33,7 +33,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from gateway import __version__
 from gateway.config import MqttSettings
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, SinkError
 from gateway.sinks.store import Store
 
 logger = logging.getLogger(__name__)
@@ -79,14 +79,16 @@ def discovery_messages(
     ``object_id``.
     """
     base = f"{settings.base_topic}/{gateway_id}"
-    node = f"amr_{gateway_id}_{meter.name}".replace("-", "_").lower()
+    # Gateway ids and meter names are [A-Za-z0-9_-], valid in a node id as they are, and kept
+    # as they are so that distinct names never collide; entity ids are slugs (lower case, _).
+    node = f"amr_{gateway_id}_{meter.name}"
+    slug = node.lower().replace("-", "_")
     device = {
         "identifiers": [f"amr-gateway_{gateway_id}_{meter.name}"],
         "name": f"Meter {meter.name}",
         "manufacturer": "Leviton",
         "model": f"Series {meter.model[:1]}000",
         "model_id": meter.model,
-        "via_device": f"amr-gateway_{gateway_id}",
     }
     common = {
         "state_topic": f"{base}/{meter.name}/state",
@@ -159,7 +161,7 @@ def discovery_messages(
             **common,
             "name": name,
             "unique_id": unique,
-            "default_entity_id": f"sensor.{unique}",
+            "default_entity_id": f"sensor.{slug}_{key}",
             **extra,
         }
         messages.append((f"{settings.discovery_prefix}/sensor/{node}/{key}/config", payload))
@@ -197,6 +199,9 @@ class MqttPublisher:
         self._commands: list[Command] = []
         self._last_state: dict[str, str] = {}
         self._stopping = False
+        self._failures = 0
+        self._rejected: list[tuple[int, str]] = []
+        self._done_pending: list[int] = []  # acknowledged rows whose deletion must be retried
         self._outbox_dirty = True  # look at the outbox only when something may be waiting
         self.client = self._make_client()
 
@@ -228,6 +233,7 @@ class MqttPublisher:
             except (OSError, ssl.SSLError, ValueError) as exc:
                 raise ConfigError(f"mqtt TLS files: {exc}") from None
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
@@ -244,6 +250,7 @@ class MqttPublisher:
                 reason,
             )
             return
+        self._failures = 0
         logger.info("connected to %s:%d", self.settings.host, self.settings.port)
         prefix = self.settings.discovery_prefix
         if prefix:
@@ -263,11 +270,24 @@ class MqttPublisher:
         if was and not self._stopping:
             logger.warning("disconnected from the broker (%s); reconnecting", reason)
 
+    def _on_connect_fail(self, _client: paho.Client, _userdata: Any) -> None:
+        # Said once, then every 60th try, so an absent broker is visible but not noisy.
+        if self._failures % 60 == 0:
+            logger.warning(
+                "cannot reach the broker at %s:%d; will keep trying (data waits in the outbox)",
+                self.settings.host,
+                self.settings.port,
+            )
+        self._failures += 1
+
     def _on_publish(
-        self, _client: paho.Client, _userdata: Any, mid: int, _reason: Any, _properties: Any
+        self, _client: paho.Client, _userdata: Any, mid: int, reason: Any, _properties: Any
     ) -> None:
         with self._lock:
-            self._acked.append(mid)
+            if getattr(reason, "is_failure", False):
+                self._rejected.append((mid, str(reason)))  # MQTT 5: kept, not deleted
+            else:
+                self._acked.append(mid)
 
     def _on_message(self, _client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
         payload = message.payload.decode("utf-8", errors="replace").strip()
@@ -276,6 +296,10 @@ class MqttPublisher:
             if payload == "online":
                 with self._lock:
                     self._ha_online = True
+            return
+        if message.retain:
+            # A retained command would act again at every connect: commands are live only.
+            logger.warning("ignored a retained command on %s", message.topic)
             return
         parts = message.topic.split("/")
         base_parts = self.base.split("/")
@@ -327,13 +351,24 @@ class MqttPublisher:
             fresh, self._fresh_connection = self._fresh_connection, False
             ha_online, self._ha_online = self._ha_online, False
             acked, self._acked = self._acked, []
+            rejected, self._rejected = self._rejected, []
             commands, self._commands = self._commands, []
             connected = self._connected
-        done = [self._in_flight.pop(mid) for mid in acked if mid in self._in_flight]
-        if done and self.store is not None:
-            self.store.outbox_done(done)
-            self._handed.difference_update(done)
-            self._outbox_dirty = True  # room in flight again
+        for mid, why in rejected:
+            row = self._in_flight.pop(mid, None)
+            if row is not None:
+                self._handed.discard(row)  # sent again on a later pass
+                logger.warning("the broker refused outbox message %d (%s); kept", row, why)
+        self._done_pending += [self._in_flight.pop(mid) for mid in acked if mid in self._in_flight]
+        if self._done_pending and self.store is not None:
+            try:
+                self.store.outbox_done(self._done_pending)
+            except SinkError as exc:
+                logger.error("could not remove acknowledged messages (will retry): %s", exc)
+            else:
+                self._handed.difference_update(self._done_pending)
+                self._done_pending = []
+                self._outbox_dirty = True  # room in flight again
         if connected and fresh:
             self._publish(self.status_topic, "online", qos=1, retain=True)
             self._send_discovery()
@@ -367,7 +402,12 @@ class MqttPublisher:
         room = MAX_IN_FLIGHT - len(self._in_flight)
         if room <= 0:
             return
-        rows = self.store.outbox_head(OUTBOX_BATCH)
+        try:
+            rows = self.store.outbox_head(OUTBOX_BATCH)
+        except SinkError as exc:
+            logger.error("could not read the outbox (will retry): %s", exc)
+            self._outbox_dirty = True
+            return
         if len(rows) > len(self._handed):
             self._outbox_dirty = True  # more than one batch waits: come back next pass
         for row, meter in rows:

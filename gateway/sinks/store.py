@@ -348,14 +348,17 @@ class Store:
 
     def outbox_head(self, limit: int = 100) -> list[tuple[OutboxRow, str]]:
         """Return the oldest waiting messages with their meter names, in order."""
-        with self._session() as session:
-            query = (
-                select(OutboxRow, MeterRow.name)
-                .join(MeterRow, MeterRow.id == OutboxRow.meter_id)
-                .order_by(OutboxRow.id)
-                .limit(limit)
-            )
-            return [(row, name) for row, name in session.execute(query).all()]
+        try:
+            with self._session() as session:
+                query = (
+                    select(OutboxRow, MeterRow.name)
+                    .join(MeterRow, MeterRow.id == OutboxRow.meter_id)
+                    .order_by(OutboxRow.id)
+                    .limit(limit)
+                )
+                return [(row, name) for row, name in session.execute(query).all()]
+        except SQLAlchemyError as exc:
+            raise self._fail(exc) from exc
 
     def outbox_done(self, ids: Sequence[int]) -> None:
         """Remove messages the broker acknowledged."""

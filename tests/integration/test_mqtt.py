@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sqlite3
 import subprocess
@@ -128,7 +129,10 @@ def test_discovery_follows_home_assistant_rules(tmp_path, broker) -> None:
     for topic, config in configs.items():
         assert topic.startswith("homeassistant/sensor/") and topic.endswith("/config")
         assert "object_id" not in config  # deprecated: default_entity_id replaces it
-        assert config["default_entity_id"] == f"sensor.{config['unique_id']}"
+        slug = config["unique_id"].lower().replace("-", "_")
+        assert config["default_entity_id"] == f"sensor.{slug}"
+        assert re.fullmatch(r"sensor\.[a-z0-9_]+", config["default_entity_id"])
+        assert "via_device" not in config["device"]  # no device that is never announced
         assert config["state_topic"] == "amr/gwt/unit-101/state"
         assert config["availability_topic"] == "amr/gwt/status"
         assert config["device"]["identifiers"] and config["device"]["model_id"] == "2O208-4W"
@@ -400,3 +404,44 @@ def test_tls_with_a_generated_ca(tmp_path) -> None:
         sub.close()
     finally:
         broker.stop()
+
+
+def test_distinct_meter_names_never_share_a_unique_id() -> None:
+    from gateway.config import MqttSettings
+    from gateway.sinks.mqtt import MeterInfo, discovery_messages
+
+    settings = MqttSettings()
+    ids = set()
+    for name in ("unit-101", "unit_101", "Unit_101"):
+        for _topic, payload in discovery_messages(settings, "gw1", MeterInfo(name, "2O208-4W")):
+            ids.add(payload["unique_id"])
+    assert len(ids) == 15
+
+
+def test_a_retained_command_is_ignored(tmp_path, broker) -> None:
+    subprocess.run(
+        [
+            "mosquitto_pub",
+            "-p",
+            str(broker.port),
+            "-r",
+            "-q",
+            "1",
+            "-t",
+            "amr/gwt/unit-101/cmd/reset_peak",
+            "-m",
+            "1",
+        ],
+        check=True,
+    )
+    sub = Subscriber(broker, ["amr/gwt/#"])
+    config = gateway_config(tmp_path, broker, extra_mqtt='commands = ["reset_peak"]')
+    gw = Gateway(config).start()
+    try:
+        wait_for(lambda: len(sub.on("amr/gwt/unit-101/interval")) >= 1, 60, "an interval")
+    finally:
+        assert gw.stop() == 0
+    kinds = [m.json()["kind"] for m in sub.on("amr/gwt/unit-101/event")]
+    assert "peak_reset" not in kinds
+    assert b"ignored a retained command" in gw.stderr
+    sub.close()
