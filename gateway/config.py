@@ -8,6 +8,7 @@ keys are accepted only for their source.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import socket
@@ -37,9 +38,14 @@ def default_database_url() -> str:
     return f"sqlite:///{directory / DATABASE_FILE}"
 
 
+def default_gateway_id() -> str:
+    """Return the host name made safe for MQTT topics and Home Assistant ids."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:64] or "amr-gateway"
+
+
 @dataclass(frozen=True)
 class GatewaySettings:
-    id: str = field(default_factory=socket.gethostname)
+    id: str = field(default_factory=default_gateway_id)
     database: str = field(default_factory=default_database_url)
     commit_interval_s: float = 1.0  # at most one commit per second spares the SD card
     report_interval_s: float = 10.0
@@ -77,6 +83,9 @@ class MeterSettings:
     wh_per_edge_10: int = 5
     wh_per_edge_1k: int = 500
     glitch_ms: float = 2.0
+    sub_interval_s: int = 300  # demand sub-interval S (SPEC section 2)
+    window_s: int = 900  # demand window W
+    interval_s: int = 900  # interval data length I
     # simulate and replay
     speed: float = 1.0
     profile: str | None = None
@@ -110,7 +119,10 @@ class Config:
 
 
 def embedded_defaults(speed: float = 1.0) -> Config:
-    """Return the configuration ``run --simulate`` uses with no file: one simulated meter."""
+    """Return the configuration ``run --simulate`` uses with no file: one simulated meter.
+
+    The gateway id is the host name made topic-safe.
+    """
     return Config(meters=(MeterSettings("meter1", speed=speed),))
 
 
@@ -169,6 +181,17 @@ def parse_config(data: dict[str, Any], path: str = "config") -> Config:
         raise ConfigError(f'{path}: mqtt.protocol: expected "3.1.1" or "5"')
     if not 1 <= mqtt.port <= 65535:
         raise ConfigError(f"{path}: mqtt.port: {mqtt.port} is not a port number")
+    _check_names(gateway, mqtt, path)
+    for section, key in (
+        ("gateway", "commit_interval_s"),
+        ("gateway", "report_interval_s"),
+        ("gateway", "capture_keep_days"),
+        ("mqtt", "keepalive_s"),
+        ("mqtt", "state_interval_s"),
+    ):
+        _positive(
+            f"{path}: {section}.{key}", getattr(gateway if section == "gateway" else mqtt, key)
+        )
     raw_meters = data.get("meters")
     if not isinstance(raw_meters, list) or not raw_meters:
         raise ConfigError(f"{path}: meters: at least one [[meters]] table is required")
@@ -197,17 +220,38 @@ def parse_config(data: dict[str, Any], path: str = "config") -> Config:
     return Config(gateway, mqtt, tuple(meters), path)
 
 
+def _positive(where: str, value: float, *, zero_ok: bool = False) -> None:
+    ok = math.isfinite(value) and (value >= 0 if zero_ok else value > 0)
+    if not ok:
+        raise ConfigError(
+            f"{where}: {value} must be a {'non-negative' if zero_ok else 'positive'} finite number"
+        )
+
+
 def _check_meter(meter: MeterSettings, where: str) -> None:
     if not METER_NAME_RE.match(meter.name):
         raise ConfigError(f"{where}.name: {meter.name!r}: use 1-64 of A-Z a-z 0-9 _ -")
-    if meter.speed <= 0:
-        raise ConfigError(f"{where}.speed: must be positive")
-    if meter.ct_rating_a <= 0:
-        raise ConfigError(f"{where}.ct_rating_a: must be positive")
-    if meter.wh_per_edge_10 <= 0 or meter.wh_per_edge_1k <= 0:
-        raise ConfigError(f"{where}.wh_per_edge_10/1k: must be positive")
-    if meter.glitch_ms < 0:
-        raise ConfigError(f"{where}.glitch_ms: must not be negative")
+    for key in (
+        "speed",
+        "ct_rating_a",
+        "wh_per_edge_10",
+        "wh_per_edge_1k",
+        "sub_interval_s",
+        "window_s",
+        "interval_s",
+    ):
+        _positive(f"{where}.{key}", getattr(meter, key))
+    _positive(f"{where}.glitch_ms", meter.glitch_ms, zero_ok=True)
+    if meter.window_s % meter.sub_interval_s:
+        raise ConfigError(
+            f"{where}.sub_interval_s: {meter.sub_interval_s} s must divide window_s "
+            f"{meter.window_s} s"
+        )
+    if meter.interval_s % meter.sub_interval_s:
+        raise ConfigError(
+            f"{where}.sub_interval_s: {meter.sub_interval_s} s must divide interval_s "
+            f"{meter.interval_s} s"
+        )
     if meter.source == "replay" and not meter.file:
         raise ConfigError(f'{where}.file: missing required key for source "replay"')
     if meter.source == "gpio" and meter.pin_10 is None and meter.pin_1k is None:
@@ -221,6 +265,23 @@ def _check_meter(meter: MeterSettings, where: str) -> None:
             value = getattr(meter, key)
             if value is not None and not 0 <= value <= 63:
                 raise ConfigError(f"{where}.{key}: {value} is not an input 0-63")
+
+
+TOPIC_PART_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _check_names(gateway: GatewaySettings, mqtt: MqttSettings, path: str) -> None:
+    """Topic parts must be plain: no wildcards or separators, and Home Assistant node ids
+    allow only [A-Za-z0-9_-]."""
+    if not TOPIC_PART_RE.match(gateway.id):
+        raise ConfigError(f"{path}: gateway.id: {gateway.id!r}: use 1-64 of A-Z a-z 0-9 _ -")
+    for key in ("base_topic", "discovery_prefix"):
+        value = getattr(mqtt, key)
+        parts = value.split("/") if value else []
+        if (key == "base_topic" and not parts) or not all(TOPIC_PART_RE.match(p) for p in parts):
+            raise ConfigError(
+                f"{path}: mqtt.{key}: {value!r}: topic levels of A-Z a-z 0-9 _ - separated by /"
+            )
 
 
 def _check_shared(meters: list[MeterSettings], path: str) -> None:
@@ -278,9 +339,13 @@ def core_settings(settings: MeterSettings, model: MeterConfig) -> CoreSettings:
         register = CHANNEL_10 if settings.pin_10 is not None else CHANNEL_1K
     elif settings.source == "serial":
         register = CHANNEL_10 if settings.input_10 is not None else CHANNEL_1K
+    from meter_model.demand import DemandSettings
+
     return CoreSettings(
         wh_per_edge={CHANNEL_10: settings.wh_per_edge_10, CHANNEL_1K: settings.wh_per_edge_1k},
         glitch_ns=int(settings.glitch_ms * 1_000_000),
+        demand=DemandSettings(settings.sub_interval_s, settings.window_s),
+        interval_s=settings.interval_s,
         max_power_w=model.max_power_kw * 1000.0,
         register_channel=register,
     )

@@ -47,6 +47,12 @@ UNHEALTHY_AFTER_NS = 20_000_000_000  # a database failing this long stops the wa
 LIVE_SOURCES = ("gpio", "serial")
 
 
+def _last_level(core: MeterCore, channel: str) -> int | None:
+    """Return the level a channel was last seen at, its pending edge included."""
+    hygiene = core.hygiene[channel]
+    return hygiene.pending_level if hygiene.pending_t_ns is not None else hygiene.level
+
+
 @dataclass
 class SourceContext:
     """What sources share: the timeline, serial boards by port, a GPIO pin factory for tests."""
@@ -320,9 +326,7 @@ class Service:
                 continue
             since = max(runtime.stored.saved_ns or now, core.last_ns or 0)
             changed = [
-                ch
-                for ch, level in levels.items()
-                if core.hygiene[ch].level is not None and core.hygiene[ch].level != level
+                ch for ch, level in levels.items() if _last_level(core, ch) not in (None, level)
             ]
             missed = sum(core.settings.wh_per_edge[ch] for ch in changed)
             detail = f"not watched for {(now - since) / 1e9:.0f} s while the gateway was down"
@@ -463,6 +467,8 @@ class Service:
             core = runtime.core
             if self.capture is not None and poll.edges:
                 self.capture.write(poll.edges, poll.now_ns)  # raw, before any filtering
+            for gap_from, gap_to, why in poll.gaps:
+                core.mark_gap(gap_from, gap_to, why)
             feed(core, poll.edges)
             runtime.events.extend(poll.events)
             check = getattr(runtime.source, "check_against", None)

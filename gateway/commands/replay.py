@@ -41,13 +41,21 @@ def meter_summary(core: MeterCore) -> dict[str, Any]:
 def write_intervals_csv(path: str, intervals: dict[str, IntervalBatch]) -> None:
     """Write interval data atomically: a reader never sees half a file."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".intervals-", suffix=".csv", dir=directory)
+    if os.path.isdir(path):
+        raise ConfigError(f"--intervals {path}: is a directory")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".intervals-", suffix=".csv", dir=directory)
+    except OSError as exc:
+        raise ConfigError(f"--intervals {path}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             handle.write("meter,start,end,energy_wh,edges,demand_kw,quality\n")
             for name in sorted(intervals):
                 handle.writelines(intervals[name].csv_lines())
         os.replace(tmp, path)
+    except OSError as exc:
+        os.unlink(tmp)
+        raise ConfigError(f"--intervals {path}: {exc.strerror or exc}") from None
     except BaseException:
         os.unlink(tmp)
         raise

@@ -77,6 +77,19 @@ class CrossCheck:
             self._pending_inferred.extend(bool(x) for x in inferred)
         self._judge(final=False)
 
+    def rebase(self) -> None:
+        """Start the comparison afresh after a stretch nothing was watched.
+
+        Edges of either channel may have been missed meanwhile, so the phase between the two
+        outputs is unknown again: `1K` edges waiting for judgement are counted unjudged, and the
+        difference and the count since the last `1K` edge start from here, as at a first start.
+        """
+        self.n1k += len(self._pending1k)
+        self._pending1k.clear()
+        self._pending_inferred.clear()
+        self._last_c = None
+        self.offset_wh = self.n10 * self.wh_10 - self.n1k * self.wh_1k
+
     def finish(self) -> None:
         if self.n10 == 0 or (self.n1k == 0 and not self._pending1k):
             # One channel counted nothing: nothing to check against (summary: "not checked").

@@ -352,4 +352,5 @@ class MeterCore:
             demand.mark_gap()
             demand.close_through(to_ns // NS_PER_US, observed=False)
             demand.mark_gap()
+        self.crosscheck.rebase()
         self.events.append(Event(from_ns, EventKind.GAP, None, detail, missed_wh))

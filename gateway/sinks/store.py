@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from gateway.core.events import Event
 from gateway.core.intervals import Interval
-from gateway.errors import SinkError
+from gateway.errors import ConfigError, SinkError
 from gateway.sinks.schema import (
     CounterRow,
     EventRow,
@@ -50,7 +50,8 @@ def make_engine(url: str) -> Engine:
     try:
         engine = create_engine(url)
     except (SQLAlchemyError, ImportError, ValueError) as exc:
-        raise SinkError(f"database {redact(url)}: {exc}") from None
+        # A URL that cannot be parsed, or names a driver that is not installed: bad input.
+        raise ConfigError(f"database {redact(url)}: {exc}") from None
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")

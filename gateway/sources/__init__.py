@@ -30,6 +30,7 @@ class Poll:
     now_ns: int
     finished: bool = False  # a replay that reached the end of its log
     events: Sequence[Event] = ()  # what the source itself noticed (a serial link lost, ...)
+    gaps: Sequence[tuple[int, int, str]] = ()  # (from, to, why): time nothing was watched
 
 
 class Source(Protocol):

@@ -39,6 +39,7 @@ HEARTBEAT_LOST_S = 2.5
 OFFSET_WINDOW = 16
 REOPEN_S = 1.0
 NS_PER_US = 1_000
+BOARD_RESET_US = 1_000_000  # a counter a second or more behind itself: the board restarted
 
 
 def checksum(body: str) -> str:
@@ -85,6 +86,9 @@ class BoardClock:
             self.unwrapped_us = raw
         else:
             step = (raw - self.last_raw + WRAP // 2) % WRAP - WRAP // 2
+            if step < -BOARD_RESET_US:
+                # The counter went back: the board restarted. Its old offsets mean nothing now.
+                self.offsets_ns.clear()
             self.unwrapped_us += step
         self.last_raw = raw
         return self.unwrapped_us
@@ -153,6 +157,7 @@ class SerialBoard:
                 try:
                     self._serial = self._open_port()
                     buffer = b""
+                    self.clock = BoardClock()  # the board may have restarted meanwhile
                     self.notes.append((time.monotonic_ns(), f"serial port {self.port} is back"))
                 except Exception:
                     continue
@@ -223,6 +228,8 @@ class SerialSource:
         self.timeline = timeline
         self._queues: dict[str, deque[tuple[int, int, int]]] = {}
         self._link_ok = True
+        self._lost_at: int | None = None
+        self._previous: dict[str, tuple[int, int]] = {}  # channel -> (t_ns, board_us) last edge
         self._notes_seen = 0
 
     def open(self) -> None:
@@ -241,12 +248,20 @@ class SerialSource:
         for channel, queue in self._queues.items():
             while True:
                 try:
-                    host_ns, _board_us, level = queue.popleft()
+                    host_ns, board_us, level = queue.popleft()
                 except IndexError:
                     break
-                edges.append(
-                    Edge(self.timeline.from_monotonic(host_ns), self.meter, channel, level)
-                )
+                t_ns = self.timeline.from_monotonic(host_ns)
+                previous = self._previous.get(channel)
+                if previous is not None:
+                    # A better offset estimate must not pull an edge closer to the one before
+                    # than the board itself saw them (that would fake a glitch).
+                    prev_t, prev_board = previous
+                    spacing = (board_us - prev_board) * NS_PER_US
+                    if spacing > 0:
+                        t_ns = max(t_ns, prev_t + spacing)
+                self._previous[channel] = (t_ns, board_us)
+                edges.append(Edge(t_ns, self.meter, channel, level))
         edges.sort(key=lambda e: (e.t_ns, e.channel != CHANNEL_10, e.level))
         now = self.timeline.from_monotonic(mono_ns)
         events = []
@@ -258,16 +273,22 @@ class SerialSource:
             )
         last = self.board.last_heartbeat_mono_ns
         silent = last is None or mono_ns - last > HEARTBEAT_LOST_S * 1e9
+        gaps = []
         if silent and self._link_ok and (last is not None or self.board.lines):
             self._link_ok = False
+            self._lost_at = self.timeline.from_monotonic(last) if last is not None else now
             events.append(Event(now, EventKind.LINK, None, f"no heartbeat on {self.board.port}"))
         elif not silent and not self._link_ok:
             self._link_ok = True
             events.append(Event(now, EventKind.LINK, None, f"heartbeats back on {self.board.port}"))
+            if self._lost_at is not None:
+                # Nothing was watched meanwhile: those intervals are partial, not empty.
+                gaps.append((self._lost_at, now, f"serial link {self.board.port} was down"))
+                self._lost_at = None
         # "Now" trails the last heartbeat: an edge the board has not sent yet may still be older.
         if last is not None:
             now = min(now, self.timeline.from_monotonic(last))
-        return Poll(edges, now, events=events)
+        return Poll(edges, now, events=events, gaps=gaps)
 
     def close(self) -> None:
         self.board.close()

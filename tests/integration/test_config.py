@@ -77,3 +77,42 @@ def test_mistakes_stop_start_up_naming_the_key(cli, tmp_path, change, needle) ->
 def test_missing_file(cli, tmp_path) -> None:
     result = cli("run", "--config", str(tmp_path / "nope.toml"))
     assert result.returncode == 2 and "nope.toml: no such configuration file" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        (("speed = 60", "speed = nan"), "meters[0].speed: nan must be a positive"),
+        (("speed = 60", "speed = 60\nglitch_ms = -1.0"), "meters[0].glitch_ms"),
+        (('id = "gw1"', 'id = "gw#1"'), "gateway.id: 'gw#1'"),
+        (("port = 1883", 'port = 1883\nbase_topic = "amr/+"'), "mqtt.base_topic"),
+        (("port = 1883", "port = 1883\nkeepalive_s = 0"), "mqtt.keepalive_s"),
+        (
+            ("speed = 60", "speed = 60\nsub_interval_s = 420"),
+            "meters[0].sub_interval_s: 420 s must divide",
+        ),
+        (('id = "gw1"', 'id = "gw1"\ncommit_interval_s = nan'), "gateway.commit_interval_s"),
+    ],
+)
+def test_values_out_of_range_are_named(cli, tmp_path, change, needle) -> None:
+    path = tmp_path / "config.toml"
+    old, new = change
+    path.write_text(GOOD.format(db=tmp_path / "g.db").replace(old, new, 1))
+    result = cli("run", "--config", str(path), cwd=tmp_path, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert needle in result.stderr and "Traceback" not in result.stderr
+
+
+def test_demand_and_interval_lengths_are_configurable(tmp_path) -> None:
+    from gateway.config import core_settings, meter_config
+
+    path = tmp_path / "config.toml"
+    path.write_text(
+        GOOD.format(db=tmp_path / "g.db").replace(
+            "speed = 60", "speed = 60\nsub_interval_s = 60\nwindow_s = 1800\ninterval_s = 3600"
+        )
+    )
+    meter = load_config(str(path)).meters[0]
+    settings = core_settings(meter, meter_config(meter, "m"))
+    assert settings.demand.sub_interval_s == 60 and settings.demand.window_s == 1800
+    assert settings.interval_s == 3600

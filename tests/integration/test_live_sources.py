@@ -280,6 +280,8 @@ def test_serial_port_unplugged_and_back(tmp_path) -> None:
     details = [e.detail for e in service.meters[0].events]
     assert any("lost" in d for d in details), details
     assert any("is back" in d for d in details), details
+    # The outage is time nothing was watched: a gap, not an empty stretch.
+    assert any(e.kind == "gap" and "link" in e.detail for e in core.events)
     for runtime in service.meters:
         runtime.source.close()
     service.store.close()
