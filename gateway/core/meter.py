@@ -113,7 +113,6 @@ class MeterCore:
         self.last_ns: int | None = None
         self._demand: dict[str, DemandMeter] = {}
         self._intervals: IntervalAccumulator | None = None
-        self._events_seen = 0
         self._record_subintervals = record_subintervals
         if start_ns is not None:
             self._begin(start_ns)
@@ -215,9 +214,9 @@ class MeterCore:
         self._intervals.flag(t_ns, flag)
 
     def _collect_events(self) -> None:
-        new = self.crosscheck.events[self._events_seen :]
+        new = self.crosscheck.events
         if new:
-            self._events_seen += len(new)
+            self.crosscheck.events = []  # handed on: the core's list is the one to read
             self.events.extend(new)
             self._flag([e.t_ns for e in new], "crosscheck")
 

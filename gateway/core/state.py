@@ -112,6 +112,7 @@ def snapshot(core: MeterCore) -> dict[str, Any]:
             "n10": cc.n10,
             "n1k": cc.n1k,
             "mismatches": cc.mismatches,
+            "kind_counts": dict(cc.kind_counts),
             "missed_wh": dict(cc.missed_wh),
             "offset_wh": cc.offset_wh,
             "recent10": cc._recent10.tolist(),
@@ -163,6 +164,7 @@ def restore(core: MeterCore, state: dict[str, Any]) -> None:
     cc, data = core.crosscheck, state["crosscheck"]
     cc.n10, cc.n1k, cc.mismatches = data["n10"], data["n1k"], data["mismatches"]
     cc.missed_wh = dict(data["missed_wh"])
+    cc.kind_counts = dict(data.get("kind_counts", {}))
     cc.offset_wh = data["offset_wh"]
     cc._recent10 = np.array(data["recent10"], np.int64)
     cc._base10 = data["base10"]
