@@ -228,16 +228,11 @@ class Store:
                 )
             )
             if batch.outbox:
-                session.add(
-                    OutboxRow(
-                        meter_id=meter.id,
-                        kind="interval",
-                        seq=state.next_interval_seq,
-                        payload=json.dumps(interval_payload(interval, state.next_interval_seq)),
-                        created_ns=now_ns,
-                    )
-                )
+                seq = state.next_interval_seq
                 state.next_interval_seq += 1
+                session.add(
+                    outbox_row(meter.id, "interval", seq, interval_payload(interval, seq), now_ns)
+                )
         if batch.subintervals:
             session.execute(
                 insert(SubIntervalRow),
@@ -255,16 +250,11 @@ class Store:
         for item in batch.events:
             session.add(event_row(meter.id, item))
             if batch.outbox:
-                session.add(
-                    OutboxRow(
-                        meter_id=meter.id,
-                        kind="event",
-                        seq=state.next_event_seq,
-                        payload=json.dumps(event_payload(batch.name, item, state.next_event_seq)),
-                        created_ns=now_ns,
-                    )
-                )
+                seq = state.next_event_seq
                 state.next_event_seq += 1
+                session.add(
+                    outbox_row(meter.id, "event", seq, event_payload(batch.name, item, seq), now_ns)
+                )
         for cleared, when_ns in batch.resets:
             session.add(self._peak_row(meter.id, cleared, batch.peak_window_s, when_ns))
         session.execute(
@@ -383,6 +373,15 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def outbox_row(
+    meter_id: int, kind: str, seq: int, payload: dict[str, Any], now_ns: int
+) -> OutboxRow:
+    """Return a message for the MQTT outbox: ``seq`` counts per meter and kind, without gaps."""
+    return OutboxRow(
+        meter_id=meter_id, kind=kind, seq=seq, payload=json.dumps(payload), created_ns=now_ns
+    )
 
 
 def event_row(meter_id: int | None, item: Event) -> EventRow:
