@@ -22,7 +22,7 @@ import numpy.typing as npt
 from gateway.core.edge import CHANNEL_1K
 from gateway.errors import PulseLogError
 from gateway.pulselog import HEADER, parse_row, valid_meter_name
-from gateway.timefmt import NS_PER_S, parse_time_ns
+from gateway.timefmt import NS_PER_S
 
 logger = logging.getLogger(__name__)
 
@@ -350,6 +350,3 @@ def file_size(path: str) -> int:
         return os.path.getsize(path)
     except OSError:
         return 0
-
-
-__all__ = ["Chunk", "LogScanner", "file_size", "parse_time_ns"]

@@ -20,9 +20,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import create_engine, delete, event, func, insert, inspect, select
+from sqlalchemy import create_engine, delete, event, func, insert, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DatabaseError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from gateway.core.events import Event
@@ -425,12 +425,3 @@ def event_payload(meter: str, item: Event, seq: int) -> dict[str, Any]:
         "missed_wh": item.missed_wh,
         "seq": seq,
     }
-
-
-def is_foreign(engine: Engine) -> bool:
-    """Return whether a database holds tables that are not ours (and no Alembic version)."""
-    names = set(inspect(engine).get_table_names())
-    return bool(names) and "alembic_version" not in names
-
-
-__all__ = ["DatabaseError", "MeterBatch", "Store", "StoredMeter", "make_engine", "redact"]

@@ -18,7 +18,7 @@ from collections import deque
 from typing import Any
 
 from gateway.clock import Timeline
-from gateway.core.edge import CHANNEL_1K, CHANNEL_10, Edge
+from gateway.core.edge import CHANNEL_10, Edge
 from gateway.errors import SourceError
 from gateway.sources import Poll
 
@@ -122,6 +122,3 @@ class GpioSource:
             except Exception:  # closing is best effort
                 logger.debug("closing a pin failed", exc_info=True)
         self._pins.clear()
-
-
-__all__ = ["CHANNEL_1K", "GpioSource", "lgpio_factory"]
