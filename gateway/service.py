@@ -384,7 +384,14 @@ class Service:
                 stop.wait(POLL_INTERVAL_S)
         finally:
             self.notifier.stopping()
-            self.commit()
+            status = 0
+            try:
+                self.commit()
+            except SinkError as exc:
+                # Shut down cleanly all the same; systemd restarts us (exit 1), and what was
+                # not committed is counted again from the sources that can replay it.
+                logger.error("the last commit failed: %s", exc)
+                status = 1
             if self.capture is not None:
                 self.capture.close()
             if self.mqtt is not None:
@@ -395,7 +402,7 @@ class Service:
             for runtime in self.meters:
                 runtime.source.close()
             self.store.close()
-        return 0
+        return status
 
     def publish_states(self, *, force: bool) -> None:
         """Publish each meter's state when due, or when a sub-interval has just ended."""
