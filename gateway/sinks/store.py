@@ -300,13 +300,6 @@ class Store:
                 query = query.where(EventRow.t_ns >= since_ns)
             return list(session.scalars(query.order_by(EventRow.t_ns, EventRow.id)))
 
-    def record_event(self, meter_id: int | None, item: Event) -> None:
-        try:
-            with self._session() as session, session.begin():
-                session.add(event_row(meter_id, item))
-        except SQLAlchemyError as exc:
-            raise self._fail(exc) from exc
-
     def lcd_readings(self, meter_id: int) -> list[LcdReadingRow]:
         with self._session() as session:
             query = select(LcdReadingRow).where(LcdReadingRow.meter_id == meter_id)
@@ -322,11 +315,6 @@ class Store:
                 )
         except SQLAlchemyError as exc:
             raise self._fail(exc) from exc
-
-    def peaks(self, meter_id: int) -> list[PeakRow]:
-        with self._session() as session:
-            query = select(PeakRow).where(PeakRow.meter_id == meter_id)
-            return list(session.scalars(query.order_by(PeakRow.id)))
 
     def count(self, table: type[Any], meter_id: int | None = None) -> int:
         with self._session() as session:
@@ -358,16 +346,6 @@ class Store:
         try:
             with self._session() as session, session.begin():
                 session.execute(delete(OutboxRow).where(OutboxRow.id.in_(list(ids))))
-        except SQLAlchemyError as exc:
-            raise self._fail(exc) from exc
-
-    def set_published(self, meter_id: int, energy_wh: int) -> None:
-        """Remember the highest total published, so it never goes backwards across restarts."""
-        try:
-            with self._session() as session, session.begin():
-                state = session.get(MeterStateRow, meter_id)
-                if state is not None and energy_wh > state.published_wh:
-                    state.published_wh = energy_wh
         except SQLAlchemyError as exc:
             raise self._fail(exc) from exc
 
