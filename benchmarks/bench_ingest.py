@@ -22,7 +22,7 @@ from pathlib import Path
 from _common import gateway, run_timed, write_profile
 
 from gateway.config import Config, GatewaySettings, MeterSettings, MqttSettings
-from gateway.service import Service
+from gateway.daemon.service import Service
 
 T0_S = 1_735_689_600
 

@@ -22,8 +22,10 @@ from mqtt_helpers import Broker
 
 from gateway.config import MqttSettings
 from gateway.core.intervals import Interval
-from gateway.sinks.mqtt import MeterInfo, MqttPublisher
-from gateway.sinks.schema import OutboxRow
+from gateway.sinks.database import Database
+from gateway.sinks.mqtt import MqttPublisher
+from gateway.sinks.outbox import Outbox
+from gateway.sinks.payloads import MeterInfo
 from gateway.sinks.store import MeterBatch, Store
 
 T0 = 1_735_689_600 * 10**9
@@ -59,24 +61,25 @@ def once(directory: Path, n: int) -> float:
     broker.directory.mkdir(exist_ok=True)
     broker.start()
     try:
-        store = Store(f"sqlite:///{directory / f'outbox-{time.monotonic_ns()}.db'}")
-        fill(store, n)
+        database = Database(f"sqlite:///{directory / f'outbox-{time.monotonic_ns()}.db'}")
+        fill(Store(database), n)
+        outbox = Outbox(database)
         publisher = MqttPublisher(
             MqttSettings(host="127.0.0.1", port=broker.port, discovery_prefix=""),
             "bench",
             [MeterInfo("meter1", "2O208-4W")],
-            store,
+            outbox,
         )
         publisher.start()
         while not publisher.connected:
             time.sleep(0.01)
         start = time.perf_counter()
-        while store.count(OutboxRow) or publisher.pending():
+        while outbox.count() or publisher.pending():
             publisher.pump()
             time.sleep(0.001)
         elapsed = time.perf_counter() - start
         publisher.stop()
-        store.close()
+        database.close()
         return n / elapsed
     finally:
         broker.stop()

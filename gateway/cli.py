@@ -135,7 +135,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from gateway.config import DEFAULT_CONFIG_PATH, embedded_defaults, load_config
-    from gateway.service import Service
+    from gateway.daemon.service import Service
 
     if args.config:
         config = load_config(args.config)
@@ -168,7 +168,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from gateway.commands.replay import replay
+    from gateway.batch.command import replay
 
     replay(
         args.logs,

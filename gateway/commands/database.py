@@ -13,7 +13,10 @@ from gateway.config import DEFAULT_CONFIG_PATH, default_database_url, load_confi
 from gateway.core.meter import MeterCore
 from gateway.core.state import restore
 from gateway.errors import ConfigError
-from gateway.sinks.store import Store, StoredMeter, redact
+from gateway.sinks.database import Database
+from gateway.sinks.readback import Readback, StoredMeter
+from gateway.sinks.redact import redact
+from gateway.sinks.store import Store
 from gateway.timefmt import NS_PER_S, NS_PER_US, format_iso, parse_time_ns
 from meter_model.units import lcd_kwh, round_kw
 
@@ -32,26 +35,26 @@ def database_url(config: str | None, db: str | None) -> str:
     return default_database_url()
 
 
-def open_store(url: str, *, create: bool = False) -> Store:
-    """Open an existing database (or create it when ``create``); a missing file is an error."""
-    if url.startswith("sqlite:///") and not create:
+def open_database(url: str) -> Database:
+    """Open an existing database at the current schema; a missing file is an error."""
+    if url.startswith("sqlite:///"):
         path = url.removeprefix("sqlite:///")
         if path and path != ":memory:" and not os.path.exists(path):
             raise ConfigError(f"database {path}: no such file (has the gateway run yet?)")
-    return Store(url, upgrade=create)
+    return Database(url, upgrade=False)
 
 
 def db_upgrade(url: str, out: TextIO = sys.stdout) -> None:
     from gateway.sinks.migrate import current_revision, head_revision
 
-    store = Store(url, upgrade=True)
+    database = Database(url, upgrade=True)
     try:
         out.write(
-            f"database {redact(url)} is at revision {current_revision(store.engine)}"
+            f"{database.name} is at revision {current_revision(database.engine)}"
             f" (head {head_revision()})\n"
         )
     finally:
-        store.close()
+        database.close()
 
 
 def _core(stored: StoredMeter) -> MeterCore | None:
@@ -62,7 +65,7 @@ def _core(stored: StoredMeter) -> MeterCore | None:
     return core
 
 
-def meter_status(store: Store, stored: StoredMeter, now_ns: int) -> dict[str, Any]:
+def meter_status(readback: Readback, stored: StoredMeter, now_ns: int) -> dict[str, Any]:
     """Return one meter's status as ``status --json`` prints it."""
     core = _core(stored)
     energy_wh = stored.register_wh
@@ -107,23 +110,24 @@ def meter_status(store: Store, stored: StoredMeter, now_ns: int) -> dict[str, An
             "detail": e.detail,
             "missed_wh": e.missed_wh,
         }
-        for e in store.events(stored.id)
+        for e in readback.events(stored.id)
         if e.kind not in ("restart",)
         and (e.t_ns >= since or stored.source not in ("gpio", "serial"))
     ]
     status["open_anomalies"] = anomalies[-20:]
-    readings = store.lcd_readings(stored.id)
+    readings = readback.lcd_readings(stored.id)
     status["last_reconciliation"] = reconciliation(readings) if readings else None
     return status
 
 
 def status(url: str, as_json: bool, out: TextIO = sys.stdout) -> None:
-    store = open_store(url)
+    database = open_database(url)
     try:
+        readback = Readback(database)
         now_ns = time.time_ns()
-        meters = {m.name: meter_status(store, m, now_ns) for m in store.meters()}
+        meters = {m.name: meter_status(readback, m, now_ns) for m in readback.meters()}
     finally:
-        store.close()
+        database.close()
     if as_json:
         json.dump({"meters": meters}, out, indent=2)
         out.write("\n")
@@ -166,13 +170,14 @@ def export(
     if fmt != "csv":
         raise ConfigError(f"--format {fmt}: only csv is supported")
     start_ns, end_ns = _time_option("--from", start), _time_option("--to", end)
-    store = open_store(url)
+    database = open_database(url)
     try:
-        if meter is not None and store.find_meter(meter) is None:
+        readback = Readback(database)
+        if meter is not None and readback.find_meter(meter) is None:
             raise ConfigError(f"--meter {meter}: no such meter in the database")
-        rows = store.intervals(meter, start_ns, end_ns)
+        rows = readback.intervals(meter, start_ns, end_ns)
     finally:
-        store.close()
+        database.close()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["meter", "start", "end", "energy_wh", "edges", "demand_kw", "quality"])
     from fractions import Fraction
@@ -230,14 +235,15 @@ def reconcile(url: str, meter: str, lcd: int, when: str | None, out: TextIO = sy
     if lcd < 0:
         raise ConfigError("--lcd-kwh: must not be negative")
     t_ns = _time_option("--time", when) or time.time_ns()
-    store = open_store(url)
+    database = open_database(url)
     try:
-        stored = store.find_meter(meter)
+        readback = Readback(database)
+        stored = readback.find_meter(meter)
         if stored is None:
-            names = ", ".join(m.name for m in store.meters()) or "none"
+            names = ", ".join(m.name for m in readback.meters()) or "none"
             raise ConfigError(f"--meter {meter}: no such meter in the database (meters: {names})")
-        store.add_lcd_reading(stored.id, t_ns, lcd, stored.register_wh)
-        result = reconciliation(store.lcd_readings(stored.id))
+        Store(database).add_lcd_reading(stored.id, t_ns, lcd, stored.register_wh)
+        result = reconciliation(readback.lcd_readings(stored.id))
     finally:
-        store.close()
+        database.close()
     out.write(f"{meter}: {result['summary']}\n")

@@ -9,7 +9,7 @@ import numpy as np
 
 from gateway.errors import ConfigError, PulseLogError
 from gateway.loadprofile import read_profile
-from gateway.pulselog import PulseLogWriter, format_rows, valid_meter_name
+from gateway.pulselog import PulseLogWriter, valid_meter_name
 from gateway.timefmt import NS_PER_US, format_iso
 from meter_model import MeterConfig, MeterModelError, profile_edges
 from meter_model.units import EDGES_10_PER_1K, WH_PER_EDGE_10
@@ -78,9 +78,7 @@ def simulate(
         with PulseLogWriter(out_path, comments) as writer:
             for lo in range(0, len(t_ns), ROWS_PER_BLOCK):
                 hi = lo + ROWS_PER_BLOCK
-                writer.write_block(
-                    format_rows(t_ns[lo:hi], meter, channel_1k[lo:hi], levels[lo:hi])
-                )
+                writer.write_rows(t_ns[lo:hi], meter, channel_1k[lo:hi], levels[lo:hi])
     except OSError as exc:
         raise ConfigError(f"--out {out_path}: {exc.strerror or exc}") from None
     return SimulationSummary(

@@ -20,6 +20,7 @@ class EventKind(StrEnum):
     LINK = "link"  # a source's link was lost or came back (serial heartbeats, a USB unplug)
     MODEL = "model"  # in simulation: the gateway's count differs from the model's register
     CLOCK_STEP = "clock_step"
+    CAPTURE = "capture"  # the raw-edge capture failed (disk full, read-only) and was turned off
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import logging
-from pathlib import Path
 
 from alembic.config import Config
 from sqlalchemy import inspect
@@ -11,23 +11,21 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.errors import ConfigError, SinkError
+from gateway.sinks.redact import redact
 
 logger = logging.getLogger(__name__)
 
 
 def _config() -> Config:
-
-    import migrations
-
+    # The scripts are migrations/ in the repository, installed as the gateway.migrations package.
+    scripts = importlib.resources.files("gateway.migrations")
     config = Config()
-    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    config.set_main_option("script_location", str(scripts))
     return config
 
 
 def _describe(engine: Engine) -> str:
-    from gateway.sinks.store import redact
-
-    return f"database {redact(str(engine.url))}"
+    return f"database {redact(engine.url.render_as_string(hide_password=False))}"
 
 
 def _tables(engine: Engine) -> set[str]:

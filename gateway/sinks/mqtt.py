@@ -31,24 +31,16 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from gateway import __version__
 from gateway.config import MqttSettings
 from gateway.errors import ConfigError, SinkError
-from gateway.sinks.store import Store
+from gateway.sinks.outbox import Outbox
+from gateway.sinks.payloads import MeterInfo, discovery_messages
 
 logger = logging.getLogger(__name__)
 
 KNOWN_COMMANDS = ("reset_peak",)
 MAX_IN_FLIGHT = 50
 OUTBOX_BATCH = 200
-
-
-@dataclass(frozen=True)
-class MeterInfo:
-    """What discovery says about a meter."""
-
-    name: str
-    model: str
 
 
 @dataclass(frozen=True)
@@ -69,105 +61,6 @@ def read_password(path: str) -> str:
         raise ConfigError(f"mqtt.password_file {path}: {exc.strerror or exc}") from None
 
 
-def discovery_messages(
-    settings: MqttSettings, gateway_id: str, meter: MeterInfo
-) -> list[tuple[str, dict[str, Any]]]:
-    """Return the Home Assistant discovery topics and payloads for one meter.
-
-    One device per meter; energy works in the Energy dashboard as published (device class
-    energy, state class total_increasing, kWh). ``default_entity_id`` replaces the deprecated
-    ``object_id``.
-    """
-    base = f"{settings.base_topic}/{gateway_id}"
-    # Gateway ids and meter names are [A-Za-z0-9_-], valid in a node id as they are, and kept
-    # as they are so that distinct names never collide; entity ids are slugs (lower case, _).
-    node = f"amr_{gateway_id}_{meter.name}"
-    slug = node.lower().replace("-", "_")
-    device = {
-        "identifiers": [f"amr-gateway_{gateway_id}_{meter.name}"],
-        "name": f"Meter {meter.name}",
-        "manufacturer": "Leviton",
-        "model": f"Series {meter.model[:1]}000",
-        "model_id": meter.model,
-    }
-    common = {
-        "state_topic": f"{base}/{meter.name}/state",
-        "availability_topic": f"{base}/status",
-        "payload_available": "online",
-        "payload_not_available": "offline",
-        "device": device,
-        "origin": {"name": "amr-gateway", "sw_version": __version__},
-        "has_entity_name": True,
-    }
-    sensors: list[tuple[str, str, dict[str, Any]]] = [
-        (
-            "energy",
-            "Energy",
-            {
-                "device_class": "energy",
-                "state_class": "total_increasing",
-                "unit_of_measurement": "kWh",
-                "suggested_display_precision": 3,
-                "value_template": "{{ value_json.energy_kwh }}",
-            },
-        ),
-        (
-            "power",
-            "Power",
-            {
-                "device_class": "power",
-                "state_class": "measurement",
-                "unit_of_measurement": "kW",
-                "suggested_display_precision": 2,
-                "value_template": "{{ value_json.power_kw }}",
-            },
-        ),
-        (
-            "demand",
-            "Demand",
-            {
-                "device_class": "power",
-                "state_class": "measurement",
-                "unit_of_measurement": "kW",
-                "suggested_display_precision": 2,
-                "value_template": "{{ value_json.demand_kw }}",
-            },
-        ),
-        (
-            "peak_demand",
-            "Peak demand",
-            {
-                "device_class": "power",
-                "state_class": "measurement",
-                "unit_of_measurement": "kW",
-                "suggested_display_precision": 2,
-                "value_template": "{{ value_json.peak_demand_kw }}",
-            },
-        ),
-        (
-            "quality",
-            "Quality",
-            {
-                "entity_category": "diagnostic",
-                "icon": "mdi:check-decagram",
-                "value_template": "{{ value_json.quality }}",
-            },
-        ),
-    ]
-    messages = []
-    for key, name, extra in sensors:
-        unique = f"{node}_{key}"
-        payload = {
-            **common,
-            "name": name,
-            "unique_id": unique,
-            "default_entity_id": f"sensor.{slug}_{key}",
-            **extra,
-        }
-        messages.append((f"{settings.discovery_prefix}/sensor/{node}/{key}/config", payload))
-    return messages
-
-
 class MqttPublisher:
     """The gateway's MQTT client. Call :meth:`start`, then :meth:`pump` from the main loop."""
 
@@ -176,7 +69,7 @@ class MqttPublisher:
         settings: MqttSettings,
         gateway_id: str,
         meters: Sequence[MeterInfo],
-        store: Store | None,
+        outbox: Outbox | None,
     ) -> None:
         for name in settings.commands:
             if name not in KNOWN_COMMANDS:
@@ -186,7 +79,7 @@ class MqttPublisher:
         self.settings = settings
         self.gateway_id = gateway_id
         self.meters = list(meters)
-        self.store = store
+        self.outbox = outbox
         self.base = f"{settings.base_topic}/{gateway_id}"
         self.status_topic = f"{self.base}/status"
         self._lock = threading.Lock()
@@ -360,9 +253,9 @@ class MqttPublisher:
                 self._handed.discard(row)  # sent again on a later pass
                 logger.warning("the broker refused outbox message %d (%s); kept", row, why)
         self._done_pending += [self._in_flight.pop(mid) for mid in acked if mid in self._in_flight]
-        if self._done_pending and self.store is not None:
+        if self._done_pending and self.outbox is not None:
             try:
-                self.store.outbox_done(self._done_pending)
+                self.outbox.done(self._done_pending)
             except SinkError as exc:
                 logger.error("could not remove acknowledged messages (will retry): %s", exc)
             else:
@@ -393,33 +286,37 @@ class MqttPublisher:
         if not self.settings.discovery_prefix:
             return
         for meter in self.meters:
-            for topic, payload in discovery_messages(self.settings, self.gateway_id, meter):
+            messages = discovery_messages(
+                self.settings.base_topic, self.settings.discovery_prefix, self.gateway_id, meter
+            )
+            for topic, payload in messages:
                 self._publish(topic, json.dumps(payload, separators=(",", ":")), retain=True)
 
     def _drain_outbox(self) -> None:
-        if self.store is None:
+        if self.outbox is None:
             return
         room = MAX_IN_FLIGHT - len(self._in_flight)
         if room <= 0:
             return
         try:
-            rows = self.store.outbox_head(OUTBOX_BATCH)
+            messages = self.outbox.head(OUTBOX_BATCH)
         except SinkError as exc:
             logger.error("could not read the outbox (will retry): %s", exc)
             self._outbox_dirty = True
             return
-        if len(rows) > len(self._handed):
+        if len(messages) > len(self._handed):
             self._outbox_dirty = True  # more than one batch waits: come back next pass
-        for row, meter in rows:
-            if row.id in self._handed:
+        for message in messages:
+            if message.id in self._handed:
                 continue
             if room <= 0:
                 break
-            mid = self._publish(f"{self.base}/{meter}/{row.kind}", row.payload, qos=1)
+            topic = f"{self.base}/{message.meter}/{message.kind}"
+            mid = self._publish(topic, message.payload, qos=1)
             if mid is None:
                 break  # the connection dropped; paho reports it and we try again later
-            self._in_flight[mid] = row.id
-            self._handed.add(row.id)
+            self._in_flight[mid] = message.id
+            self._handed.add(message.id)
             room -= 1
 
     def outbox_changed(self) -> None:

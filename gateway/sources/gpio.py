@@ -17,10 +17,10 @@ import logging
 from collections import deque
 from typing import Any
 
-from gateway.clock import Timeline
 from gateway.core.edge import CHANNEL_10, Edge
+from gateway.daemon.clock import Timeline
 from gateway.errors import SourceError
-from gateway.sources import Poll
+from gateway.sources import Poll, Source
 
 logger = logging.getLogger(__name__)
 NS_PER_S = 1_000_000_000
@@ -40,8 +40,10 @@ def lgpio_factory() -> Any:
         ) from None
 
 
-class GpioSource:
+class GpioSource(Source):
     """One meter's `10` and/or `1K` outputs on GPIO pins."""
+
+    live = True
 
     def __init__(
         self,
@@ -60,7 +62,7 @@ class GpioSource:
         self._queue: deque[tuple[str, float, int]] = deque()
         self._ticks0: float = 0.0
         self._mono0_ns = 0
-        self.initial_levels: dict[str, int] = {}
+        self._levels: dict[str, int] = {}
 
     def open(self) -> None:
         factory = self._factory if self._factory is not None else lgpio_factory()
@@ -80,7 +82,7 @@ class GpioSource:
         self._ticks0 = factory.ticks()
         self._mono0_ns = self.timeline.monotonic_ns()
         for channel, pin in self._pins.items():
-            self.initial_levels[channel] = 0 if pin.state else 1
+            self._levels[channel] = 0 if pin.state else 1
             # gpiozero holds callbacks weakly: keep ours alive here.
             self._callbacks[channel] = self._callback(channel)
             pin.when_changed = self._callbacks[channel]
@@ -97,6 +99,10 @@ class GpioSource:
             queue.append((channel, ticks, state))  # nothing else here: the callback must be quick
 
         return changed
+
+    @property
+    def initial_levels(self) -> dict[str, int]:
+        return self._levels
 
     def poll(self, mono_ns: int) -> Poll:
         edges = []

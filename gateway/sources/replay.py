@@ -1,8 +1,8 @@
 """The ``replay`` source: a captured pulse log played back live, paced at ``speed``.
 
-Reading the log is :mod:`gateway.logscan`'s job; this module only paces it (as python-can keeps
-reading in ``can/io`` and pacing in ``can/io/player.py``). After a restart it skips every edge the
-database says was already seen (per channel, at or before the last stored edge) and continues
+Reading the log is :mod:`gateway.pulselog.scan`'s job; this module only paces it (as python-can
+keeps reading in ``can/io`` and pacing in ``can/io/player.py``). After a restart it skips every edge
+the database says was already seen (per channel, at or before the last stored edge) and continues
 the replay clock where it stopped, so a log is counted exactly once whatever happens.
 """
 
@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 
 from gateway.core.edge import CHANNEL_1K, CHANNEL_10, Edge
+from gateway.core.hygiene import skip_seen
 from gateway.errors import SourceError
-from gateway.logscan import LogScanner
-from gateway.sources import Poll
+from gateway.pulselog.scan import LogScanner, order_rows
+from gateway.sources import Poll, Source
 from gateway.timefmt import parse_time_ns
 
 logger = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ END_MARGIN_NS = 1_000_000_000
 MAX_EDGES_PER_POLL = 20_000
 
 
-class ReplaySource:
+class ReplaySource(Source):
     """One meter's rows of a pulse log, emitted as their times come in the replay clock."""
 
     def __init__(
@@ -41,7 +42,7 @@ class ReplaySource:
         self.path = path
         self.speed = speed
         self.resume = resume or {}
-        self.skipped = 0
+        self._skipped = 0
         self._state = state
         self._t = np.empty(0, np.int64)
         self._channel = np.empty(0, np.int8)
@@ -66,34 +67,33 @@ class ReplaySource:
         t = np.concatenate([p[0] for p in parts])
         channel = np.concatenate([p[1] for p in parts])
         level = np.concatenate([p[2] for p in parts])
-        order = np.lexsort((level, channel, t))
-        t, channel, level = t[order], channel[order], level[order]
-        keep = np.ones(len(t), np.bool_)
+        first_row, last_row = int(t.min()), int(t.max())
+        blocks = []
         for code, name in ((0, CHANNEL_10), (1, CHANNEL_1K)):
-            if name in self.resume:
-                last_t, last_level = self.resume[name]
-                on = channel == code
-                seen = on & ((t < last_t) | ((t == last_t) & (level <= last_level)))
-                keep &= ~seen
-        self.skipped = int((~keep).sum())
-        self._t, self._channel, self._level = t[keep], channel[keep], level[keep]
-        if self._state is not None:
-            self._start_ns = int(self._state["now_ns"])
-        else:
-            self._start_ns = int(t[0]) if len(t) else 0
+            on = channel == code
+            block_t, block_lv = order_rows(t[on], level[on])
+            block_t, block_lv, skipped = skip_seen(self.resume.get(name), block_t, block_lv)
+            self._skipped += skipped
+            blocks.append((block_t, np.full(len(block_t), code, np.int8), block_lv))
+        t = np.concatenate([b[0] for b in blocks])
+        # Merge the two sorted channels by time, `10` first at equal times (as the meter does).
+        order = np.argsort(t, kind="stable")
+        self._t = t[order]
+        self._channel = np.concatenate([b[1] for b in blocks])[order]
+        self._level = np.concatenate([b[2] for b in blocks])[order]
+        self._start_ns = int(self._state["now_ns"]) if self._state is not None else first_row
         self._now_ns = self._start_ns
         # The replay clock stops a second after the log's end (its ``end=`` metadata or its last
         # edge), so a finished replay confirms its last edges and then holds still.
-        last_edge = int(t[-1]) if len(t) else self._start_ns
-        end = parse_time_ns(scanner.metadata["end"]) if "end" in scanner.metadata else last_edge
-        self._stop_ns = max(end, last_edge) + END_MARGIN_NS
+        end = parse_time_ns(scanner.metadata["end"]) if "end" in scanner.metadata else last_row
+        self._stop_ns = max(end, last_row) + END_MARGIN_NS
         logger.info(
             "replaying %s for %s at %gx: %d edges to go, %d already counted",
             self.path,
             self.meter,
             self.speed,
             len(self._t),
-            self.skipped,
+            self._skipped,
         )
 
     def close(self) -> None:
@@ -103,7 +103,11 @@ class ReplaySource:
     def finished(self) -> bool:
         return self._position >= len(self._t) and self._now_ns >= self._stop_ns
 
-    def state(self) -> dict[str, Any]:
+    @property
+    def skipped(self) -> int:
+        return self._skipped
+
+    def resume_state(self) -> dict[str, Any]:
         return {"now_ns": self._now_ns}
 
     def poll(self, mono_ns: int) -> Poll:

@@ -26,11 +26,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.clock import Timeline
 from gateway.core.edge import CHANNEL_10, Edge
 from gateway.core.events import Event, EventKind
+from gateway.daemon.clock import Timeline
 from gateway.errors import SourceError
-from gateway.sources import Poll
+from gateway.sources import Poll, Source
 
 logger = logging.getLogger(__name__)
 
@@ -216,8 +216,10 @@ class SerialBoard:
         self._serial = None
 
 
-class SerialSource:
+class SerialSource(Source):
     """One meter's channels on inputs of a serial pulse-counter board."""
+
+    live = True
 
     def __init__(
         self, meter: str, board: SerialBoard, inputs: dict[str, int], timeline: Timeline

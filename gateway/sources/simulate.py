@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.core.edge import CHANNEL_10, Edge
 from gateway.core.events import Event, EventKind
-from gateway.sources import Poll
+from gateway.sources import Poll, Source
 from gateway.timefmt import NS_PER_US
 from meter_model import Meter, MeterConfig
 from meter_model.electrical import balanced_inputs
@@ -29,6 +29,43 @@ logger = logging.getLogger(__name__)
 FAR_FUTURE_US = 2**62
 
 
+class ModelChecker:
+    """Compare what the gateway counted with the simulated meter's own register, to the edge.
+
+    The only allowed difference is an edge the core still holds pending (it waits out the glitch
+    width). Any other difference is reported once, as a ``model`` event, until the two agree
+    again.
+    """
+
+    def __init__(self, model: Meter) -> None:
+        self.model = model
+        self._baseline: int | None = None
+        self._disagreeing = False
+
+    def check(self, core: MeterCore) -> list[Event]:
+        pending = 1 if core.hygiene[CHANNEL_10].pending_t_ns is not None else 0
+        counted = core.totals[CHANNEL_10].edges + pending
+        if self._baseline is None:
+            self._baseline = self.model.edges_10 - counted
+        expected = self.model.edges_10 - self._baseline
+        if counted == expected:
+            self._disagreeing = False
+            return []
+        if self._disagreeing:
+            return []
+        self._disagreeing = True
+        return [
+            Event(
+                self.model.t_us * NS_PER_US,
+                EventKind.MODEL,
+                CHANNEL_10,
+                f"counted {counted} `10` edges where the model's register made {expected} "
+                f"(model LCD {self.model.lcd_kwh} kWh)",
+                abs(expected - counted) * WH_PER_EDGE_10,
+            )
+        ]
+
+
 def profile_segments(path: str, start_us: int) -> Iterator[tuple[int, int]]:
     """Yield (t_us, power_mw) of a profile file from ``start_us`` on; power 0 after its end."""
     from gateway.loadprofile import read_profile
@@ -41,7 +78,7 @@ def profile_segments(path: str, start_us: int) -> Iterator[tuple[int, int]]:
     yield from zip(times[current + 1 :], powers[current + 1 :], strict=True)
 
 
-class SimulateSource:
+class SimulateSource(Source):
     """A simulated meter whose clock runs ``speed`` times faster than the service's."""
 
     def __init__(
@@ -73,8 +110,7 @@ class SimulateSource:
         self._segments: Iterator[tuple[int, int]] | None = None
         self._next: tuple[int, int] | None = None
         self._mono0_ns: int | None = None
-        self._baseline: int | None = None
-        self._disagreeing = False
+        self.checker = ModelChecker(self.model)
 
     def open(self) -> None:
         if self.profile is not None:
@@ -87,39 +123,9 @@ class SimulateSource:
     def close(self) -> None:
         pass
 
-    def state(self) -> dict[str, Any]:
+    def resume_state(self) -> dict[str, Any]:
         """Return what a restart needs to continue: the simulated clock and register."""
         return {"t_us": self.model.t_us, "energy_nj": self.model.energy_nj}
-
-    def check_against(self, core: MeterCore) -> list[Event]:
-        """Compare what the gateway counted with the model's own register, to the edge.
-
-        The only allowed difference is an edge the core still holds pending (it waits out the
-        glitch width). Any other difference is reported once, as a ``model`` event, until the
-        two agree again.
-        """
-        pending = 1 if core.hygiene[CHANNEL_10].pending_t_ns is not None else 0
-        counted = core.totals[CHANNEL_10].edges + pending
-        if self._baseline is None:
-            self._baseline = self.model.edges_10 - counted
-        expected = self.model.edges_10 - self._baseline
-        if counted == expected:
-            self._disagreeing = False
-            return []
-        if self._disagreeing:
-            return []
-        self._disagreeing = True
-        lcd = self.model.lcd_kwh
-        return [
-            Event(
-                self.model.t_us * NS_PER_US,
-                EventKind.MODEL,
-                CHANNEL_10,
-                f"counted {counted} `10` edges where the model's register made {expected} "
-                f"(model LCD {lcd} kWh)",
-                abs(expected - counted) * WH_PER_EDGE_10,
-            )
-        ]
 
     def simulated_now_us(self, mono_ns: int) -> int:
         if self._mono0_ns is None:

@@ -20,8 +20,8 @@ from gpiozero.pins.mock import MockFactory
 
 from gateway.config import Config, GatewaySettings, MeterSettings, MqttSettings
 from gateway.core.meter import MeterCore
-from gateway.pulselog import PulseLogWriter, format_rows
-from gateway.service import Service
+from gateway.daemon.service import Service
+from gateway.pulselog import PulseLogWriter
 from gateway.sources.serial import checksum
 from meter_model import profile_edges
 from meter_model.units import NJ_PER_WH
@@ -59,11 +59,16 @@ def run_simulate(tmp_path: Path) -> MeterCore:
     )
     # Start the simulated register at 480 Wh, as a resumed meter would.
     service.meters[0].stored.source_state = {"t_us": T0_US, "energy_nj": START_NJ}
-    from gateway.service import build_source
+    from gateway.daemon.wiring import build_source
 
     runtime = service.meters[0]
     runtime.source = build_source(
-        runtime.settings, runtime.model, 0, runtime.stored, runtime.core, service.context
+        runtime.settings,
+        runtime.model,
+        0,
+        runtime.stored.source_state,
+        runtime.core.last_seen(),
+        service.context,
     )
     service._open_sources()
     runtime.now_ns = 0
@@ -80,13 +85,11 @@ def run_replay(tmp_path: Path) -> MeterCore:
     log = tmp_path / "log.csv"
     rows = model_edges()
     with PulseLogWriter(log) as writer:
-        writer.write_block(
-            format_rows(
-                np.array([t * 1000 for t, _, _ in rows], np.int64),
-                "m",
-                np.array([ch == "1K" for _, ch, _ in rows]),
-                np.array([lv for _, _, lv in rows], np.int64),
-            )
+        writer.write_rows(
+            np.array([t * 1000 for t, _, _ in rows], np.int64),
+            "m",
+            np.array([ch == "1K" for _, ch, _ in rows]),
+            np.array([lv for _, _, lv in rows], np.int64),
         )
     service = service_for(tmp_path, MeterSettings("m", source="replay", file=str(log), speed=1e6))
     service._open_sources()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 
-from gateway.pulselog import iter_rows
+from logs import read_log
 
 T0 = 1_764_057_600  # 2025-11-25T08:00:00Z
 
@@ -15,7 +15,7 @@ def test_twelve_kw_for_ten_minutes(tmp_path, cli) -> None:
     out = tmp_path / "log.csv"
     result = cli("simulate", "--profile", str(profile), "--out", str(out), "--meter", "unit-101")
     assert result.returncode == 0, result.stderr
-    rows = list(iter_rows(out))
+    rows = read_log(out)
     ten = [r for r in rows if r.channel == "10"]
     one_k = [r for r in rows if r.channel == "1K"]
     assert len(ten) == 400

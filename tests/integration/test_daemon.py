@@ -11,9 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from gateway.clock import Timeline
 from gateway.config import Config, GatewaySettings, MeterSettings, MqttSettings
-from gateway.service import Service
+from gateway.daemon.clock import Timeline
+from gateway.daemon.service import Service
 
 
 def config_file(tmp_path: Path, capture: bool = False) -> Path:
@@ -187,7 +187,7 @@ def test_a_clock_step_neither_loses_nor_duplicates_energy(tmp_path) -> None:
         assert core.totals["10"].edges == 80
         assert core.inferred_edges == 0 and core.glitches == 0
         service.commit()
-        service.store.close()
+        service.database.close()
         import sqlite3
 
         with sqlite3.connect(tmp_path / "g.db") as conn:

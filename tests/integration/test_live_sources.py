@@ -13,7 +13,7 @@ from gpiozero.pins import mock as gpio_mock
 from gpiozero.pins.mock import MockFactory, MockPin
 
 from gateway.config import Config, GatewaySettings, MeterSettings, MqttSettings
-from gateway.service import Service
+from gateway.daemon.service import Service
 from gateway.sources.serial import checksum
 
 
@@ -80,7 +80,7 @@ def test_gpio_counts_every_edge_even_when_they_come_faster_than_polls(tmp_path, 
     assert counters(tmp_path)["10"] == 1000
     # Edge times come from the pins' ticks (250 ms apart), not from when they were handled.
     assert core.hygiene["10"].last_t_ns - core.first_ns == 999 * 250_000_000
-    service.store.close()
+    service.database.close()
 
 
 class HeldLowPin(MockPin):
@@ -111,7 +111,7 @@ def test_gpio_line_low_at_start_is_not_double_counted(tmp_path, ticks) -> None:
     core.advance(service.timeline.now() + 10**9)
     assert core.totals["10"].edges == 1
     assert core.inferred_edges == 0
-    service.store.close()
+    service.database.close()
 
 
 def test_gpio_glitches_are_filtered_by_the_core(tmp_path, ticks) -> None:
@@ -125,7 +125,7 @@ def test_gpio_glitches_are_filtered_by_the_core(tmp_path, ticks) -> None:
     core = service.meters[0].core
     core.advance(service.timeline.now() + 10 * 10**9)
     assert core.glitches == 1 and core.totals["10"].edges == 4
-    service.store.close()
+    service.database.close()
 
 
 def test_a_pin_used_twice_is_a_config_error(cli, tmp_path) -> None:
@@ -179,7 +179,7 @@ def test_without_lgpio_the_gpio_source_refuses_rather_than_falling_back(tmp_path
 
     with pytest.raises(SourceError, match="lgpio pin factory is unavailable"):
         service._open_sources()
-    service.store.close()
+    service.database.close()
 
 
 # -- serial over a pty ---------------------------------------------------------------------------
@@ -258,7 +258,7 @@ def test_serial_board_edges_heartbeats_wrap_and_bad_lines(tmp_path) -> None:
     assert m1.hygiene["10"].last_t_ns - m1.first_ns == 9 * 100_000_000
     for runtime in service.meters:
         runtime.source.close()
-    service.store.close()
+    service.database.close()
     board.unplug()
 
 
@@ -284,7 +284,7 @@ def test_serial_port_unplugged_and_back(tmp_path) -> None:
     assert any(e.kind == "gap" and "link" in e.detail for e in core.events)
     for runtime in service.meters:
         runtime.source.close()
-    service.store.close()
+    service.database.close()
     board.unplug()
 
 
@@ -333,7 +333,7 @@ def test_several_meters_mixing_sources_in_one_gateway(tmp_path, ticks) -> None:
     assert set(counters_by_meter(tmp_path)) == {"g1", "s1", "sim1", "r1"}
     for runtime in service.meters:
         runtime.source.close()
-    service.store.close()
+    service.database.close()
     board.unplug()
 
 
@@ -347,8 +347,8 @@ def counters_by_meter(tmp_path: Path) -> dict[str, int]:
 
 
 def test_capture_files_older_than_the_limit_are_pruned(tmp_path) -> None:
-    from gateway.capture import Capture
     from gateway.core.edge import Edge
+    from gateway.pulselog.capture import Capture
 
     directory = tmp_path / "capture"
     capture = Capture(str(directory), keep_days=7, gateway_id="t")

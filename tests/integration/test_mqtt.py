@@ -407,13 +407,12 @@ def test_tls_with_a_generated_ca(tmp_path) -> None:
 
 
 def test_distinct_meter_names_never_share_a_unique_id() -> None:
-    from gateway.config import MqttSettings
-    from gateway.sinks.mqtt import MeterInfo, discovery_messages
+    from gateway.sinks.payloads import MeterInfo, discovery_messages
 
-    settings = MqttSettings()
     ids = set()
     for name in ("unit-101", "unit_101", "Unit_101"):
-        for _topic, payload in discovery_messages(settings, "gw1", MeterInfo(name, "2O208-4W")):
+        meter = MeterInfo(name, "2O208-4W")
+        for _topic, payload in discovery_messages("amr", "homeassistant", "gw1", meter):
             ids.add(payload["unique_id"])
     assert len(ids) == 15
 

@@ -9,6 +9,9 @@ import pytest
 from gateway.core.events import Event, EventKind
 from gateway.core.intervals import Interval
 from gateway.errors import ConfigError, SinkError
+from gateway.sinks.database import Database
+from gateway.sinks.outbox import Outbox
+from gateway.sinks.readback import Readback
 from gateway.sinks.schema import EventRow, IntervalRow, OutboxRow
 from gateway.sinks.store import MeterBatch, Store
 from meter_model.demand import SubInterval
@@ -49,41 +52,43 @@ def interval(k: int, edges: int) -> Interval:
 
 
 def test_batch_round_trip_and_outbox_sequence(database_url: str) -> None:
-    store = Store(database_url)
+    database = Database(database_url)
+    store, readback, outbox = Store(database), Readback(database), Outbox(database)
     try:
         event = Event(T0, EventKind.MISMATCH, "1K", "lost", 500)
         sub = SubInterval(T0 // 1000, T0 // 1000 + 300_000_000, 25, True)
         store.commit([batch(10, [interval(0, 4), interval(1, 6)], [event], [sub])], T0)
         store.commit([batch(13, [interval(2, 3)])], T0 + 1)
-        stored = store.find_meter("unit-101")
+        stored = readback.find_meter("unit-101")
         assert stored is not None
         assert stored.register_wh == 65 and stored.core_state == {"version": 1, "edges": 13}
         assert stored.counters["10"].edges == 13
-        rows = store.intervals("unit-101")
+        rows = readback.intervals("unit-101")
         assert [(r.start_ns, r.energy_wh) for _, r in rows] == [
             (T0, 20),
             (T0 + MIN15, 30),
             (T0 + 2 * MIN15, 15),
         ]
-        outbox = store.outbox_head()
-        assert [(row.kind, row.seq) for row, _ in outbox] == [
+        waiting = outbox.head()
+        assert [(m.kind, m.seq) for m in waiting] == [
             ("interval", 1),
             ("interval", 2),
             ("event", 1),
             ("interval", 3),
         ]
-        store.outbox_done([row.id for row, _ in outbox[:2]])
-        assert [(row.kind, row.seq) for row, _ in store.outbox_head()] == [
+        outbox.done([m.id for m in waiting[:2]])
+        assert [(m.kind, m.seq) for m in outbox.head()] == [
             ("event", 1),
             ("interval", 3),
         ]
-        assert store.count(EventRow, stored.id) == 1
+        assert readback.count(EventRow, stored.id) == 1
     finally:
-        store.close()
+        database.close()
 
 
 def test_a_failed_batch_writes_nothing(database_url: str) -> None:
-    store = Store(database_url)
+    database = Database(database_url)
+    store, readback = Store(database), Readback(database)
     try:
         store.commit([batch(10, [interval(0, 4)])], T0)
         # A good batch and a bad one (a counter without its Wh per edge, which the schema
@@ -94,24 +99,24 @@ def test_a_failed_batch_writes_nothing(database_url: str) -> None:
         bad.counters["10"]["wh_per_edge"] = None
         with pytest.raises(SinkError):
             store.commit([good, bad], T0 + 1)
-        stored = store.find_meter("unit-101")
+        stored = readback.find_meter("unit-101")
         assert stored is not None and stored.register_wh == 50
-        assert store.count(IntervalRow) == 1
-        assert store.count(OutboxRow) == 1
+        assert readback.count(IntervalRow) == 1
+        assert readback.count(OutboxRow) == 1
     finally:
-        store.close()
+        database.close()
 
 
 def test_corrupt_and_foreign_files_are_refused(tmp_path) -> None:
     corrupt = tmp_path / "corrupt.db"
     corrupt.write_bytes(b"this is not a database at all" * 100)
     with pytest.raises(ConfigError, match="cannot open it"):
-        Store(f"sqlite:///{corrupt}")
+        Database(f"sqlite:///{corrupt}")
     foreign = tmp_path / "foreign.db"
     with sqlite3.connect(foreign) as connection:
         connection.execute("create table invoices (id integer primary key)")
     with pytest.raises(ConfigError, match="something else"):
-        Store(f"sqlite:///{foreign}")
+        Database(f"sqlite:///{foreign}")
 
 
 def test_cli_reports_bad_databases_without_a_traceback(cli, tmp_path) -> None:

@@ -2,10 +2,11 @@ import gzip
 
 import numpy as np
 import pytest
+from logs import read_log
 
 from gateway.core.edge import Edge
 from gateway.errors import PulseLogError
-from gateway.pulselog import PulseLogWriter, format_rows, iter_rows
+from gateway.pulselog import PulseLogWriter, format_rows
 from gateway.timefmt import format_epoch
 
 
@@ -35,12 +36,11 @@ def test_write_then_read(tmp_path, suffix: str) -> None:
     path = tmp_path / f"log{suffix}"
     edges = [Edge(1_764_057_600_000_000_000 + i * 10**9, "a", "10", (i + 1) & 1) for i in range(5)]
     with PulseLogWriter(path, ["made by a test"]) as writer:
-        for edge in edges:
-            writer.write(edge)
+        writer.write_edges(edges)
     if suffix.endswith(".gz"):
         with gzip.open(path, "rt") as handle:
             assert handle.readline() == "# made by a test\n"
-    assert list(iter_rows(path)) == edges
+    assert read_log(path) == edges
 
 
 @pytest.mark.parametrize(
@@ -58,6 +58,6 @@ def test_malformed_rows_name_file_and_line(tmp_path, body: str, line: int, messa
     path = tmp_path / "bad.csv"
     path.write_text("# comment\n" + body)
     with pytest.raises(PulseLogError, match=message) as info:
-        list(iter_rows(path))
+        read_log(path)
     assert info.value.path == str(path)
     assert info.value.line == line + 1

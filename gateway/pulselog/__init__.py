@@ -1,7 +1,12 @@
-"""The pulse-log format of SPEC section 3, written and read in one place.
+"""Pulse logs (SPEC section 3): the format, its fast reader and the daemon's capture.
 
 CSV, UTF-8, optionally gzip (by the ``.gz`` suffix). ``#`` lines are comments; the first other
 line is the header ``time,meter,channel,level``; then one row per edge.
+
+This module is the format itself: the header, the reference row parser and the one writer.
+:mod:`gateway.pulselog.scan` reads logs fast into numpy arrays (falling back to
+:func:`parse_row` for any line it cannot vouch for); :mod:`gateway.pulselog.capture` writes the
+daemon's raw edges as daily logs through :class:`PulseLogWriter`.
 """
 
 from __future__ import annotations
@@ -9,13 +14,13 @@ from __future__ import annotations
 import gzip
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Sequence
 from typing import IO, cast
 
 import numpy as np
 import numpy.typing as npt
 
-from gateway.core.edge import CHANNELS, Edge
+from gateway.core.edge import CHANNEL_1K, CHANNELS, Edge
 from gateway.errors import PulseLogError
 from gateway.timefmt import NS_PER_S, format_epoch, parse_time_ns
 
@@ -109,13 +114,32 @@ class PulseLogWriter:
         head = "".join(f"# {line}\n" for line in comments) + HEADER + "\n"
         self._file.write(head.encode())
 
-    def write(self, edge: Edge) -> None:
-        self._file.write(
-            f"{format_epoch(edge.t_ns, 9)},{edge.meter},{edge.channel},{edge.level}\n".encode()
-        )
+    def write_rows(
+        self,
+        t_ns: npt.NDArray[np.int64],
+        meter: str,
+        channels: npt.NDArray[np.bool_],
+        levels: npt.NDArray[np.int64],
+    ) -> None:
+        """Append one meter's rows (see :func:`format_rows`)."""
+        self._file.write(format_rows(t_ns, meter, channels, levels))
 
-    def write_block(self, block: bytes) -> None:
-        self._file.write(block)
+    def write_edges(self, edges: Sequence[Edge]) -> None:
+        """Append edges in the order given, a run of one meter's rows at a time."""
+        start = 0
+        while start < len(edges):
+            meter = edges[start].meter
+            stop = start + 1
+            while stop < len(edges) and edges[stop].meter == meter:
+                stop += 1
+            run = edges[start:stop]
+            self.write_rows(
+                np.fromiter((e.t_ns for e in run), np.int64, len(run)),
+                meter,
+                np.fromiter((e.channel == CHANNEL_1K for e in run), np.bool_, len(run)),
+                np.fromiter((e.level for e in run), np.int64, len(run)),
+            )
+            start = stop
 
     def flush(self) -> None:
         self._file.flush()
@@ -147,24 +171,3 @@ def parse_row(path: str, line_no: int, line: str) -> Edge:
     if level_text not in ("0", "1"):
         raise PulseLogError(path, line_no, f"bad level {level_text!r}: expected 0 or 1")
     return Edge(t_ns, meter, channel, int(level_text))
-
-
-def iter_rows(path: str | os.PathLike[str]) -> Iterator[Edge]:
-    """Yield every row of a pulse log in file order, validating as it goes."""
-    name = str(path)
-    try:
-        with open_text(path, "r") as handle:
-            header_seen = False
-            for line_no, line in enumerate(handle, 1):
-                if line.startswith("#") or not line.strip():
-                    continue
-                if not header_seen:
-                    if line.strip() != HEADER:
-                        raise PulseLogError(name, line_no, f"expected header {HEADER!r}")
-                    header_seen = True
-                    continue
-                yield parse_row(name, line_no, line)
-            if not header_seen:
-                raise PulseLogError(name, None, f"no header {HEADER!r}")
-    except (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile) as exc:
-        raise PulseLogError(name, None, f"cannot read: {exc}") from None

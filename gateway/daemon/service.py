@@ -12,114 +12,39 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
-from gateway.capture import Capture
-from gateway.clock import ClockStep, Timeline
+from gateway.checkpoint import Checkpoint
 from gateway.config import Config, MeterSettings, core_settings, meter_config
 from gateway.core.edge import CHANNEL_1K, CHANNEL_10, Edge
 from gateway.core.events import Event, EventKind
-from gateway.core.intervals import Interval
 from gateway.core.meter import MeterCore, Reading
-from gateway.core.state import counter_values, restore, snapshot
+from gateway.core.state import restore
+from gateway.daemon.clock import ClockStep, Timeline
+from gateway.daemon.notify import Notifier
+from gateway.daemon.wiring import SourceContext, build_source
 from gateway.errors import ConfigError, SinkError
-from gateway.notify import Notifier
-from gateway.sinks.store import MeterBatch, Store, StoredMeter
-
-if TYPE_CHECKING:
-    from gateway.sinks.mqtt import Command, MqttPublisher
+from gateway.pulselog.capture import Capture
+from gateway.sinks.database import Database
+from gateway.sinks.payloads import state_payload
+from gateway.sinks.readback import StoredMeter
+from gateway.sinks.store import MeterBatch, Store
 from gateway.sources import Source
 from gateway.timefmt import NS_PER_US, format_iso
 from meter_model import MeterConfig
-from meter_model.demand import Peak
 from meter_model.units import lcd_kwh, round_kw
+
+if TYPE_CHECKING:
+    from gateway.sinks.mqtt import Command, MqttPublisher
 
 logger = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.1
 WATCHDOG_PING_NS = 1_000_000_000
 UNHEALTHY_AFTER_NS = 20_000_000_000  # a database failing this long stops the watchdog pings
-
-
-LIVE_SOURCES = ("gpio", "serial")
-
-
-def _last_level(core: MeterCore, channel: str) -> int | None:
-    """Return the level a channel was last seen at, its pending edge included."""
-    hygiene = core.hygiene[channel]
-    return hygiene.pending_level if hygiene.pending_t_ns is not None else hygiene.level
-
-
-@dataclass
-class SourceContext:
-    """What sources share: the timeline, serial boards by port, a GPIO pin factory for tests."""
-
-    timeline: Timeline
-    pin_factory: Any = None
-    boards: dict[str, Any] = field(default_factory=dict)
-    serial_opener: Any = None
-
-
-def build_source(
-    settings: MeterSettings,
-    model: MeterConfig,
-    start_ns: int,
-    stored: StoredMeter,
-    core: MeterCore,
-    context: SourceContext,
-) -> Source:
-    """Return the source a meter's settings name, resuming from what the store holds."""
-    if settings.source == "gpio":
-        from gateway.sources.gpio import GpioSource
-
-        pins = {
-            ch: pin
-            for ch, pin in ((CHANNEL_10, settings.pin_10), (CHANNEL_1K, settings.pin_1k))
-            if pin is not None
-        }
-        return GpioSource(settings.name, pins, context.timeline, pin_factory=context.pin_factory)
-    if settings.source == "serial":
-        from gateway.sources.serial import SerialBoard, SerialSource
-
-        assert settings.port is not None
-        board = context.boards.get(settings.port)
-        if board is None:
-            board = context.boards[settings.port] = SerialBoard(
-                settings.port, settings.baudrate, opener=context.serial_opener
-            )
-        inputs = {
-            ch: number
-            for ch, number in ((CHANNEL_10, settings.input_10), (CHANNEL_1K, settings.input_1k))
-            if number is not None
-        }
-        return SerialSource(settings.name, board, inputs, context.timeline)
-    if settings.source == "simulate":
-        from gateway.sources.simulate import SimulateSource
-
-        return SimulateSource(
-            settings.name,
-            model,
-            start_ns=start_ns,
-            speed=settings.speed,
-            profile=settings.profile,
-            state=stored.source_state,
-        )
-    if settings.source == "replay":
-        from gateway.sources.replay import ReplaySource
-
-        assert settings.file is not None
-        resume = {ch: h.last_raw for ch, h in core.hygiene.items() if h.last_raw is not None}
-        return ReplaySource(
-            settings.name,
-            settings.file,
-            speed=settings.speed,
-            resume=resume,
-            state=stored.source_state,
-        )
-    raise ConfigError(f"meters.{settings.name}.source: {settings.source!r} is not available yet")
 
 
 def format_reading(reading: Reading) -> str:
@@ -160,70 +85,23 @@ def feed(core: MeterCore, edges: Sequence[Edge]) -> None:
 
 @dataclass
 class MeterRuntime:
-    """One meter in the running service: its settings, source, core and unsaved results."""
+    """One meter in the running service: its settings, source, core and what awaits a commit."""
 
     settings: MeterSettings
     model: MeterConfig
     core: MeterCore
     source: Source
     stored: StoredMeter
+    checkpoint: Checkpoint
     now_ns: int
-    intervals: list[Interval] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
-    resets: list[tuple[Peak, int]] = field(default_factory=list)
     finished: bool = False
-    published_wh: int = 0
     last_sub_end_us: int | None = None
-    skipped_before: int = 0  # edges earlier runs skipped as already counted
-    committed_wh: int = 0  # the register as the database holds it: what MQTT may publish
-
-    def take_events(self) -> None:
-        # The core's list is only a hand-over: empty it so it cannot grow for ever.
-        self.events.extend(self.core.events)
-        self.core.events.clear()
 
     def batch(self) -> MeterBatch:
-        """Return everything not yet committed. Nothing is dropped until :meth:`committed`:
-        a commit that fails leaves it all for the next one."""
-        core = self.core
-        self.take_events()
-        demand = core.demand
-        subintervals: list[Any] = []
-        if demand is not None and demand.closed_log is not None:
-            subintervals = list(demand.closed_log)
-        source_state = getattr(self.source, "state", None)
-        batch = MeterBatch(
-            name=self.settings.name,
-            model=self.settings.model,
-            source=self.settings.source,
-            core_state=snapshot(core),
-            source_state=source_state() if callable(source_state) else None,
-            counters=counter_values(core, self.skipped_before + getattr(self.source, "skipped", 0)),
-            register_wh=core.energy_wh,
-            intervals=list(self.intervals),
-            subintervals=subintervals,
-            events=list(self.events),
-            peak=demand.peak if demand else None,
-            peak_window_s=core.settings.demand.window_s,
-            resets=list(self.resets),
-            published_wh=self.published_wh,
+        """Return everything not yet committed (see :class:`Checkpoint`)."""
+        return self.checkpoint.batch(
+            self.core, source_state=self.source.resume_state(), skipped=self.source.skipped
         )
-        return batch
-
-    def committed(self, batch: MeterBatch) -> None:
-        """Drop what ``batch`` carried, now that it is in the database."""
-        del self.intervals[: len(batch.intervals)]
-        del self.events[: len(batch.events)]
-        del self.resets[: len(batch.resets)]
-        register = self.core.demand
-        for demand in self.core._demand.values():
-            if demand.closed_log is None:
-                continue
-            if demand is register:
-                del demand.closed_log[: len(batch.subintervals)]
-            else:
-                demand.closed_log.clear()  # only the register's sub-intervals are stored
-        self.committed_wh = batch.register_wh
 
 
 class Service:
@@ -255,7 +133,8 @@ class Service:
                         f"{config.path or 'config'}: meters[{index}].port: "
                         f"{settings.port} does not exist"
                     )
-        self.store = Store(config.gateway.database)
+        self.database = Database(config.gateway.database)
+        self.store = Store(self.database)
         start_ns = wall_ns()
         stored = [
             self.store.meter(settings.name, settings.model, settings.source, start_ns)
@@ -266,7 +145,7 @@ class Service:
             [
                 int((s.core_state or {}).get("last_ns") or 0)
                 for s, m in zip(stored, config.meters, strict=True)
-                if m.source in LIVE_SOURCES  # simulated and replayed clocks are their own
+                if m.source in ("gpio", "serial")  # simulated and replayed clocks are their own
             ],
             default=0,
         )
@@ -284,13 +163,15 @@ class Service:
             )
         self.mqtt: MqttPublisher | None = None
         if config.mqtt.enabled:
-            from gateway.sinks.mqtt import MeterInfo, MqttPublisher
+            from gateway.sinks.mqtt import MqttPublisher
+            from gateway.sinks.outbox import Outbox
+            from gateway.sinks.payloads import MeterInfo
 
             self.mqtt = MqttPublisher(
                 config.mqtt,
                 config.gateway.id,
                 [MeterInfo(m.settings.name, m.settings.model) for m in self.meters],
-                self.store,
+                Outbox(self.database),
             )
 
     def _open_meter(
@@ -300,33 +181,32 @@ class Service:
         resumed = stored.core_state is not None
         if stored.core_state is not None:
             restore(core, stored.core_state)
-        source = build_source(settings, model, now_ns, stored, core, self.context)
-        runtime = MeterRuntime(settings, model, core, source, stored, now_ns)
-        runtime.published_wh = stored.published_wh
-        runtime.committed_wh = stored.register_wh
-        runtime.skipped_before = sum(row.skipped for row in stored.counters.values())
+        source = build_source(
+            settings, model, now_ns, stored.source_state, core.last_seen(), self.context
+        )
+        checkpoint = Checkpoint.resuming(stored, settings.name, settings.model, settings.source)
         detail = f"resumed at {stored.register_wh} Wh" if resumed else "started counting from zero"
-        runtime.events.append(Event(now_ns, EventKind.RESTART, None, detail))
-        return runtime
+        checkpoint.add_events([Event(now_ns, EventKind.RESTART, None, detail)])
+        return MeterRuntime(settings, model, core, source, stored, checkpoint, now_ns)
 
     def _open_sources(self) -> None:
         """Open every source; a live meter that resumed records the time it was not watched."""
         for runtime in self.meters:
-            runtime.source.open()
-            core = runtime.core
-            levels: dict[str, int] = getattr(runtime.source, "initial_levels", {})
-            if runtime.settings.source not in LIVE_SOURCES:
+            source = runtime.source
+            source.open()
+            if not source.live:
                 continue
+            core = runtime.core
+            levels = source.initial_levels
             now = self.timeline.now()
             runtime.now_ns = now
             if runtime.stored.core_state is None:
-                core._begin(now)
-                for channel, level in levels.items():
-                    core.hygiene[channel].level = level  # a line already high is not counted
+                core.begin(now)
+                core.set_initial_levels(levels)  # a line already high is not counted
                 continue
             since = max(runtime.stored.saved_ns or now, core.last_ns or 0)
             changed = [
-                ch for ch, level in levels.items() if _last_level(core, ch) not in (None, level)
+                ch for ch, level in levels.items() if core.last_level(ch) not in (None, level)
             ]
             missed = sum(core.settings.wh_per_edge[ch] for ch in changed)
             detail = f"not watched for {(now - since) / 1e9:.0f} s while the gateway was down"
@@ -358,8 +238,7 @@ class Service:
                 mono = self._monotonic_ns()
                 if reopen is not None and reopen.is_set():
                     reopen.clear()
-                    if self.capture is not None:
-                        self.capture.reopen(self.timeline.now())
+                    self._capturing(lambda c: c.reopen(self.timeline.now()))
                 if mono - last_commit >= gateway.commit_interval_s * 1e9:
                     try:
                         self.commit()
@@ -392,8 +271,7 @@ class Service:
                 # not committed is counted again from the sources that can replay it.
                 logger.error("the last commit failed: %s", exc)
                 status = 1
-            if self.capture is not None:
-                self.capture.close()
+            self._capturing(Capture.close)
             if self.mqtt is not None:
                 self.publish_states(force=True)
                 self.mqtt.pump()
@@ -401,7 +279,7 @@ class Service:
             self.report()
             for runtime in self.meters:
                 runtime.source.close()
-            self.store.close()
+            self.database.close()
         return status
 
     def publish_states(self, *, force: bool) -> None:
@@ -423,33 +301,23 @@ class Service:
         The total never goes backwards, across restarts too: Home Assistant reads a drop on a
         total_increasing sensor as a meter reset and would count everything again.
         """
+        checkpoint = runtime.checkpoint
         reading = runtime.core.reading(runtime.now_ns)
         # Only what the database holds is published: edges counted since the last commit could
         # still be lost to a crash, and the total must not come back lower after a restart.
-        committed = min(reading.energy_wh, runtime.committed_wh)
-        energy_wh = max(committed, runtime.published_wh)
+        committed = min(reading.energy_wh, checkpoint.committed_wh)
+        energy_wh = max(committed, checkpoint.published_wh)
         if energy_wh == 0:
             return None  # never a zero or unknown total at start-up
-        if committed < runtime.published_wh:
+        if committed < checkpoint.published_wh:
             logger.warning(
                 "%s: register %d Wh is below the %d Wh already published; holding",
                 runtime.settings.name,
                 committed,
-                runtime.published_wh,
+                checkpoint.published_wh,
             )
-        runtime.published_wh = energy_wh
-        peak = reading.peak
-        return {
-            "time": format_iso(reading.t_ns),
-            "energy_wh": energy_wh,
-            "energy_kwh": energy_wh / 1000,
-            "power_kw": round(reading.power_kw, 3),
-            "demand_kw": float(round_kw(reading.demand_kw)),
-            "peak_demand_kw": float(round_kw(peak.demand_kw)) if peak else 0.0,
-            "peak_demand_end": format_iso(peak.window_end_us * NS_PER_US) if peak else None,
-            "lcd_kwh": lcd_kwh(energy_wh),
-            "quality": runtime.core.current_quality(runtime.now_ns),
-        }
+        checkpoint.published_wh = energy_wh
+        return state_payload(reading, energy_wh, runtime.core.current_quality(runtime.now_ns))
 
     def handle_commands(self, commands: Sequence[Command]) -> None:
         for command in commands:
@@ -459,7 +327,7 @@ class Service:
             if command.name == "reset_peak":
                 cleared = runtime.core.reset_peak(runtime.now_ns, "MQTT command reset_peak")
                 if cleared is not None:
-                    runtime.resets.append((cleared, runtime.now_ns))
+                    runtime.checkpoint.add_reset(cleared, runtime.now_ns)
                 logger.info("%s: peak demand reset by MQTT command", command.meter)
                 runtime.last_sub_end_us = None  # publish the new state at once
 
@@ -472,20 +340,17 @@ class Service:
         for runtime in self.meters:
             poll = runtime.source.poll(mono)
             core = runtime.core
-            if self.capture is not None and poll.edges:
-                self.capture.write(poll.edges, poll.now_ns)  # raw, before any filtering
+            if poll.edges:
+                self._capturing(lambda c, p=poll: c.write(p.edges, p.now_ns))  # raw, unfiltered
             for gap_from, gap_to, why in poll.gaps:
                 core.mark_gap(gap_from, gap_to, why)
             feed(core, poll.edges)
-            runtime.events.extend(poll.events)
-            check = getattr(runtime.source, "check_against", None)
-            if check is not None:
-                runtime.events.extend(check(core))
-            if core.start_ns is None:
-                core._begin(poll.now_ns)
-            closed = core.advance(poll.now_ns)
-            if closed is not None:
-                runtime.intervals.extend(closed)
+            runtime.checkpoint.add_events(poll.events)
+            checker = runtime.source.checker
+            if checker is not None:
+                runtime.checkpoint.add_events(checker.check(core))
+            core.begin(poll.now_ns)  # a source that gave no edge yet starts the core here
+            runtime.checkpoint.add_intervals(core.advance(poll.now_ns))
             runtime.now_ns = poll.now_ns
             if poll.finished and not runtime.finished:
                 runtime.finished = True
@@ -501,23 +366,35 @@ class Service:
                 -seconds,
             )
         for runtime in self.meters:
-            if runtime.settings.source not in LIVE_SOURCES:
+            if not runtime.source.live:
                 continue
             detail = f"system clock stepped by {seconds:+.3f} s; " + (
                 "intervals now follow it" if step.followed else "timestamps keep running on"
             )
-            runtime.events.append(Event(step.at_ns, EventKind.CLOCK_STEP, None, detail))
+            runtime.checkpoint.add_events([Event(step.at_ns, EventKind.CLOCK_STEP, None, detail)])
             if step.followed:
                 # The labels in between were never real time: those intervals are partial.
                 runtime.core.mark_gap(step.at_ns, step.at_ns + step.delta_ns, detail)
 
+    def _capturing(self, action: Callable[[Capture], None]) -> None:
+        """Do something with the capture, if on; a failure turns capture off, never the daemon."""
+        if self.capture is None:
+            return
+        try:
+            action(self.capture)
+        except SinkError as exc:
+            logger.error("%s; capture is off until the gateway restarts", exc)
+            self.capture = None
+            for runtime in self.meters:
+                event = Event(self.timeline.now(), EventKind.CAPTURE, None, f"capture off: {exc}")
+                runtime.checkpoint.add_events([event])
+
     def commit(self) -> None:
-        if self.capture is not None:
-            self.capture.flush()
+        self._capturing(Capture.flush)
         batches = [runtime.batch() for runtime in self.meters]
         self.store.commit(batches, self._wall_ns())
         for runtime, batch in zip(self.meters, batches, strict=True):
-            runtime.committed(batch)
+            runtime.checkpoint.committed(batch)
         if self.mqtt is not None and any(b.intervals or b.events for b in batches):
             self.mqtt.outbox_changed()
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from gateway.core.edge import Edge
 from gateway.errors import ConfigError
 from gateway.pulselog import PulseLogWriter
+from gateway.sinks.failures import sink_errors
 from gateway.timefmt import NS_PER_S, format_iso
 
 logger = logging.getLogger(__name__)
@@ -65,20 +66,35 @@ class Capture:
         self.prune()
 
     def write(self, edges: Sequence[Edge], now_ns: int) -> None:
-        """Append raw edges (in time order); start a new file at UTC midnight."""
-        for edge in edges:
-            if self._writer is None or edge.t_ns // DAY_NS != self._day:
-                self._open(edge.t_ns if self._writer is not None else now_ns)
-            assert self._writer is not None
-            self._writer.write(edge)
+        """Append raw edges (in time order); start a new file at UTC midnight.
+
+        A file that cannot be written (disk full, read-only) raises SinkError.
+        """
+        with sink_errors(f"capture {self.path or self.directory}"):
+            self._write(edges, now_ns)
+
+    def _write(self, edges: Sequence[Edge], now_ns: int) -> None:
+        start = 0
+        while start < len(edges):
+            first = edges[start].t_ns
+            if self._writer is None or first // DAY_NS != self._day:
+                self._open(first if self._writer is not None else now_ns)
+            assert self._writer is not None and self._day is not None
+            stop = start + 1
+            while stop < len(edges) and edges[stop].t_ns // DAY_NS == self._day:
+                stop += 1
+            self._writer.write_edges(edges[start:stop])
+            start = stop
 
     def flush(self) -> None:
         if self._writer is not None:
-            self._writer.flush()
+            with sink_errors(f"capture {self.path}"):
+                self._writer.flush()
 
     def reopen(self, now_ns: int) -> None:
         """Start a new file (SIGHUP): the old one can be moved or compressed away."""
-        self._open(now_ns)
+        with sink_errors(f"capture {self.directory}"):
+            self._open(now_ns)
 
     def prune(self, now_s: float | None = None) -> list[Path]:
         """Delete capture files older than ``keep_days``; return what was deleted."""
@@ -97,5 +113,6 @@ class Capture:
 
     def close(self) -> None:
         if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+            writer, self._writer = self._writer, None
+            with sink_errors(f"capture {self.path}"):
+                writer.close()

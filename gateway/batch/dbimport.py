@@ -3,7 +3,8 @@
 Each meter resumes from the state the database holds; edges at or before a channel's last
 stored edge are skipped and counted, so importing the same log, or an overlapping one, again
 adds nothing. Everything derived (counters, state, intervals, sub-intervals, events, the MQTT
-outbox) is written in one transaction after the logs were read whole: bad input imports nothing.
+outbox) goes through the same checkpoint path as the daemon's commits, in one transaction after
+the logs were read whole: bad input imports nothing.
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from gateway.batch import BatchResult, replay_logs
+from gateway.batch.replay import BatchResult, replay_logs
+from gateway.checkpoint import Checkpoint
 from gateway.core.events import Event, EventKind
 from gateway.core.meter import CoreSettings, MeterCore
-from gateway.core.state import counter_values, restore, snapshot
-from gateway.sinks.store import MeterBatch, Store
+from gateway.core.state import restore
+from gateway.sinks.database import Database
+from gateway.sinks.readback import Readback
+from gateway.sinks.store import Store
 
 IMPORT_MODEL = "unknown"
 
@@ -27,9 +31,9 @@ def import_logs(
     settings: dict[str, CoreSettings] | None = None,
 ) -> BatchResult:
     """Import ``paths`` into the database at ``url``; return what the meters now hold."""
-    store = Store(url)
+    database = Database(url)
     try:
-        stored = {m.name: m for m in store.meters()}
+        stored = {m.name: m for m in Readback(database).meters()}
 
         def make_core(name: str, first_ns: int) -> MeterCore:
             core = MeterCore(
@@ -39,7 +43,7 @@ def import_logs(
             if previous is not None and previous.core_state is not None:
                 restore(core, previous.core_state)
             else:
-                core._begin(first_ns)
+                core.begin(first_ns)
             return core
 
         result = replay_logs(paths, make_core, progress, finish=False)
@@ -47,38 +51,25 @@ def import_logs(
         batches = []
         for name, core in result.cores.items():
             previous = stored.get(name)
-            demand = core.demand
-            events = list(core.events)
+            checkpoint = Checkpoint.resuming(
+                previous,
+                name,
+                previous.model if previous else IMPORT_MODEL,
+                previous.source if previous else "replay",
+            )
+            checkpoint.add_intervals(result.intervals.get(name))
+            checkpoint.collect(core)
             skipped = result.skipped.get(name, 0)
-            events.append(
-                Event(
-                    core.last_ns or now_ns,
-                    EventKind.RESTART,
-                    None,
-                    f"imported {', '.join(paths)}: {skipped} edges already counted were skipped",
-                )
-            )
+            detail = f"imported {', '.join(paths)}: {skipped} edges already counted were skipped"
+            checkpoint.add_events([Event(core.last_ns or now_ns, EventKind.RESTART, None, detail)])
             batches.append(
-                MeterBatch(
-                    name=name,
-                    model=previous.model if previous else IMPORT_MODEL,
-                    source=previous.source if previous else "replay",
-                    core_state=snapshot(core),
+                checkpoint.batch(
+                    core,
                     source_state=previous.source_state if previous else None,
-                    counters=counter_values(
-                        core,
-                        skipped
-                        + (sum(c.skipped for c in previous.counters.values()) if previous else 0),
-                    ),
-                    register_wh=core.energy_wh,
-                    intervals=list(result.intervals.get(name, ())),
-                    subintervals=list(demand.closed_log or []) if demand else [],
-                    events=events,
-                    peak=demand.peak if demand else None,
-                    peak_window_s=core.settings.demand.window_s,
+                    skipped=skipped,
                 )
             )
-        store.commit(batches, now_ns)
+        Store(database).commit(batches, now_ns)
         return result
     finally:
-        store.close()
+        database.close()

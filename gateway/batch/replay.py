@@ -1,8 +1,8 @@
 """Reconstruct meters from captured pulse logs as fast as the machine allows (replay).
 
-Logs are read chunk by chunk (:mod:`gateway.logscan`) and fed to one :class:`MeterCore` per meter
-through its vectorised path. Memory stays flat while each meter's rows come in time order across
-chunks and files, as the gateway's own capture writes them. A log whose rows are out of order
+Logs are read chunk by chunk (:mod:`gateway.pulselog.scan`) and fed to one :class:`MeterCore` per
+meter through its vectorised path. Memory stays flat while each meter's rows come in time order
+across chunks and files, as the gateway's own capture writes them. A log whose rows are out of order
 beyond one chunk is read again and sorted in memory (about 14 bytes per edge), so any order works.
 """
 
@@ -18,9 +18,10 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.core.edge import CHANNEL_1K, CHANNEL_10
+from gateway.core.hygiene import skip_seen
 from gateway.core.intervals import IntervalBatch
 from gateway.core.meter import CoreSettings, MeterCore
-from gateway.logscan import Chunk, LogScanner, file_size
+from gateway.pulselog.scan import Chunk, LogScanner, file_size, order_rows
 from gateway.timefmt import parse_time_ns
 
 T = TypeVar("T")
@@ -86,17 +87,6 @@ class BatchResult:
     skipped: dict[str, int] = field(default_factory=dict)
 
 
-def _order(t: I64, lv: I8) -> tuple[I64, I8]:
-    """Return a channel's rows sorted by (time, level), cheaply when they already are."""
-    if len(t) < 2:
-        return t, lv
-    dt = np.diff(t)
-    if np.all((dt > 0) | ((dt == 0) & (np.diff(lv) >= 0))):
-        return t, lv
-    order = np.lexsort((lv, t))
-    return t[order], lv[order]
-
-
 CoreFactory = Callable[[str, int], MeterCore]
 
 
@@ -113,19 +103,14 @@ class _Feeder:
         if core is None:
             core = self.cores[name] = self.make_core(name, first_ns)
             # What a restored core has already seen is skipped (and counted), per channel.
-            self.resume[name] = {
-                ch: h.last_raw for ch, h in core.hygiene.items() if h.last_raw is not None
-            }
+            self.resume[name] = core.last_seen()
             self.skipped[name] = 0
         return core
 
     def _skip_seen(self, name: str, channel: str, t: I64, lv: I8) -> tuple[I64, I8]:
-        last = self.resume[name].get(channel)
-        if last is None or len(t) == 0 or (int(t[0]), int(lv[0])) > last:
-            return t, lv
-        seen = (t < last[0]) | ((t == last[0]) & (lv <= last[1]))
-        self.skipped[name] += int(seen.sum())
-        return t[~seen], lv[~seen]
+        t, lv, skipped = skip_seen(self.resume[name].get(channel), t, lv)
+        self.skipped[name] += skipped
+        return t, lv
 
     def feed(self, names: Sequence[str], chunk: Chunk, *, check_order: bool) -> None:
         meter_ids = np.unique(chunk.meter) if len(names) > 1 else np.array([chunk.meter[0]])
@@ -141,9 +126,9 @@ class _Feeder:
             for code, channel in ((0, CHANNEL_10), (1, CHANNEL_1K)):
                 mask = ch == code
                 if mask.all():
-                    block = _order(t, lv)
+                    block = order_rows(t, lv)
                 elif mask.any():
-                    block = _order(t[mask], lv[mask])
+                    block = order_rows(t[mask], lv[mask])
                 else:
                     continue
                 block = self._skip_seen(name, channel, *block)

@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from gateway.batch import BatchResult, replay_logs
+from gateway.batch.replay import BatchResult, replay_logs
 from gateway.core.intervals import IntervalBatch
 from gateway.core.meter import MeterCore
 from gateway.errors import ConfigError
@@ -102,7 +102,7 @@ def replay(
 ) -> BatchResult:
     """Run the replay command: reconstruct, then print and write what was asked."""
     if plot_png is not None:
-        from gateway.plot import require_matplotlib
+        from gateway.batch.plot import require_matplotlib
 
         require_matplotlib()
     for option, path in (("--intervals", intervals_csv), ("--plot", plot_png)):
@@ -116,7 +116,7 @@ def replay(
     progress = Progress(sys.stderr)
     try:
         if db_url is not None:
-            from gateway.dbimport import import_logs
+            from gateway.batch.dbimport import import_logs
 
             result = import_logs(paths, db_url, progress=progress, settings=settings)
         else:
@@ -130,7 +130,7 @@ def replay(
     if intervals_csv is not None:
         write_intervals_csv(intervals_csv, result.intervals)
     if plot_png is not None:
-        from gateway.plot import plot_load_profile
+        from gateway.batch.plot import plot_load_profile
 
         plot_load_profile(plot_png, result)
     if as_json:

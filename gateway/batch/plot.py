@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.batch import BatchResult
+from gateway.batch.replay import BatchResult
 from gateway.errors import ConfigError
 from gateway.timefmt import NS_PER_S, NS_PER_US
 

@@ -1,0 +1,86 @@
+"""Build each meter's source from its settings: the one place that knows every backend."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.config import MeterSettings
+from gateway.core.edge import CHANNEL_1K, CHANNEL_10
+from gateway.daemon.clock import Timeline
+from gateway.errors import ConfigError
+from gateway.sources import Source
+from meter_model import MeterConfig
+
+
+@dataclass
+class SourceContext:
+    """What sources share: the timeline, serial boards by port, a GPIO pin factory for tests."""
+
+    timeline: Timeline
+    pin_factory: Any = None
+    boards: dict[str, Any] = field(default_factory=dict)
+    serial_opener: Any = None
+
+
+def build_source(
+    settings: MeterSettings,
+    model: MeterConfig,
+    start_ns: int,
+    source_state: dict[str, Any] | None,
+    last_seen: Mapping[str, tuple[int, int]],
+    context: SourceContext,
+) -> Source:
+    """Return the source a meter's settings name.
+
+    ``source_state`` is what the source's :meth:`~Source.resume_state` gave at the last commit,
+    ``last_seen`` the last edge the core saw per channel: a resumed source continues from them.
+    """
+    if settings.source == "gpio":
+        from gateway.sources.gpio import GpioSource
+
+        pins = {
+            ch: pin
+            for ch, pin in ((CHANNEL_10, settings.pin_10), (CHANNEL_1K, settings.pin_1k))
+            if pin is not None
+        }
+        return GpioSource(settings.name, pins, context.timeline, pin_factory=context.pin_factory)
+    if settings.source == "serial":
+        from gateway.sources.serial import SerialBoard, SerialSource
+
+        assert settings.port is not None
+        board = context.boards.get(settings.port)
+        if board is None:
+            board = context.boards[settings.port] = SerialBoard(
+                settings.port, settings.baudrate, opener=context.serial_opener
+            )
+        inputs = {
+            ch: number
+            for ch, number in ((CHANNEL_10, settings.input_10), (CHANNEL_1K, settings.input_1k))
+            if number is not None
+        }
+        return SerialSource(settings.name, board, inputs, context.timeline)
+    if settings.source == "simulate":
+        from gateway.sources.simulate import SimulateSource
+
+        return SimulateSource(
+            settings.name,
+            model,
+            start_ns=start_ns,
+            speed=settings.speed,
+            profile=settings.profile,
+            state=source_state,
+        )
+    if settings.source == "replay":
+        from gateway.sources.replay import ReplaySource
+
+        assert settings.file is not None
+        return ReplaySource(
+            settings.name,
+            settings.file,
+            speed=settings.speed,
+            resume=dict(last_seen),
+            state=source_state,
+        )
+    raise ConfigError(f"meters.{settings.name}.source: {settings.source!r} is not available yet")

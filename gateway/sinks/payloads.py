@@ -1,0 +1,168 @@
+"""What the gateway publishes, as plain dicts (SPEC section 5): pure, no I/O, no paho.
+
+- :func:`state_payload`: a meter's retained state;
+- :func:`interval_payload` and :func:`event_payload`: the outbox's messages, numbered by ``seq``;
+- :func:`discovery_messages`: Home Assistant's discovery configuration of one meter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gateway import __version__
+from gateway.core.events import Event
+from gateway.core.intervals import Interval
+from gateway.core.meter import Reading
+from gateway.timefmt import NS_PER_US, format_iso
+from meter_model.units import lcd_kwh, round_kw
+
+
+@dataclass(frozen=True)
+class MeterInfo:
+    """What discovery says about a meter."""
+
+    name: str
+    model: str
+
+
+def state_payload(reading: Reading, energy_wh: int, quality: str) -> dict[str, Any]:
+    """Return a meter's state message; ``energy_wh`` is the total it may show (see the service)."""
+    peak = reading.peak
+    return {
+        "time": format_iso(reading.t_ns),
+        "energy_wh": energy_wh,
+        "energy_kwh": energy_wh / 1000,
+        "power_kw": round(reading.power_kw, 3),
+        "demand_kw": float(round_kw(reading.demand_kw)),
+        "peak_demand_kw": float(round_kw(peak.demand_kw)) if peak else 0.0,
+        "peak_demand_end": format_iso(peak.window_end_us * NS_PER_US) if peak else None,
+        "lcd_kwh": lcd_kwh(energy_wh),
+        "quality": quality,
+    }
+
+
+def interval_payload(interval: Interval, seq: int) -> dict[str, Any]:
+    """Return the message of a closed interval."""
+    return {
+        "meter": interval.meter,
+        "start": format_iso(interval.start_ns),
+        "end": format_iso(interval.end_ns),
+        "energy_wh": interval.energy_wh,
+        "edges": interval.edges,
+        "demand_kw": float(round_kw(interval.demand_kw)),
+        "quality": interval.quality,
+        "seq": seq,
+    }
+
+
+def event_payload(meter: str, item: Event, seq: int) -> dict[str, Any]:
+    """Return the message of an event."""
+    return {
+        "meter": meter,
+        "time": format_iso(item.t_ns),
+        "kind": str(item.kind),
+        "channel": item.channel,
+        "detail": item.detail,
+        "missed_wh": item.missed_wh,
+        "seq": seq,
+    }
+
+
+def discovery_messages(
+    base_topic: str, discovery_prefix: str, gateway_id: str, meter: MeterInfo
+) -> list[tuple[str, dict[str, Any]]]:
+    """Return the Home Assistant discovery topics and payloads for one meter.
+
+    One device per meter; energy works in the Energy dashboard as published (device class
+    energy, state class total_increasing, kWh). ``default_entity_id`` replaces the deprecated
+    ``object_id``.
+    """
+    base = f"{base_topic}/{gateway_id}"
+    # Gateway ids and meter names are [A-Za-z0-9_-], valid in a node id as they are, and kept
+    # as they are so that distinct names never collide; entity ids are slugs (lower case, _).
+    node = f"amr_{gateway_id}_{meter.name}"
+    slug = node.lower().replace("-", "_")
+    device = {
+        "identifiers": [f"amr-gateway_{gateway_id}_{meter.name}"],
+        "name": f"Meter {meter.name}",
+        "manufacturer": "Leviton",
+        "model": f"Series {meter.model[:1]}000",
+        "model_id": meter.model,
+    }
+    common = {
+        "state_topic": f"{base}/{meter.name}/state",
+        "availability_topic": f"{base}/status",
+        "payload_available": "online",
+        "payload_not_available": "offline",
+        "device": device,
+        "origin": {"name": "amr-gateway", "sw_version": __version__},
+        "has_entity_name": True,
+    }
+    sensors: list[tuple[str, str, dict[str, Any]]] = [
+        (
+            "energy",
+            "Energy",
+            {
+                "device_class": "energy",
+                "state_class": "total_increasing",
+                "unit_of_measurement": "kWh",
+                "suggested_display_precision": 3,
+                "value_template": "{{ value_json.energy_kwh }}",
+            },
+        ),
+        (
+            "power",
+            "Power",
+            {
+                "device_class": "power",
+                "state_class": "measurement",
+                "unit_of_measurement": "kW",
+                "suggested_display_precision": 2,
+                "value_template": "{{ value_json.power_kw }}",
+            },
+        ),
+        (
+            "demand",
+            "Demand",
+            {
+                "device_class": "power",
+                "state_class": "measurement",
+                "unit_of_measurement": "kW",
+                "suggested_display_precision": 2,
+                "value_template": "{{ value_json.demand_kw }}",
+            },
+        ),
+        (
+            "peak_demand",
+            "Peak demand",
+            {
+                "device_class": "power",
+                "state_class": "measurement",
+                "unit_of_measurement": "kW",
+                "suggested_display_precision": 2,
+                "value_template": "{{ value_json.peak_demand_kw }}",
+            },
+        ),
+        (
+            "quality",
+            "Quality",
+            {
+                "entity_category": "diagnostic",
+                "icon": "mdi:check-decagram",
+                "value_template": "{{ value_json.quality }}",
+            },
+        ),
+    ]
+    messages = []
+    for key, name, extra in sensors:
+        unique = f"{node}_{key}"
+        payload = {
+            **common,
+            "name": name,
+            "unique_id": unique,
+            "default_entity_id": f"sensor.{slug}_{key}",
+            **extra,
+        }
+        messages.append((f"{discovery_prefix}/sensor/{node}/{key}/config", payload))
+    return messages

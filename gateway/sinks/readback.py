@@ -1,0 +1,104 @@
+"""The database read back: what status, export, reconcile and a resuming daemon ask of it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from gateway.sinks.database import Database
+from gateway.sinks.schema import (
+    CounterRow,
+    EventRow,
+    IntervalRow,
+    LcdReadingRow,
+    MeterRow,
+    MeterStateRow,
+)
+
+
+@dataclass
+class StoredMeter:
+    """A meter as the database holds it."""
+
+    id: int
+    name: str
+    model: str
+    source: str
+    core_state: dict[str, Any] | None = None
+    source_state: dict[str, Any] | None = None
+    register_wh: int = 0
+    published_wh: int = 0
+    saved_ns: int | None = None
+    counters: dict[str, CounterRow] = field(default_factory=dict)
+
+
+def load_meter(session: Session, row: MeterRow) -> StoredMeter:
+    """Return what the database holds of one meter."""
+    stored = StoredMeter(row.id, row.name, row.model, row.source)
+    state = session.get(MeterStateRow, row.id)
+    if state is not None:
+        stored.core_state = json.loads(state.core)
+        stored.source_state = json.loads(state.source) if state.source else None
+        stored.register_wh = state.register_wh
+        stored.published_wh = state.published_wh
+        stored.saved_ns = state.saved_ns
+    for counter in session.scalars(select(CounterRow).where(CounterRow.meter_id == row.id)):
+        stored.counters[counter.channel] = counter
+    return stored
+
+
+class Readback:
+    """Queries over one database; none of them writes."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    def find_meter(self, name: str) -> StoredMeter | None:
+        with self.database.reading() as session:
+            row = session.scalar(select(MeterRow).where(MeterRow.name == name))
+            return None if row is None else load_meter(session, row)
+
+    def meters(self) -> list[StoredMeter]:
+        with self.database.reading() as session:
+            rows = session.scalars(select(MeterRow).order_by(MeterRow.name)).all()
+            return [load_meter(session, row) for row in rows]
+
+    def intervals(
+        self, meter: str | None = None, start_ns: int | None = None, end_ns: int | None = None
+    ) -> list[tuple[str, IntervalRow]]:
+        """Return (meter name, interval) pairs by meter and time, optionally filtered."""
+        query = select(MeterRow.name, IntervalRow).join(
+            IntervalRow, IntervalRow.meter_id == MeterRow.id
+        )
+        if meter is not None:
+            query = query.where(MeterRow.name == meter)
+        if start_ns is not None:
+            query = query.where(IntervalRow.start_ns >= start_ns)
+        if end_ns is not None:
+            query = query.where(IntervalRow.end_ns <= end_ns)
+        query = query.order_by(MeterRow.name, IntervalRow.start_ns)
+        with self.database.reading() as session:
+            return [(name, row) for name, row in session.execute(query).all()]
+
+    def events(self, meter_id: int, since_ns: int | None = None) -> list[EventRow]:
+        query = select(EventRow).where(EventRow.meter_id == meter_id)
+        if since_ns is not None:
+            query = query.where(EventRow.t_ns >= since_ns)
+        with self.database.reading() as session:
+            return list(session.scalars(query.order_by(EventRow.t_ns, EventRow.id)))
+
+    def lcd_readings(self, meter_id: int) -> list[LcdReadingRow]:
+        query = select(LcdReadingRow).where(LcdReadingRow.meter_id == meter_id)
+        with self.database.reading() as session:
+            return list(session.scalars(query.order_by(LcdReadingRow.t_ns, LcdReadingRow.id)))
+
+    def count(self, table: type[Any], meter_id: int | None = None) -> int:
+        query = select(func.count()).select_from(table)
+        if meter_id is not None:
+            query = query.where(table.meter_id == meter_id)
+        with self.database.reading() as session:
+            return int(session.scalar(query) or 0)
