@@ -21,6 +21,7 @@ same state in between, and both give identical results: a property test holds th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -68,6 +69,39 @@ class ChannelHygiene:
     glitches: int = 0
     inferred: int = 0
     confirmed: int = 0
+
+    # -- state -------------------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """Return the channel's hygiene state as JSON-able data (the glitch width is a setting)."""
+        return {
+            "level": self.level,
+            "last_t_ns": self.last_t_ns,
+            "pending_t_ns": self.pending_t_ns,
+            "pending_level": self.pending_level,
+            "last_raw": None if self.last_raw is None else list(self.last_raw),
+            "duplicates": self.duplicates,
+            "glitches": self.glitches,
+            "inferred": self.inferred,
+            "confirmed": self.confirmed,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], glitch_ns: int) -> ChannelHygiene:
+        """Return a channel's hygiene as :meth:`to_state` left it."""
+        last_raw = state["last_raw"]
+        return cls(
+            glitch_ns,
+            level=state["level"],
+            last_t_ns=state["last_t_ns"],
+            pending_t_ns=state["pending_t_ns"],
+            pending_level=state["pending_level"],
+            last_raw=None if last_raw is None else (int(last_raw[0]), int(last_raw[1])),
+            duplicates=state["duplicates"],
+            glitches=state["glitches"],
+            inferred=state["inferred"],
+            confirmed=state["confirmed"],
+        )
 
     # -- shared ------------------------------------------------------------------------------
 
