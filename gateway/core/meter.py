@@ -24,7 +24,7 @@ from gateway.core.edge import CHANNEL_1K, CHANNEL_10, CHANNELS, Edge
 from gateway.core.events import Event, EventKind
 from gateway.core.hygiene import DEFAULT_GLITCH_NS, ChannelHygiene, Cleaned
 from gateway.core.intervals import IntervalAccumulator, IntervalBatch
-from meter_model.demand import DemandMeter, DemandSettings, Peak
+from meter_model.demand import DemandMeter, DemandSettings, Peak, SubInterval
 from meter_model.units import WH_PER_EDGE_1K, WH_PER_EDGE_10
 
 I64 = npt.NDArray[np.int64]
@@ -123,7 +123,7 @@ class MeterCore:
         self.set_initial_levels(initial_levels or {})
         self.totals = {ch: ChannelTotals(settings.wh_per_edge[ch]) for ch in CHANNELS}
         self.crosscheck = CrossCheck(*self._crosscheck_settings())
-        self.events: list[Event] = []
+        self.events: list[Event] = []  # a hand-over list: see take_events
         self.start_ns: int | None = None
         self.first_ns: int | None = None
         self.last_ns: int | None = None
@@ -253,6 +253,35 @@ class MeterCore:
             self.crosscheck.events = []  # handed on: the core's list is the one to read
             self.events.extend(new)
             self._flag([e.t_ns for e in new], "crosscheck")
+
+    def take_events(self) -> list[Event]:
+        """Return the events gathered since the last call, and forget them."""
+        events, self.events = self.events, []
+        return events
+
+    def take_subintervals(self) -> list[SubInterval]:
+        """Return the register's demand sub-intervals closed since the last call (when the core
+        records them), and forget every channel's: only the register's are kept."""
+        register = self.demand
+        taken: list[SubInterval] = []
+        for demand in self._demand.values():
+            if demand.closed_log is None:
+                continue
+            if demand is register:
+                taken = demand.closed_log
+            demand.closed_log = []
+        return taken
+
+    def last_seen(self) -> dict[str, tuple[int, int]]:
+        """Return, per channel, the (t_ns, level) of the last edge seen, where there is one.
+
+        A resumed source skips what is at or before it (:func:`~gateway.core.hygiene.skip_seen`).
+        """
+        return {ch: h.last_raw for ch, h in self.hygiene.items() if h.last_raw is not None}
+
+    def last_level(self, channel: str) -> int | None:
+        """Return the level a channel was last seen at, its pending edge included."""
+        return self.hygiene[channel].last_level
 
     # -- time passing ------------------------------------------------------------------------
 
