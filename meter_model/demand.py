@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -89,6 +90,52 @@ class DemandMeter:
         self.peak: Peak | None = None
         # When a list, every closed sub-interval is appended to it (the gateway persists them).
         self.closed_log: list[SubInterval] | None = None
+
+    # -- state -------------------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """Return the open sub-interval, the window and the peak as JSON-able data.
+
+        Settings and the energy unit are not included, nor ``closed_log`` (its owner keeps it).
+        """
+        peak = self.peak
+        return {
+            "index": self._index,
+            "energy": self._energy,
+            "complete": self._complete,
+            "window": [_sub_state(sub) for sub in self._window],
+            "window_energy": self._window_energy,
+            "peak_energy": self._peak_energy,
+            "peak": None
+            if peak is None
+            else [
+                peak.demand_kw.numerator,
+                peak.demand_kw.denominator,
+                peak.window_end_us,
+                peak.partial,
+            ],
+            "last": _sub_state(self.last),
+        }
+
+    @classmethod
+    def from_state(
+        cls, settings: DemandSettings, joules_per_unit: Fraction, state: dict[str, Any]
+    ) -> DemandMeter:
+        """Return a demand meter as :meth:`to_state` left it."""
+        meter = cls(settings, joules_per_unit, state["index"] * settings.sub_interval_us)
+        meter._index = state["index"]
+        meter._energy = state["energy"]
+        meter._complete = bool(state["complete"])
+        meter._window = deque(
+            (_sub_from_state(sub) for sub in state["window"]), maxlen=meter._window.maxlen
+        )
+        meter._window_energy = state["window_energy"]
+        meter._peak_energy = state["peak_energy"]
+        peak = state["peak"]
+        if peak is not None:
+            meter.peak = Peak(Fraction(peak[0], peak[1]), peak[2], bool(peak[3]))
+        meter.last = _sub_from_state(state["last"])
+        return meter
 
     @property
     def current_start_us(self) -> int:
@@ -228,3 +275,15 @@ class DemandMeter:
         cleared, self.peak = self.peak, None
         self._peak_energy = None
         return cleared
+
+
+def _sub_state(sub: SubInterval | None) -> list[int] | None:
+    if sub is None:
+        return None
+    return [sub.start_us, sub.end_us, sub.energy, int(sub.complete)]
+
+
+def _sub_from_state(data: list[int] | None) -> SubInterval | None:
+    if data is None:
+        return None
+    return SubInterval(data[0], data[1], data[2], bool(data[3]))

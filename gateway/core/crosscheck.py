@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -54,6 +55,48 @@ class CrossCheck:
     _pending1k: deque[int] = field(default_factory=deque)
     _pending_inferred: deque[bool] = field(default_factory=deque)
     _last_c: int | None = None  # `10` count at the last judged `1K` edge
+
+    def to_state(self) -> dict[str, Any]:
+        """Return the comparison's state as JSON-able data.
+
+        Settings are not included, nor ``events``: they are handed on as they come.
+        """
+        return {
+            "n10": self.n10,
+            "n1k": self.n1k,
+            "mismatches": self.mismatches,
+            "kind_counts": dict(self.kind_counts),
+            "missed_wh": dict(self.missed_wh),
+            "offset_wh": self.offset_wh,
+            "recent10": self._recent10.tolist(),
+            "base10": self._base10,
+            "pending1k": list(self._pending1k),
+            "pending_inferred": list(self._pending_inferred),
+            "last_c": self._last_c,
+        }
+
+    @classmethod
+    def from_state(
+        cls, state: dict[str, Any], wh_10: int, wh_1k: int, tolerance_ns: int, margin_ns: int
+    ) -> CrossCheck:
+        """Return a comparison as :meth:`to_state` left it."""
+        return cls(
+            wh_10,
+            wh_1k,
+            tolerance_ns,
+            margin_ns,
+            n10=state["n10"],
+            n1k=state["n1k"],
+            kind_counts=dict(state.get("kind_counts", {})),  # older states lack it
+            mismatches=state["mismatches"],
+            missed_wh=dict(state["missed_wh"]),
+            offset_wh=state["offset_wh"],
+            _recent10=np.array(state["recent10"], np.int64),
+            _base10=state["base10"],
+            _pending1k=deque(int(t) for t in state["pending1k"]),
+            _pending_inferred=deque(bool(x) for x in state["pending_inferred"]),
+            _last_c=state["last_c"],
+        )
 
     @property
     def ratio(self) -> int:

@@ -21,11 +21,13 @@ same state in between, and both give identical results: a property test holds th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 I64 = npt.NDArray[np.int64]
+I8 = npt.NDArray[np.int8]
 DEFAULT_GLITCH_NS = 2_000_000  # 2 ms
 
 
@@ -68,6 +70,44 @@ class ChannelHygiene:
     glitches: int = 0
     inferred: int = 0
     confirmed: int = 0
+
+    # -- state -------------------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """Return the channel's hygiene state as JSON-able data (the glitch width is a setting)."""
+        return {
+            "level": self.level,
+            "last_t_ns": self.last_t_ns,
+            "pending_t_ns": self.pending_t_ns,
+            "pending_level": self.pending_level,
+            "last_raw": None if self.last_raw is None else list(self.last_raw),
+            "duplicates": self.duplicates,
+            "glitches": self.glitches,
+            "inferred": self.inferred,
+            "confirmed": self.confirmed,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], glitch_ns: int) -> ChannelHygiene:
+        """Return a channel's hygiene as :meth:`to_state` left it."""
+        last_raw = state["last_raw"]
+        return cls(
+            glitch_ns,
+            level=state["level"],
+            last_t_ns=state["last_t_ns"],
+            pending_t_ns=state["pending_t_ns"],
+            pending_level=state["pending_level"],
+            last_raw=None if last_raw is None else (int(last_raw[0]), int(last_raw[1])),
+            duplicates=state["duplicates"],
+            glitches=state["glitches"],
+            inferred=state["inferred"],
+            confirmed=state["confirmed"],
+        )
+
+    @property
+    def last_level(self) -> int | None:
+        """Return the level the line was last seen at, its pending edge included."""
+        return self.pending_level if self.pending_t_ns is not None else self.level
 
     # -- shared ------------------------------------------------------------------------------
 
@@ -179,6 +219,24 @@ class ChannelHygiene:
         out.glitch_t_ns = glitch_t
         out.duplicates = n_dup
         return out
+
+
+def skip_seen(last: tuple[int, int] | None, t_ns: I64, levels: I8) -> tuple[I64, I8, int]:
+    """Drop a channel's edges at or before ``last``, the (time, level) of the last edge seen.
+
+    A resumed source or a re-imported log holds edges already counted: those before the last
+    edge seen, and at its very time those of a level not above it. ``t_ns`` and ``levels`` are
+    sorted by (time, level). Return the edges kept and how many were skipped.
+    """
+    if last is None or len(t_ns) == 0:
+        return t_ns, levels, 0
+    if (int(t_ns[0]), int(levels[0])) > last:
+        return t_ns, levels, 0  # all after it (the usual case): kept without a copy
+    seen = (t_ns < last[0]) | ((t_ns == last[0]) & (levels <= last[1]))
+    n_seen = int(seen.sum())
+    if n_seen == 0:
+        return t_ns, levels, 0
+    return t_ns[~seen], levels[~seen], n_seen
 
 
 def merge(parts: list[Cleaned]) -> Cleaned:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import overload
+from typing import Any, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -163,6 +163,33 @@ class IntervalAccumulator:
     def __post_init__(self) -> None:
         self._next_index = self.start_ns // self.length_ns
         self._edges = {channel: {} for channel in self.wh_per_edge}
+
+    def to_state(self) -> dict[str, Any]:
+        """Return the open intervals as JSON-able data (settings and start are not included)."""
+        return {
+            "next_index": self._next_index,
+            "edges": {ch: [[k, v] for k, v in c.items()] for ch, c in self._edges.items()},
+            "flags": [[k, dict(v)] for k, v in self._flags.items()],
+            "gaps": [[a, b] for a, b in self._gaps],
+        }
+
+    @classmethod
+    def from_state(
+        cls,
+        state: dict[str, Any],
+        meter: str,
+        length_s: int,
+        wh_per_edge: dict[str, int],
+        start_ns: int,
+    ) -> IntervalAccumulator:
+        """Return an accumulator as :meth:`to_state` left it."""
+        acc = cls(meter, length_s, wh_per_edge, start_ns)
+        acc._next_index = state["next_index"]
+        acc._edges = {ch: {} for ch in wh_per_edge}
+        acc._edges.update({ch: {k: v for k, v in items} for ch, items in state["edges"].items()})
+        acc._flags = {k: dict(v) for k, v in state["flags"]}
+        acc._gaps = [(a, b) for a, b in state["gaps"]]
+        return acc
 
     @property
     def length_ns(self) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -24,7 +24,7 @@ from gateway.core.edge import CHANNEL_1K, CHANNEL_10, CHANNELS, Edge
 from gateway.core.events import Event, EventKind
 from gateway.core.hygiene import DEFAULT_GLITCH_NS, ChannelHygiene, Cleaned
 from gateway.core.intervals import IntervalAccumulator, IntervalBatch
-from meter_model.demand import DemandMeter, DemandSettings, Peak
+from meter_model.demand import DemandMeter, DemandSettings, Peak, SubInterval
 from meter_model.units import WH_PER_EDGE_1K, WH_PER_EDGE_10
 
 I64 = npt.NDArray[np.int64]
@@ -69,6 +69,28 @@ class ChannelTotals:
     def energy_wh(self) -> int:
         return self.edges * self.wh_per_edge
 
+    def to_state(self) -> dict[str, Any]:
+        """Return the counts as JSON-able data (the weight is a setting)."""
+        return {
+            "edges": self.edges,
+            "noise": self.noise,
+            "last_ns": self.last_ns,
+            "previous_ns": self.previous_ns,
+            "last_real_ns": self.last_real_ns,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], wh_per_edge: int) -> ChannelTotals:
+        """Return a channel's counts as :meth:`to_state` left them."""
+        return cls(
+            wh_per_edge,
+            edges=state["edges"],
+            noise=state["noise"],
+            last_ns=state["last_ns"],
+            previous_ns=state["previous_ns"],
+            last_real_ns=state["last_real_ns"],
+        )
+
 
 @dataclass(frozen=True)
 class Reading:
@@ -98,16 +120,10 @@ class MeterCore:
         self.name = name
         self.settings = settings = settings or CoreSettings()
         self.hygiene = {ch: ChannelHygiene(settings.glitch_ns) for ch in CHANNELS}
-        for ch, level in (initial_levels or {}).items():
-            self.hygiene[ch].level = level
+        self.set_initial_levels(initial_levels or {})
         self.totals = {ch: ChannelTotals(settings.wh_per_edge[ch]) for ch in CHANNELS}
-        self.crosscheck = CrossCheck(
-            settings.wh_per_edge[CHANNEL_10],
-            settings.wh_per_edge[CHANNEL_1K],
-            settings.coincidence_ns,
-            settings.glitch_ns,
-        )
-        self.events: list[Event] = []
+        self.crosscheck = CrossCheck(*self._crosscheck_settings())
+        self.events: list[Event] = []  # a hand-over list: see take_events
         self.start_ns: int | None = None
         self.first_ns: int | None = None
         self.last_ns: int | None = None
@@ -115,21 +131,39 @@ class MeterCore:
         self._intervals: IntervalAccumulator | None = None
         self._record_subintervals = record_subintervals
         if start_ns is not None:
-            self._begin(start_ns)
+            self.begin(start_ns)
+
+    def _crosscheck_settings(self) -> tuple[int, int, int, int]:
+        """Return the cross-check's (wh_10, wh_1k, tolerance_ns, margin_ns)."""
+        s = self.settings
+        # Hygiene hands a `1K` edge over at most the glitch width after later `10` edges.
+        return s.wh_per_edge[CHANNEL_10], s.wh_per_edge[CHANNEL_1K], s.coincidence_ns, s.glitch_ns
 
     # -- feeding -----------------------------------------------------------------------------
 
-    def _begin(self, start_ns: int) -> None:
+    def begin(self, start_ns: int) -> None:
+        """Start observing at ``start_ns`` (once: later calls do nothing).
+
+        The first edge, ``advance`` or ``mark_gap`` begins a core that was not begun.
+        """
         if self.start_ns is not None:
             return
         self.start_ns = start_ns
         s = self.settings
         for ch in CHANNELS:
-            joules = Fraction(J_PER_WH)  # demand counts energy in Wh
-            self._demand[ch] = DemandMeter(s.demand, joules, start_ns // NS_PER_US)
-            if self._record_subintervals:
-                self._demand[ch].closed_log = []  # the store persists every closed one
+            # Demand counts energy in Wh: J_PER_WH joules per unit.
+            self._set_demand(ch, DemandMeter(s.demand, Fraction(J_PER_WH), start_ns // NS_PER_US))
         self._intervals = IntervalAccumulator(self.name, s.interval_s, s.wh_per_edge, start_ns)
+
+    def _set_demand(self, channel: str, demand: DemandMeter) -> None:
+        if self._record_subintervals:
+            demand.closed_log = []  # the store persists every closed one
+        self._demand[channel] = demand
+
+    def set_initial_levels(self, levels: dict[str, int]) -> None:
+        """Set the levels the lines were read at on start: a line already high is not counted."""
+        for ch, level in levels.items():
+            self.hygiene[ch].level = level
 
     def _seen(self, first_ns: int, last_ns: int) -> None:
         if self.first_ns is None:
@@ -138,7 +172,7 @@ class MeterCore:
 
     def push(self, edge: Edge) -> None:
         """Take one edge (live). Edges come in time order across the meter's channels."""
-        self._begin(edge.t_ns)
+        self.begin(edge.t_ns)
         self._seen(edge.t_ns, edge.t_ns)
         for ch in CHANNELS:
             if ch != edge.channel:
@@ -155,7 +189,7 @@ class MeterCore:
             return
         first = min(int(t[0]) for _, t, _ in present)
         last = max(int(t[-1]) for _, t, _ in present)
-        self._begin(first)
+        self.begin(first)
         self._seen(first, last)
         # `1K` before `10`, so the cross-check has each `1K` edge before the `10` edges after
         # it; no later chunk comes before ``last``, so each channel's pending edge can go too.
@@ -220,6 +254,35 @@ class MeterCore:
             self.events.extend(new)
             self._flag([e.t_ns for e in new], "crosscheck")
 
+    def take_events(self) -> list[Event]:
+        """Return the events gathered since the last call, and forget them."""
+        events, self.events = self.events, []
+        return events
+
+    def take_subintervals(self) -> list[SubInterval]:
+        """Return the register's demand sub-intervals closed since the last call (when the core
+        records them), and forget every channel's: only the register's are kept."""
+        register = self.demand
+        taken: list[SubInterval] = []
+        for demand in self._demand.values():
+            if demand.closed_log is None:
+                continue
+            if demand is register:
+                taken = demand.closed_log
+            demand.closed_log = []
+        return taken
+
+    def last_seen(self) -> dict[str, tuple[int, int]]:
+        """Return, per channel, the (t_ns, level) of the last edge seen, where there is one.
+
+        A resumed source skips what is at or before it (:func:`~gateway.core.hygiene.skip_seen`).
+        """
+        return {ch: h.last_raw for ch, h in self.hygiene.items() if h.last_raw is not None}
+
+    def last_level(self, channel: str) -> int | None:
+        """Return the level a channel was last seen at, its pending edge included."""
+        return self.hygiene[channel].last_level
+
     # -- time passing ------------------------------------------------------------------------
 
     @property
@@ -235,7 +298,7 @@ class MeterCore:
 
         Returns the register's intervals that closed.
         """
-        self._begin(now_ns)
+        self.begin(now_ns)
         for ch in (CHANNEL_1K, CHANNEL_10):
             self._take(ch, self.hygiene[ch].advance(now_ns))
         # Periods close once no pending edge can still land in them.
@@ -336,6 +399,42 @@ class MeterCore:
             return "partial"
         return self._intervals.open_quality(now_ns)
 
+    # -- state -------------------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """Return everything the core will still use as JSON-able data (not the settings, not
+        events or sub-intervals not yet taken)."""
+        return {
+            "name": self.name,
+            "start_ns": self.start_ns,
+            "first_ns": self.first_ns,
+            "last_ns": self.last_ns,
+            "hygiene": {ch: h.to_state() for ch, h in self.hygiene.items()},
+            "totals": {ch: t.to_state() for ch, t in self.totals.items()},
+            "demand": {ch: d.to_state() for ch, d in self._demand.items()},
+            "intervals": None if self._intervals is None else self._intervals.to_state(),
+            "crosscheck": self.crosscheck.to_state(),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Put this core, fresh and with the same settings, in the state :meth:`to_state` gave."""
+        s = self.settings
+        if state["start_ns"] is not None:
+            self.begin(state["start_ns"])
+        self.first_ns = state["first_ns"]
+        self.last_ns = state["last_ns"]
+        for ch, data in state["hygiene"].items():
+            self.hygiene[ch] = ChannelHygiene.from_state(data, s.glitch_ns)
+        for ch, data in state["totals"].items():
+            self.totals[ch] = ChannelTotals.from_state(data, s.wh_per_edge[ch])
+        for ch, data in state["demand"].items():
+            self._set_demand(ch, DemandMeter.from_state(s.demand, Fraction(J_PER_WH), data))
+        if state["intervals"] is not None and self.start_ns is not None:
+            self._intervals = IntervalAccumulator.from_state(
+                state["intervals"], self.name, s.interval_s, s.wh_per_edge, self.start_ns
+            )
+        self.crosscheck = CrossCheck.from_state(state["crosscheck"], *self._crosscheck_settings())
+
     def mark_gap(self, from_ns: int, to_ns: int, detail: str, missed_wh: int = 0) -> None:
         """Record time nothing was watched (the gateway was down, the clock stepped).
 
@@ -344,7 +443,7 @@ class MeterCore:
         """
         if to_ns <= from_ns:
             return
-        self._begin(from_ns)
+        self.begin(from_ns)
         assert self._intervals is not None
         self._intervals.mark_unobserved(from_ns, to_ns)
         for demand in self._demand.values():
