@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
@@ -202,7 +203,7 @@ class Service:
             runtime.now_ns = now
             if runtime.stored.core_state is None:
                 core.begin(now)
-                core.set_initial_levels(levels)  # a line already high is not counted
+                core.set_initial_levels(dict(levels))  # a line already high is not counted
                 continue
             since = max(runtime.stored.saved_ns or now, core.last_ns or 0)
             changed = [
@@ -341,7 +342,7 @@ class Service:
             poll = runtime.source.poll(mono)
             core = runtime.core
             if poll.edges:
-                self._capturing(lambda c, p=poll: c.write(p.edges, p.now_ns))  # raw, unfiltered
+                self._capturing(partial(Capture.write, edges=poll.edges, now_ns=poll.now_ns))  # raw
             for gap_from, gap_to, why in poll.gaps:
                 core.mark_gap(gap_from, gap_to, why)
             feed(core, poll.edges)

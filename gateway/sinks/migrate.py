@@ -10,7 +10,8 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.errors import ConfigError, SinkError
+from gateway.errors import ConfigError
+from gateway.sinks.failures import first_line, sink_errors
 from gateway.sinks.redact import redact
 
 logger = logging.getLogger(__name__)
@@ -32,14 +33,10 @@ def _tables(engine: Engine) -> set[str]:
     try:
         return set(inspect(engine).get_table_names())
     except SQLAlchemyError as exc:
+        why = first_line(exc)
         raise ConfigError(
-            f"{_describe(engine)}: cannot open it ({_short(exc)}); is it an amr-gateway database?"
+            f"{_describe(engine)}: cannot open it ({why}); is it an amr-gateway database?"
         ) from None
-
-
-def _short(exc: Exception) -> str:
-    text = str(getattr(exc, "orig", exc) or exc)
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _check_ours(engine: Engine, tables: set[str]) -> None:
@@ -71,12 +68,9 @@ def upgrade_database(engine: Engine, revision: str = "head") -> None:
 
     _check_ours(engine, _tables(engine))
     config = _config()
-    try:
-        with engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, revision)
-    except SQLAlchemyError as exc:
-        raise SinkError(f"{_describe(engine)}: migration failed: {_short(exc)}") from exc
+    with sink_errors(f"{_describe(engine)}: migration failed"), engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
 
 
 def downgrade_database(engine: Engine, revision: str) -> None:

@@ -277,7 +277,7 @@ def test_serial_port_unplugged_and_back(tmp_path) -> None:
     core = service.meters[0].core
     core.advance(service.timeline.now() + 10**9)
     assert core.totals["10"].edges == 2
-    details = [e.detail for e in service.meters[0].events]
+    details = [e.detail for e in service.meters[0].checkpoint.events]
     assert any("lost" in d for d in details), details
     assert any("is back" in d for d in details), details
     # The outage is time nothing was watched: a gap, not an empty stretch.

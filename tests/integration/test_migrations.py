@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import inspect
 
+from gateway.sinks.database import make_engine
 from gateway.sinks.migrate import (
     current_revision,
     downgrade_database,
@@ -11,7 +12,6 @@ from gateway.sinks.migrate import (
     upgrade_database,
 )
 from gateway.sinks.schema import Base
-from gateway.sinks.store import make_engine
 
 TABLES = set(Base.metadata.tables)
 
@@ -61,12 +61,23 @@ def test_migrations_ship_in_the_package() -> None:
 
 def test_the_wheel_carries_the_migrations(tmp_path) -> None:
     """A wheel holds env.py, the template and every version, so an install can migrate."""
+    import os
+    import shutil
     import subprocess
     import sys
     import zipfile
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
+    # Build from a clean copy: a build/ left in the checkout by an older layout would leak in.
+    source = tmp_path / "source"
+    shutil.copytree(
+        root,
+        source,
+        ignore=shutil.ignore_patterns(
+            "build", "dist", ".git", "*.egg-info", "__pycache__", ".*cache", ".hypothesis", "*.db*"
+        ),
+    )
     result = subprocess.run(
         [
             sys.executable,
@@ -78,7 +89,7 @@ def test_the_wheel_carries_the_migrations(tmp_path) -> None:
             "-q",
             "-w",
             str(tmp_path),
-            str(root),
+            str(source),
         ],
         capture_output=True,
         text=True,
@@ -87,6 +98,26 @@ def test_the_wheel_carries_the_migrations(tmp_path) -> None:
     assert result.returncode == 0, result.stderr
     (wheel,) = tmp_path.glob("amr_gateway-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"migrations/env.py", "migrations/script.py.mako"} <= names
-    assert "migrations/versions/0001_initial_schema.py" in names
+    assert {"gateway/migrations/env.py", "gateway/migrations/script.py.mako"} <= names
+    assert "gateway/migrations/versions/0001_initial_schema.py" in names
     assert "gateway/sinks/migrate.py" in names and "meter_model/meter.py" in names
+    # No top-level "migrations" package to clash with another project's in site-packages.
+    assert not any(name.startswith("migrations/") for name in names)
+    # Every package of the source tree is in the wheel (the package list is explicit).
+    for init in (root / "gateway").rglob("__init__.py"):
+        assert str(init.relative_to(root)) in names, f"{init} is missing from the wheel"
+    # Installed from the wheel alone, away from the checkout, it migrates a fresh database.
+    target = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(target)
+    database = tmp_path / "fresh.db"
+    migrated = subprocess.run(
+        [sys.executable, "-m", "gateway", "db", "upgrade", "--db", f"sqlite:///{database}"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(target), "PYTHONSAFEPATH": "1"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert migrated.returncode == 0, migrated.stderr
+    assert "revision 0001" in migrated.stdout and database.exists()

@@ -126,7 +126,7 @@ def test_the_gateway_agrees_with_the_model_and_says_when_it_does_not(tmp_path) -
     source.open()
     core = MeterCore("m", start_ns=t0)
     poll = source.poll(0)
-    assert source.check_against(core) == []  # the service checks from the first poll on
+    assert source.checker.check(core) == []  # the service checks from the first poll on
     poll = source.poll(10**9)  # one simulated hour
     edges = [e for e in poll.edges if e.channel == "10"]
     assert len(edges) > 100
@@ -134,6 +134,6 @@ def test_the_gateway_agrees_with_the_model_and_says_when_it_does_not(tmp_path) -
     for edge in edges[:50] + edges[52:]:
         core.push(edge)
     core.advance(poll.now_ns)
-    (event,) = source.check_against(core)
+    (event,) = source.checker.check(core)
     assert event.kind == "model" and event.missed_wh == 10
-    assert source.check_against(core) == []  # reported once
+    assert source.checker.check(core) == []  # reported once

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-UNIT = ROOT / "systemd" / "amr-gateway.daemon.service"
+UNIT = ROOT / "systemd" / "amr-gateway.service"
 INSTALL_DOC = ROOT / "docs" / "install.md"
 UNIT_NAME = UNIT.name
 MAX_EXPOSURE = 2.0
@@ -151,7 +151,7 @@ def test_install_doc_installs_what_the_unit_runs(unit: dict[str, list[str]]) -> 
     exec_start = last(unit, "ExecStart")
     assert exec_start.startswith(VENV), exec_start
     assert exec_start in doc, f"docs/install.md does not show ExecStart={exec_start}"
-    assert "systemd/amr-gateway.daemon.service" in doc
+    assert "systemd/amr-gateway.service" in doc
 
 
 # systemd's own judgement.
