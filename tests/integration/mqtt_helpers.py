@@ -46,16 +46,20 @@ class Broker:
     port: int = field(default_factory=free_port)
     password_file: Path | None = None
     tls: tuple[Path, Path, Path] | None = None  # ca, cert, key
+    persistence: bool = True  # False: a restart forgets retained messages and sessions
+    acl_file: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     def config(self) -> Path:
-        lines = [
-            f"listener {self.port} 127.0.0.1",
-            "persistence true",
-            f"persistence_location {self.directory}/",
-            "autosave_interval 1",
-            "max_queued_messages 100000",
-        ]
+        lines = [f"listener {self.port} 127.0.0.1", "max_queued_messages 100000"]
+        if self.persistence:
+            lines += [
+                "persistence true",
+                f"persistence_location {self.directory}/",
+                "autosave_interval 1",
+            ]
+        else:
+            lines.append("persistence false")
         if os.geteuid() == 0:
             # As root Mosquitto would drop to its own user, who cannot read the test's files.
             lines.append("user root")
@@ -66,6 +70,8 @@ class Broker:
         if self.tls is not None:
             ca, cert, key = self.tls
             lines += [f"cafile {ca}", f"certfile {cert}", f"keyfile {key}"]
+        if self.acl_file is not None:
+            lines.append(f"acl_file {self.acl_file}")
         path = self.directory / "mosquitto.conf"
         path.write_text("\n".join(lines) + "\n")
         return path
@@ -86,8 +92,18 @@ class Broker:
 
         wait_for(listening, 10, "mosquitto to listen")
 
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP): connections stay open, nothing is answered."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a paused broker cannot act on SIGTERM
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(timeout=10)
         self.proc = None
@@ -116,6 +132,7 @@ class Subscriber:
     ) -> None:
         self.messages: list[Message] = []
         self.lock = threading.Lock()
+        self.subacks = 0
         self.client = paho.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -128,14 +145,21 @@ class Subscriber:
         self.topics = topics
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         self.client.reconnect_delay_set(0.2, 1)
         self.client.connect_async("127.0.0.1", broker.port, keepalive=10)
         self.client.loop_start()
         wait_for(lambda: self.client.is_connected(), 10, "the subscriber to connect")
+        # Only a subscription the broker confirmed is sure to see what is published next.
+        wait_for(lambda: self.subacks >= len(topics), 10, "the subscriptions")
 
     def _on_connect(self, client: paho.Client, *_args: Any) -> None:
         for topic in self.topics:
             client.subscribe(topic, qos=1)
+
+    def _on_subscribe(self, *_args: Any) -> None:
+        with self.lock:
+            self.subacks += 1
 
     def _on_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
         with self.lock:

@@ -9,9 +9,11 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from mqtt_helpers import wait_for
 
 T0 = 1_764_057_600  # 2025-11-25T08:00:00Z
 SIX_HOURS = [  # (offset s, kW): a working day's worth of load changes, compressed into 6 hours
@@ -97,10 +99,12 @@ def run_to_the_end(config: Path, db: Path, expected: dict[str, int], timeout_s: 
     assert counters(db) == expected
 
 
-def check_consistent(db: Path, expected: dict[str, int]) -> None:
+def check_consistent_so_far(db: Path) -> int:
+    """Check what every commit leaves true, also mid-run; return the register in Wh."""
     with sqlite3.connect(db) as conn:
         register = conn.execute("select register_wh, core from meter_state").fetchone()
-        assert register[0] == expected["10"] * 5
+        edges = conn.execute("select edges from channel_counters where channel = '10'").fetchone()
+        assert register[0] == 5 * edges[0]  # the register and its counter move together
         starts = [
             row[0] for row in conn.execute("select start_ns from intervals order by start_ns")
         ]
@@ -116,6 +120,11 @@ def check_consistent(db: Path, expected: dict[str, int]) -> None:
         ]
         assert seqs == list(range(1, len(seqs) + 1))  # no gap, no repeat
         assert len(seqs) == len(starts)
+    return int(register[0])
+
+
+def check_consistent(db: Path, expected: dict[str, int]) -> None:
+    assert check_consistent_so_far(db) == expected["10"] * 5
 
 
 def test_replay_import_twice_adds_nothing(cli, tmp_path) -> None:
@@ -166,23 +175,43 @@ def test_bad_log_imports_nothing(cli, tmp_path) -> None:
         assert conn.execute("select count(*) from channel_counters").fetchone()[0] == 0
 
 
+def committed_beyond(proc: subprocess.Popen[bytes], db: Path, edges: int) -> Callable[[], bool]:
+    """A wait_for predicate: the database counts more than ``edges``; fails if the run died."""
+
+    def check() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"gateway exited: {proc.stderr.read().decode()}")  # type: ignore[union-attr]
+        return counters(db).get("10", 0) > edges
+
+    return check
+
+
 @pytest.mark.slow
 def test_sigkill_at_random_moments_loses_and_doubles_nothing(cli, tmp_path) -> None:
     log, expected = make_log(cli, tmp_path)
     db = tmp_path / "gateway.db"
-    config = write_config(tmp_path, log, db)
+    # Slow enough that the log outlasts many runs: each one replays at least a commit's worth.
+    config = write_config(tmp_path, log, db, speed=1200)
     rng = random.Random(2026)
     kills = 0
     seen: list[int] = []
     for _ in range(22):
+        before = counters(db).get("10", 0)
         proc = start(config)
-        time.sleep(rng.uniform(0.1, 2.5))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
+        try:
+            # A kill before the run's first commit would only test start-up (on a slow, loaded
+            # machine that takes seconds): wait until this run has committed edges of its own,
+            # then kill it at a random moment, in or between commits.
+            wait_for(committed_beyond(proc, db, before), 120, "this run's first commit")
+            time.sleep(rng.uniform(0.0, 1.0))
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
         kills += 1
         now = counters(db).get("10", 0)
         assert not seen or now >= seen[-1], "the register went backwards"
         seen.append(now)
+        assert check_consistent_so_far(db) == 5 * now
         if now == expected["10"]:
             break
     assert kills >= 20 or seen[-1] == expected["10"]

@@ -11,10 +11,14 @@ from pathlib import Path
 import pytest
 from gpiozero.pins import mock as gpio_mock
 from gpiozero.pins.mock import MockFactory, MockPin
+from mqtt_helpers import wait_for
 
 from gateway.config import Config, GatewaySettings, MeterSettings, MqttSettings
+from gateway.core.edge import CHANNEL_10
+from gateway.core.meter import MeterCore
+from gateway.daemon.clock import Timeline
 from gateway.daemon.service import Service
-from gateway.sources.serial import checksum
+from gateway.sources.serial import SerialBoard, SerialSource, checksum
 
 
 class FakeMonotonic:
@@ -260,6 +264,34 @@ def test_serial_board_edges_heartbeats_wrap_and_bad_lines(tmp_path) -> None:
         runtime.source.close()
     service.database.close()
     board.unplug()
+
+
+def test_a_better_heartbeat_offset_keeps_the_boards_edge_spacing(tmp_path) -> None:
+    board = Board(tmp_path / "ttyUSB0")
+    reader = SerialBoard(str(tmp_path / "ttyUSB0"), 115200)
+    source = SerialSource("m1", reader, {CHANNEL_10: 0}, Timeline())
+    source.open()
+    try:
+        # The first heartbeat (board at 1 s) came 5 s late: the edge at board 6 s is stamped
+        # with that offset. The heartbeat at 6.005 s came on time, so the offset estimate drops
+        # by about 5 s, and the next edge, 10 ms after the first on the board, is stamped with
+        # the better one: taken alone it would land seconds before the first. The board saw
+        # them 10 ms apart; so must the core, or a real edge becomes a glitch.
+        board.send("H 1000000", "E 0 6000000 1", "H 6005000", "E 0 6010000 0")
+        wait_for(lambda: reader.lines == 4, 10, "the board's four lines")
+        edges = source.poll(time.monotonic_ns()).edges
+        assert len(edges) == 2
+        t_ns = {edge.level: edge.t_ns for edge in edges}  # the first rises, the second falls
+        apart_ms = (t_ns[0] - t_ns[1]) / 1e6
+        assert apart_ms >= 10, f"stamped {apart_ms} ms apart; the board saw 10 ms"
+        core = MeterCore("m1")
+        for edge in edges:
+            core.push(edge)
+        core.advance(edges[-1].t_ns + 10**9)
+        assert (core.totals[CHANNEL_10].edges, core.glitches) == (2, 0)
+    finally:
+        source.close()
+        board.unplug()
 
 
 def test_serial_port_unplugged_and_back(tmp_path) -> None:

@@ -188,6 +188,34 @@ def test_a_peak_window_starting_before_counting_is_partial(run: Run) -> None:
     assert core.demand.peak == Peak(Fraction(50 * 3600, 900 * 1000), us(at(300)), True)
 
 
+def test_the_sub_interval_where_an_outage_starts_is_partial() -> None:
+    # Sub-intervals from T0 hold 2, 1 and 4 edges (10, 5 and 20 Wh); the gateway goes down at
+    # 850 s, inside the third, and comes back at 1000 s, inside the fourth. The third was only
+    # watched until 850 s: partial, and so is the window [0 s, 900 s) that ends with it, though
+    # its other two sub-intervals were whole. That window, 35 Wh in 15 minutes (0.14 kW), is
+    # the peak, and a partial one.
+    core = MeterCore(METER, start_ns=T0, record_subintervals=True)
+    push_all(core, spread([2, 1, 4]))  # the last edge at 840 s
+    core.advance(at(850))
+    demand = core.demand
+    assert demand is not None and demand.closed_log is not None
+    core.mark_gap(at(850), at(1000), "gateway down")
+    assert [(s.start_us, s.energy, s.complete) for s in demand.closed_log] == [
+        (us(T0), 10, True),
+        (us(at(300)), 5, True),
+        (us(at(600)), 20, False),
+    ]
+    assert demand.window_demand_kw() == Fraction(35 * 3600, 900 * 1000)
+    assert demand.window_partial()
+    assert demand.peak == Peak(Fraction(7, 50), us(at(900)), True)
+    # The sub-interval where it ends is partial too; the next one is whole again.
+    core.advance(at(1500) + 2 * MS)
+    assert [(s.start_us, s.energy, s.complete) for s in demand.closed_log[3:]] == [
+        (us(at(900)), 0, False),
+        (us(at(1200)), 0, True),
+    ]
+
+
 def test_reset_peak_without_edges_is_an_event_and_clears_nothing() -> None:
     core = MeterCore(METER)
     assert core.reset_peak(T0) is None
