@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import sqlite3
 import time
@@ -404,6 +405,30 @@ def test_serial_board_silent_for_40_minutes_keeps_times_right(tmp_path) -> None:
     assert [e.level for e in poll.edges] == [1, 0]
     assert any("clock re-synchronised after 2400 s" in e.detail for e in poll.events), poll.events
     source.close()
+    board.unplug()
+
+
+def test_a_last_edge_stored_in_the_future_does_not_drag_the_timeline(tmp_path, caplog) -> None:
+    """An earlier bug or a clock an hour fast left a last edge an hour ahead in the database."""
+    port = tmp_path / "ttyUSB0"
+    board = Board(port)
+    hour = 3600 * 10**9
+    service = Service(
+        serial_config(tmp_path, port), out=io.StringIO(), wall_ns=lambda: time.time_ns() + hour
+    )
+    service._open_sources()
+    reader = service.context.boards[str(port)]
+    board.send("H 1000", "E 0 2000 1", "H 300000")
+    wait_until(lambda: reader.lines == 3)
+    service.step()
+    assert service.meters[0].core.last_seen()["10"][0] > time.time_ns() + hour // 2
+    service.commit()
+    close_all(service)
+    with caplog.at_level(logging.WARNING, logger="gateway.daemon.clock"):
+        again = Service(serial_config(tmp_path, port), out=io.StringIO())  # the clock is right
+    assert again.timeline.now() - time.time_ns() <= 2 * 10**9  # the floor's lead at most
+    assert "ahead of the system clock" in caplog.text
+    again.database.close()
     board.unplug()
 
 
