@@ -7,15 +7,25 @@ labelled in true UTC from then on, while the energy counted is untouched (it is 
 whatever their labels). A backward step is reported but not followed: timestamps keep running
 forward from where they were, because going back would make new edges look older than counted
 ones. Each step is logged as an event by the service.
+
+The timeline starts no earlier than a floor (the last edge already counted), but never more than
+``FLOOR_LEAD_NS`` ahead of the wall clock: a stored time in the future (an earlier bug, a clock
+that was wrong) must not drag every later timestamp into the future with it.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+logger = logging.getLogger(__name__)
+
 STEP_THRESHOLD_NS = 2_000_000_000
+# How far the floor may lift the timeline above the wall clock: the NTP step threshold, so that
+# a floor the timeline may follow is never taken for a clock step.
+FLOOR_LEAD_NS = 2_000_000_000
 
 
 @dataclass(frozen=True)
@@ -42,8 +52,17 @@ class Timeline:
         self._monotonic_ns = monotonic_ns
         self.threshold_ns = threshold_ns
         mono = monotonic_ns()
+        wall = wall_ns()
+        if floor_ns > wall + FLOOR_LEAD_NS:
+            logger.warning(
+                "the last counted edge is %.1f s ahead of the system clock; the timeline starts "
+                "%.1f s ahead instead",
+                (floor_ns - wall) / 1e9,
+                FLOOR_LEAD_NS / 1e9,
+            )
+            floor_ns = wall + FLOOR_LEAD_NS
         # Never start behind what was already counted (a clock that lost time while we slept).
-        self._anchor_wall = max(wall_ns(), floor_ns)
+        self._anchor_wall = max(wall, floor_ns)
         self._anchor_mono = mono
         self._reported_back = False
 

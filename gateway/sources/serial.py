@@ -7,10 +7,13 @@ The board sends ASCII lines, each optionally followed by ``*HH`` (the XOR of the
   microsecond counter (it wraps every 71.6 minutes), with the output's level after it;
 - ``H <ticks_us>``: a heartbeat, at least once a second.
 
-A line with a bad checksum or shape is counted and skipped, never half-applied. The counter is
-unwrapped (consecutive lines are far less than half a wrap apart) and mapped to the gateway's
-timeline through the heartbeats: serial latency only ever delays a line, so the smallest
-host-minus-board offset over recent heartbeats is the best estimate. A heartbeat missing for
+A line with a bad checksum or shape is counted and skipped, never half-applied. The counter
+says how much board time passed between two lines only modulo a wrap, so it is unwrapped with the
+host's receive times (:class:`BoardClock`), then mapped to the gateway's timeline through the
+heartbeats: serial latency only ever delays a line, so the smallest host-minus-board offset over
+recent heartbeats is the best estimate, and no edge is stamped after its line was received. A
+counter that does not fit the time the host saw pass (a board restart, a stray line) and a long
+silence start the mapping afresh, and say so as a ``link`` event. A heartbeat missing for
 ``HEARTBEAT_LOST_S`` is a ``link`` event, and so is the port disappearing (a USB unplug): the
 port is then reopened every second until it comes back.
 
@@ -23,6 +26,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +43,20 @@ HEARTBEAT_LOST_S = 2.5
 OFFSET_WINDOW = 16
 REOPEN_S = 1.0
 NS_PER_US = 1_000
-BOARD_RESET_US = 1_000_000  # a counter a second or more behind itself: the board restarted
+# How far the board's clock may run from the host's: crystals are within ±100 ppm and ceramic
+# resonators within ±0.5 %, so ±1 % leaves room and still tells wraps apart for 2.5 days.
+RATE_TOLERANCE_PPM = 10_000
+# How much more board time than host time may pass between two lines: the earlier line was
+# late (USB latency, a busy host) and this one was not. Heartbeats come every second at most.
+LATENCY_US = 2_000_000
+# A line may come this much before the one before it (the board's own ordering).
+OUT_OF_ORDER_US = 1_000_000
+# After this long without a line the offsets may have drifted (and a busy host could not have
+# held lines back so long): the mapping starts afresh from the next heartbeat.
+RESYNC_SILENCE_US = 10_000_000
+
+
+Queued = tuple[int, int, int, int]  # an edge: host monotonic ns, board µs, level, clock epoch
 
 
 def checksum(body: str) -> str:
@@ -75,31 +92,72 @@ def parse_line(line: str) -> tuple[str, list[int]] | None:
 
 @dataclass
 class BoardClock:
-    """Unwraps the board's counter and maps it to host monotonic time."""
+    """Unwrap the board's counter with the host's receive times and map it to host monotonic time.
+
+    Between two lines, the host's monotonic clock says how much time passed, within
+    ``RATE_TOLERANCE_PPM`` and the serial latency; the counter says it modulo ``WRAP``. The
+    number of wraps that brings the board's elapsed time closest to the host's is taken, if the
+    result is within tolerance: at most ``LATENCY_US`` (plus the rate tolerance) more than the host
+    saw pass and at most ``OUT_OF_ORDER_US`` back, or, after more than ``RESYNC_SILENCE_US``
+    without a line, within the tolerance either way. A counter that fits no number of wraps is a
+    board restart (or a stray line): the mapping starts afresh from it. A silence that long also
+    starts the mapping afresh, the unwrapped time running on. Either way a new ``epoch`` begins
+    (board times of different epochs are not comparable) and ``notes`` says why.
+    """
 
     last_raw: int | None = None
+    last_received_ns: int | None = None
     unwrapped_us: int = 0
+    epoch: int = 0
     offsets_ns: deque[int] = field(default_factory=lambda: deque(maxlen=OFFSET_WINDOW))
+    notes: deque[str] = field(default_factory=deque)
 
-    def unwrap(self, raw: int) -> int:
-        if self.last_raw is None:
-            self.unwrapped_us = raw
+    def unwrap(self, raw: int, received_mono_ns: int) -> int:
+        """Return the board time of a line received at ``received_mono_ns``, in µs."""
+        last_raw, last_received = self.last_raw, self.last_received_ns
+        self.last_raw, self.last_received_ns = raw, received_mono_ns
+        if last_raw is None or last_received is None:
+            self._start(raw)
+            return self.unwrapped_us
+        host_us = max(0, received_mono_ns - last_received) // NS_PER_US
+        allowed_us = host_us * RATE_TOLERANCE_PPM // 1_000_000 + LATENCY_US
+        silence = host_us > RESYNC_SILENCE_US
+        # Over a short gap a busy host may have held the line back (the board's time then ran
+        # less than the host's), but the counter never goes back beyond the board's own ordering.
+        lowest_us = host_us - allowed_us if silence else -OUT_OF_ORDER_US
+        forward_us = (raw - last_raw) % WRAP
+        step_us = forward_us + (host_us - forward_us + WRAP // 2) // WRAP * WRAP
+        if not lowest_us <= step_us <= host_us + allowed_us:
+            self.notes.append(
+                f"board restarted: its counter went from {last_raw} to {raw} in "
+                f"{host_us / 1e6:.3f} s; clock re-synchronised"
+            )
+            self._start(raw)
+        elif silence:
+            self.notes.append(f"clock re-synchronised after {host_us / 1e6:.0f} s without a line")
+            self._start(self.unwrapped_us + step_us)
         else:
-            step = (raw - self.last_raw + WRAP // 2) % WRAP - WRAP // 2
-            if step < -BOARD_RESET_US:
-                # The counter went back: the board restarted. Its old offsets mean nothing now.
-                self.offsets_ns.clear()
-            self.unwrapped_us += step
-        self.last_raw = raw
+            self.unwrapped_us += step_us
         return self.unwrapped_us
 
-    def heartbeat(self, board_us: int, host_mono_ns: int) -> None:
-        self.offsets_ns.append(host_mono_ns - board_us * NS_PER_US)
+    def _start(self, board_us: int) -> None:
+        self.unwrapped_us = board_us
+        self.epoch += 1
+        self.offsets_ns.clear()
+
+    def forget(self) -> None:
+        """Start afresh with the next line (the port was reopened: the board may have restarted)."""
+        self.last_raw = self.last_received_ns = None
+
+    def heartbeat(self, board_us: int, received_mono_ns: int) -> None:
+        self.offsets_ns.append(received_mono_ns - board_us * NS_PER_US)
 
     def to_host(self, board_us: int, received_mono_ns: int) -> int:
-        if not self.offsets_ns:  # before the first heartbeat: when it arrived is the best bound
+        """Map a board time to host monotonic time; ``received_mono_ns`` is when its line came."""
+        if not self.offsets_ns:  # before the epoch's first heartbeat: when it arrived is the bound
             return received_mono_ns
-        return board_us * NS_PER_US + min(self.offsets_ns)
+        # Nothing happened after its line was received, whatever the offsets say.
+        return min(board_us * NS_PER_US + min(self.offsets_ns), received_mono_ns)
 
 
 class SerialBoard:
@@ -113,7 +171,9 @@ class SerialBoard:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._queues: dict[int, deque[tuple[int, int, int]]] = {}  # input -> (host ns, ticks, lvl)
+        # input -> (host monotonic ns, board µs, level, clock epoch) of each edge
+        self._queues: dict[int, deque[Queued]] = {}
+        self._monotonic_ns: Callable[[], int] = time.monotonic_ns
         self.clock = BoardClock()
         self.bad_lines = 0
         self.lines = 0
@@ -121,7 +181,7 @@ class SerialBoard:
         self.notes: deque[tuple[int, str]] = deque()  # (mono ns, what happened to the link)
         self.users = 0
 
-    def subscribe(self, inputs: list[int]) -> dict[int, deque[tuple[int, int, int]]]:
+    def subscribe(self, inputs: list[int]) -> dict[int, deque[Queued]]:
         with self._lock:
             for number in inputs:
                 if number in self._queues:
@@ -136,10 +196,13 @@ class SerialBoard:
 
         return serial.Serial(self.port, self.baudrate, timeout=0.2)
 
-    def open(self) -> None:
+    def open(self, monotonic_ns: Callable[[], int] | None = None) -> None:
+        """Start reading; receive times come from ``monotonic_ns`` (the timeline's clock)."""
         self.users += 1
         if self._thread is not None:
             return
+        if monotonic_ns is not None:
+            self._monotonic_ns = monotonic_ns
         try:
             self._serial = self._open_port()
         except Exception as exc:
@@ -157,15 +220,15 @@ class SerialBoard:
                 try:
                     self._serial = self._open_port()
                     buffer = b""
-                    self.clock = BoardClock()  # the board may have restarted meanwhile
-                    self.notes.append((time.monotonic_ns(), f"serial port {self.port} is back"))
+                    self.clock.forget()  # the board may have restarted meanwhile
+                    self.notes.append((self._monotonic_ns(), f"serial port {self.port} is back"))
                 except Exception:
                     continue
                 continue
             try:
                 chunk = port.read(256)
             except Exception as exc:  # the port went away (USB unplugged)
-                self.notes.append((time.monotonic_ns(), f"serial port {self.port} lost: {exc}"))
+                self.notes.append((self._monotonic_ns(), f"serial port {self.port} lost: {exc}"))
                 try:
                     port.close()
                 except Exception:
@@ -174,32 +237,43 @@ class SerialBoard:
                 continue
             if not chunk:
                 continue
-            received = time.monotonic_ns()
+            received = self._monotonic_ns()
             buffer += chunk
             *lines, buffer = buffer.split(b"\n")
             for raw in lines:
-                self._line(raw, received)
+                self.receive(raw, received)
 
-    def _line(self, raw: bytes, received_mono_ns: int) -> None:
-        self.lines += 1
+    def receive(self, raw: bytes, received_mono_ns: int) -> None:
+        """Take one line (without its newline) read from the port at ``received_mono_ns``.
+
+        ``lines`` counts it once it is handled: its edge queued, its heartbeat noted.
+        """
         try:
             parsed = parse_line(raw.decode("ascii"))
         except UnicodeDecodeError:
             parsed = None
         if parsed is None:
             self.bad_lines += 1
-            return
-        kind, numbers = parsed
+        else:
+            self._take(*parsed, received_mono_ns)
+        self.lines += 1
+
+    def _take(self, kind: str, numbers: list[int], received_mono_ns: int) -> None:
+        clock = self.clock
+        board_us = clock.unwrap(numbers[0] if kind == "H" else numbers[1], received_mono_ns)
+        while clock.notes:
+            text = clock.notes.popleft()
+            logger.warning("serial board on %s: %s", self.port, text)
+            self.notes.append((received_mono_ns, f"serial board on {self.port}: {text}"))
         if kind == "H":
-            board_us = self.clock.unwrap(numbers[0])
-            self.clock.heartbeat(board_us, received_mono_ns)
+            clock.heartbeat(board_us, received_mono_ns)
             self.last_heartbeat_mono_ns = received_mono_ns
             return
-        number, ticks, level = numbers
-        board_us = self.clock.unwrap(ticks)
+        number, _, level = numbers
         queue = self._queues.get(number)
         if queue is not None:
-            queue.append((self.clock.to_host(board_us, received_mono_ns), board_us, level))
+            host_ns = clock.to_host(board_us, received_mono_ns)
+            queue.append((host_ns, board_us, level, clock.epoch))
 
     def close(self) -> None:
         self.users -= 1
@@ -228,16 +302,17 @@ class SerialSource(Source):
         self.board = board
         self.inputs = inputs
         self.timeline = timeline
-        self._queues: dict[str, deque[tuple[int, int, int]]] = {}
+        self._queues: dict[str, deque[Queued]] = {}
         self._link_ok = True
         self._lost_at: int | None = None
-        self._previous: dict[str, tuple[int, int]] = {}  # channel -> (t_ns, board_us) last edge
+        # channel -> (t_ns, board_us, clock epoch) of its last edge
+        self._previous: dict[str, tuple[int, int, int]] = {}
         self._notes_seen = 0
 
     def open(self) -> None:
         queues = self.board.subscribe(list(self.inputs.values()))
         self._queues = {ch: queues[number] for ch, number in self.inputs.items()}
-        self.board.open()
+        self.board.open(self.timeline.monotonic_ns)
         logger.info(
             "%s: serial %s, %s",
             self.meter,
@@ -250,19 +325,20 @@ class SerialSource(Source):
         for channel, queue in self._queues.items():
             while True:
                 try:
-                    host_ns, board_us, level = queue.popleft()
+                    host_ns, board_us, level, epoch = queue.popleft()
                 except IndexError:
                     break
                 t_ns = self.timeline.from_monotonic(host_ns)
                 previous = self._previous.get(channel)
-                if previous is not None:
-                    # A better offset estimate must not pull an edge closer to the one before
-                    # than the board itself saw them (that would fake a glitch).
-                    prev_t, prev_board = previous
+                # A better offset estimate must not pull an edge closer to the one before than
+                # the board itself saw them (that would fake a glitch). Only within an epoch:
+                # across a board restart or a resync the board times are not comparable.
+                if previous is not None and previous[2] == epoch:
+                    prev_t, prev_board, _ = previous
                     spacing = (board_us - prev_board) * NS_PER_US
                     if spacing > 0:
                         t_ns = max(t_ns, prev_t + spacing)
-                self._previous[channel] = (t_ns, board_us)
+                self._previous[channel] = (t_ns, board_us, epoch)
                 edges.append(Edge(t_ns, self.meter, channel, level))
         edges.sort(key=lambda e: (e.t_ns, e.channel != CHANNEL_10, e.level))
         now = self.timeline.from_monotonic(mono_ns)

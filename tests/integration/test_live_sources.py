@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import sqlite3
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from gpiozero.pins.mock import MockFactory, MockPin
 from mqtt_helpers import wait_for
 
 from gateway.config import Config, GatewaySettings, MeterSettings, MqttSettings
-from gateway.core.edge import CHANNEL_10
+from gateway.core.edge import CHANNEL_10, Edge
 from gateway.core.meter import MeterCore
 from gateway.daemon.clock import Timeline
 from gateway.daemon.service import Service
@@ -317,6 +319,146 @@ def test_serial_port_unplugged_and_back(tmp_path) -> None:
     for runtime in service.meters:
         runtime.source.close()
     service.database.close()
+    board.unplug()
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    """Wait for the reader thread to get somewhere: poll the condition, never guess a delay."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def close_all(service: Service) -> None:
+    for runtime in service.meters:
+        runtime.source.close()
+    service.database.close()
+
+
+def test_serial_board_restarting_with_its_counter_above_2_31_keeps_times_right(tmp_path) -> None:
+    """On main, a restart 28 min ahead was taken for a jump: edges came out 28 min in the future,
+    and that future became the timeline's floor when the gateway restarted."""
+    port = tmp_path / "ttyUSB0"
+    board = Board(port)
+    service = Service(serial_config(tmp_path, port), out=io.StringIO())
+    service._open_sources()
+    reader = service.context.boards[str(port)]
+    core = service.meters[0].core
+    up = 500_000_000  # the board has been up for 8 min 20 s
+    board.send(f"H {up}", f"E 0 {up + 100_000} 1", f"H {up + 200_000}")
+    wait_until(lambda: reader.lines == 3)
+    service.step()
+    sent = service.timeline.now()
+    after = 2_200_000_000  # restarted, its counter above 2^31 and 28 min ahead of the old one
+    board.send(f"H {after}", f"E 0 {after + 100_000} 0", f"E 0 {after + 400_000} 1")
+    board.send(f"H {after + 500_000}")
+    wait_until(lambda: reader.lines == 7)
+    service.step()
+    received = service.timeline.now()
+    stamped, level = core.last_seen()["10"]
+    assert level == 1
+    # When it came, give or take the 300 ms the board saw between the two edges.
+    assert sent <= stamped <= received + 300_000_000, (stamped - received) / 1e9
+    core.advance(service.timeline.now() + 10**9)
+    assert core.totals["10"].edges == 3 and core.glitches == 0
+    details = [e.detail for e in service.meters[0].checkpoint.events]
+    assert any("board restarted" in d for d in details), details
+    service.commit()
+    close_all(service)
+    # The gateway restarts: the last edge stored is no floor in the future.
+    again = Service(serial_config(tmp_path, port), out=io.StringIO())
+    assert abs(again.timeline.now() - time.time_ns()) < 10**9
+    again.database.close()
+    board.unplug()
+
+
+class HostClock:
+    """The host's monotonic and wall clocks, moved by the test; the reader thread reads them."""
+
+    def __init__(self) -> None:
+        self.mono = 10**12
+
+    def mono_ns(self) -> int:
+        return self.mono
+
+    def wall_ns(self) -> int:
+        return 1_764_057_600 * 10**9 + self.mono
+
+
+def test_serial_board_silent_for_40_minutes_keeps_times_right(tmp_path) -> None:
+    """No line at all for longer than half a wrap, from a board whose crystal runs 0.5 % fast."""
+    port = tmp_path / "ttyUSB0"
+    board = Board(port)
+    host = HostClock()
+    timeline = Timeline(wall_ns=host.wall_ns, monotonic_ns=host.mono_ns)
+    reader = SerialBoard(str(port), 115200)
+    source = SerialSource("m1", reader, {"10": 0}, timeline)
+    source.open()
+    t0 = host.mono
+
+    def counter(at_ns: int) -> int:
+        return (3_000_000_000 + (at_ns - t0) * 1005 // 1000 // 1000) % (1 << 32)
+
+    def send(line: str, at_ns: int, latency_ns: int = 2_000_000) -> None:
+        host.mono = at_ns + latency_ns  # when the reader thread gets it
+        lines = reader.lines
+        board.send(line)
+        wait_until(lambda: reader.lines == lines + 1)
+
+    def lateness(edges: Sequence[Edge], *happened: int) -> list[int]:
+        """Return how late each edge is stamped, against when it happened."""
+        return [e.t_ns - timeline.from_monotonic(at) for e, at in zip(edges, happened, strict=True)]
+
+    s = 10**9
+    send(f"H {counter(t0)}", t0)
+    send(f"E 0 {counter(t0 + s // 3)} 1", t0 + s // 3)
+    send(f"H {counter(t0 + s)}", t0 + s)
+    send(f"E 0 {counter(t0 + s + s // 2)} 0", t0 + s + s // 2)
+    edges = source.poll(host.mono).edges
+    # 2 ms late (the heartbeats' latency) and 0.5 % of the board's drift over a second or so.
+    assert all(0 <= ns <= 10_000_000 for ns in lateness(edges, t0 + s // 3, t0 + s + s // 2))
+    host.mono += 40 * 60 * s
+    assert source.poll(host.mono).events  # the link is silent
+    back = host.mono
+    send(f"E 0 {counter(back)} 1", back, latency_ns=5_000_000)  # before any heartbeat
+    send(f"H {counter(back + s // 5)}", back + s // 5)
+    send(f"E 0 {counter(back + s // 2)} 0", back + s // 2)
+    send(f"H {counter(back + s)}", back + s)
+    poll = source.poll(host.mono)
+    first, second = lateness(poll.edges, back, back + s // 2)
+    # Stamped when it came (5 ms late), then through the new heartbeats and the board's spacing:
+    # not 12 s late from the board's 40 min 12 s since the edge before the silence, nor minutes
+    # off from a misread counter.
+    assert 0 <= first <= 5_000_000
+    assert 0 <= second <= 10_000_000
+    assert [e.level for e in poll.edges] == [1, 0]
+    assert any("clock re-synchronised after 2400 s" in e.detail for e in poll.events), poll.events
+    source.close()
+    board.unplug()
+
+
+def test_a_last_edge_stored_in_the_future_does_not_drag_the_timeline(tmp_path, caplog) -> None:
+    """An earlier bug or a clock an hour fast left a last edge an hour ahead in the database."""
+    port = tmp_path / "ttyUSB0"
+    board = Board(port)
+    hour = 3600 * 10**9
+    service = Service(
+        serial_config(tmp_path, port), out=io.StringIO(), wall_ns=lambda: time.time_ns() + hour
+    )
+    service._open_sources()
+    reader = service.context.boards[str(port)]
+    board.send("H 1000", "E 0 2000 1", "H 300000")
+    wait_until(lambda: reader.lines == 3)
+    service.step()
+    assert service.meters[0].core.last_seen()["10"][0] > time.time_ns() + hour // 2
+    service.commit()
+    close_all(service)
+    with caplog.at_level(logging.WARNING, logger="gateway.daemon.clock"):
+        again = Service(serial_config(tmp_path, port), out=io.StringIO())  # the clock is right
+    assert again.timeline.now() - time.time_ns() <= 2 * 10**9  # the floor's lead at most
+    assert "ahead of the system clock" in caplog.text
+    again.database.close()
     board.unplug()
 
 

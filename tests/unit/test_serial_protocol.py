@@ -1,11 +1,14 @@
-"""The serial pulse-counter protocol (SPEC section 6), without a port."""
+"""The serial pulse-counter protocol (SPEC section 6), without a port.
+
+The board's clock (unwrapping, offsets, restarts) is tested in ``test_serial_clock.py``.
+"""
 
 from __future__ import annotations
 
 import pytest
 
 from gateway.core.crosscheck import CrossCheck
-from gateway.sources.serial import WRAP, BoardClock, checksum, parse_line
+from gateway.sources.serial import WRAP, checksum, parse_line
 
 
 def test_checksum_is_the_xor_of_the_bytes_before_the_star() -> None:
@@ -25,22 +28,6 @@ def test_checksum_is_the_xor_of_the_bytes_before_the_star() -> None:
 )
 def test_bad_lines_are_refused_whole(line: str) -> None:
     assert parse_line(line) is None
-
-
-def test_the_counter_unwraps_across_its_32_bits() -> None:
-    clock = BoardClock()
-    assert clock.unwrap(WRAP - 10) == WRAP - 10
-    assert clock.unwrap(5) == WRAP + 5  # 15 µs later, across the wrap
-    assert clock.unwrap(3) == WRAP + 3  # a line a little out of order stays close
-
-
-def test_a_restarted_board_forgets_its_old_offsets() -> None:
-    clock = BoardClock()
-    clock.heartbeat(clock.unwrap(2_000_000_000), 10**12)
-    assert clock.to_host(2_000_000_500, 0) == 10**12 + 500_000
-    clock.unwrap(1_000)  # far behind itself: the board restarted
-    assert not clock.offsets_ns
-    assert clock.to_host(1_000, 77) == 77  # until a heartbeat, when it arrived is the bound
 
 
 def test_crosscheck_rebase_starts_afresh_after_a_gap() -> None:
