@@ -60,7 +60,7 @@ def once(log: Path, directory: Path) -> tuple[int, float, int]:
     commits += 1
     elapsed = time.perf_counter() - start
     stop.set()
-    service.store.close()
+    service.database.close()
     with sqlite3.connect(db) as conn:
         edges = sum(row[0] for row in conn.execute("select edges from channel_counters"))
     return edges, elapsed, commits

@@ -1,4 +1,4 @@
-"""One checkpoint path: what a commit writes for a meter, built from its core and its source.
+"""One checkpoint path: what a commit writes for a meter, and when the daemon commits.
 
 Between commits a meter's core produces closed intervals, demand sub-intervals and events, and
 its peak may be reset; a :class:`Checkpoint` gathers them. :meth:`Checkpoint.batch` builds the
@@ -6,21 +6,67 @@ its peak may be reset; a :class:`Checkpoint` gathers them. :meth:`Checkpoint.bat
 state, the counters, the source's resume state and all that was gathered. Nothing is dropped
 until :meth:`Checkpoint.committed` says the commit succeeded, so a commit that fails leaves it all
 for the next one. The daemon and ``replay --db`` both go through here.
+
+:class:`CommitPolicy` says when the daemon commits: at once when an interval or sub-interval
+closes, an event occurs or the peak is reset (what MQTT publishes next must be on the card
+first), otherwise at most every ``commit_interval_s`` while edges come, and never while nothing
+changed. While the database fails, commits are retried with a growing pause, counting goes on in
+memory, and what waits to be written is bounded (:data:`MAX_PENDING`): beyond it the oldest
+details are dropped and counted, never the totals, which live in the core's state.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-from gateway.core.events import Event
+from gateway.core.events import Event, EventKind
 from gateway.core.intervals import Interval
 from gateway.core.meter import MeterCore
 from gateway.core.state import counter_values, snapshot
 from gateway.sinks.readback import StoredMeter
 from gateway.sinks.store import MeterBatch
 from meter_model.demand import Peak, SubInterval
+
+# What may wait for a failing database, per meter: a month of 15-minute intervals and 5-minute
+# sub-intervals at the defaults (about 2 MB), and the newest events.
+MAX_PENDING = {"intervals": 3_000, "sub-intervals": 9_000, "events": 1_000}
+
+
+@dataclass
+class CommitPolicy:
+    """When the daemon commits (see the module docstring). Times are monotonic ns."""
+
+    interval_ns: int
+    last_ns: int = 0  # the last commit, or the last try while failing
+    failing_since_ns: int | None = None
+    failures: int = 0
+    RETRY_S: ClassVar[tuple[int, ...]] = (1, 2, 5, 10, 30, 60)  # pauses between tries
+
+    def due(self, now_ns: int, *, urgent: bool, dirty: bool) -> bool:
+        """Return whether to commit now."""
+        if self.failing_since_ns is not None:
+            pause_s = self.RETRY_S[min(self.failures, len(self.RETRY_S)) - 1]
+            return (urgent or dirty) and now_ns - self.last_ns >= pause_s * 1_000_000_000
+        if urgent:
+            return True
+        return dirty and now_ns - self.last_ns >= self.interval_ns
+
+    def succeeded(self, now_ns: int) -> int | None:
+        """Record a commit; return since when storage had failed, if it had."""
+        since, self.failing_since_ns, self.failures = self.failing_since_ns, None, 0
+        self.last_ns = now_ns
+        return since
+
+    def failed(self, now_ns: int) -> bool:
+        """Record a failed commit; return whether it is the first of a run of failures."""
+        first = self.failing_since_ns is None
+        if first:
+            self.failing_since_ns = now_ns
+        self.failures += 1
+        self.last_ns = now_ns
+        return first
 
 
 @dataclass
@@ -37,6 +83,9 @@ class Checkpoint:
     events: list[Event] = field(default_factory=list)
     subintervals: list[SubInterval] = field(default_factory=list)
     resets: list[tuple[Peak, int]] = field(default_factory=list)  # (peak cleared, when)
+    dirty: bool = False  # edges counted (or time marked unobserved) since the last commit
+    dropped: dict[str, int] = field(default_factory=dict)  # details dropped while storage failed
+    dropped_at_ns: int | None = None
 
     @classmethod
     def resuming(cls, stored: StoredMeter | None, name: str, model: str, source: str) -> Checkpoint:
@@ -62,6 +111,28 @@ class Checkpoint:
     def add_reset(self, cleared: Peak, when_ns: int) -> None:
         self.resets.append((cleared, when_ns))
 
+    @property
+    def urgent(self) -> bool:
+        """Something closed or happened that should be on the card before it is published."""
+        return bool(self.intervals or self.subintervals or self.events or self.resets)
+
+    def trim(self, now_ns: int) -> None:
+        """Bound what waits while the database fails: drop the oldest details beyond the limits.
+
+        The totals live in the core's state and are never dropped; a ``storage`` event in the
+        next batch says what was.
+        """
+        for name, items in (
+            ("intervals", self.intervals),
+            ("sub-intervals", self.subintervals),
+            ("events", self.events),
+        ):
+            excess = len(items) - MAX_PENDING[name]
+            if excess > 0:
+                del items[:excess]
+                self.dropped[name] = self.dropped.get(name, 0) + excess
+                self.dropped_at_ns = self.dropped_at_ns or now_ns
+
     def collect(self, core: MeterCore) -> None:
         """Take the events and sub-intervals the core has handed over since the last call."""
         self.events.extend(core.take_events())
@@ -72,6 +143,11 @@ class Checkpoint:
     ) -> MeterBatch:
         """Return everything not yet committed; ``skipped`` is the source's count this run."""
         self.collect(core)
+        if self.dropped:
+            what = ", ".join(f"{n} {name}" for name, n in self.dropped.items())
+            detail = f"the database failed too long: the oldest {what} waiting for it were dropped"
+            self.events.append(Event(self.dropped_at_ns or 0, EventKind.STORAGE, None, detail))
+            self.dropped, self.dropped_at_ns = {}, None
         demand = core.demand
         return MeterBatch(
             name=self.name,
@@ -97,3 +173,4 @@ class Checkpoint:
         del self.events[: len(batch.events)]
         del self.resets[: len(batch.resets)]
         self.committed_wh = batch.register_wh
+        self.dirty = False

@@ -8,11 +8,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
-import threading
 from collections.abc import Sequence
-from types import FrameType
 
 from gateway import __version__
 from gateway.errors import ConfigError, GatewayError, PulseLogError
@@ -34,6 +31,17 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _speed(text: str) -> float:
+    from gateway.config import MAX_SPEED
+
+    value = _positive_float(text)
+    if value > MAX_SPEED:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} must be a number above 0, at most {MAX_SPEED:g}"
+        )
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="amr-gateway",
@@ -48,9 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--simulate", action="store_true", help="simulate one meter (embedded defaults)"
     )
-    run.add_argument(
-        "--speed", type=_positive_float, metavar="X", help="run simulated time X times faster"
-    )
+    run.add_argument("--speed", type=_speed, metavar="X", help="run simulated time X times faster")
 
     simulate = commands.add_parser(
         "simulate", help="run the meter model over a load profile and write its pulse log"
@@ -121,16 +127,10 @@ def _configure_logging(verbose: bool) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     # Handlers first: a SIGTERM during start-up still ends in a clean, committed stop.
-    stop = threading.Event()
+    from gateway.daemon.signals import Signals
 
-    def _stop(signum: int, _frame: FrameType | None) -> None:
-        logger.info("received %s, stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    reopen = threading.Event()
-    signal.signal(signal.SIGHUP, lambda _signum, _frame: reopen.set())
+    signals = Signals()
+    signals.install()
 
     import dataclasses
 
@@ -151,7 +151,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             for m in config.meters
         )
         config = dataclasses.replace(config, meters=meters)
-    return Service(config, out=sys.stdout).run(stop, reopen)
+    return Service(config, out=sys.stdout).run(signals)
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:

@@ -33,6 +33,7 @@ def import_logs(
     """Import ``paths`` into the database at ``url``; return what the meters now hold."""
     database = Database(url)
     try:
+        database.lock("replay --db")
         stored = {m.name: m for m in Readback(database).meters()}
 
         def make_core(name: str, first_ns: int) -> MeterCore:

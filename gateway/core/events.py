@@ -21,6 +21,7 @@ class EventKind(StrEnum):
     MODEL = "model"  # in simulation: the gateway's count differs from the model's register
     CLOCK_STEP = "clock_step"
     CAPTURE = "capture"  # the raw-edge capture failed (disk full, read-only) and was turned off
+    STORAGE = "storage"  # the database failed (commits wait in memory) or came back
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,9 @@ class Notifier:
             return
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-                sock.sendto(message.encode(), self.address)
+                # Never wait: a listener that does not read (its queue full) must not hold
+                # up the loop that counts edges; a ping dropped now is sent again in a second.
+                sock.sendto(message.encode(), socket.MSG_DONTWAIT, self.address)
         except OSError as exc:
             logger.debug("sd_notify failed: %s", exc)
 

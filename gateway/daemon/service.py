@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
+import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
-from gateway.checkpoint import Checkpoint
+from gateway.checkpoint import Checkpoint, CommitPolicy
 from gateway.config import Config, MeterSettings, core_settings, meter_config
 from gateway.core.edge import CHANNEL_1K, CHANNEL_10, Edge
 from gateway.core.events import Event, EventKind
@@ -26,11 +26,12 @@ from gateway.core.meter import MeterCore, Reading
 from gateway.core.state import restore
 from gateway.daemon.clock import ClockStep, Timeline
 from gateway.daemon.notify import Notifier
+from gateway.daemon.signals import Signals
 from gateway.daemon.wiring import SourceContext, build_source
 from gateway.errors import ConfigError, SinkError
 from gateway.pulselog.capture import Capture
 from gateway.sinks.database import Database
-from gateway.sinks.payloads import state_payload
+from gateway.sinks.payloads import event_payload, state_payload
 from gateway.sinks.readback import StoredMeter
 from gateway.sinks.store import MeterBatch, Store
 from gateway.sources import Source
@@ -43,9 +44,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+
+def signal_names(numbers: Sequence[int]) -> list[str]:
+    return [signal.Signals(n).name for n in numbers]
+
+
 POLL_INTERVAL_S = 0.1
 WATCHDOG_PING_NS = 1_000_000_000
-UNHEALTHY_AFTER_NS = 20_000_000_000  # a database failing this long stops the watchdog pings
 
 
 def format_reading(reading: Reading) -> str:
@@ -135,7 +140,14 @@ class Service:
                         f"{settings.port} does not exist"
                     )
         self.database = Database(config.gateway.database)
+        try:
+            self.database.lock("run")
+        except BaseException:
+            self.database.close()
+            raise
         self.store = Store(self.database)
+        self.policy = CommitPolicy(int(config.gateway.commit_interval_s * 1e9))
+        self.storage_error: str | None = None
         start_ns = wall_ns()
         stored = [
             self.store.meter(settings.name, settings.model, settings.source, start_ns)
@@ -218,69 +230,116 @@ class Service:
                 )
             core.mark_gap(since, now, detail, missed)
 
-    def run(self, stop: threading.Event, reopen: threading.Event | None = None) -> int:
-        """Run the main loop until ``stop`` is set; flush and return the exit status.
+    def run(self, signals: Signals) -> int:
+        """Run the main loop until SIGTERM or SIGINT; commit what is left; return the status.
 
-        ``reopen`` (set by SIGHUP) starts new capture files. systemd hears READY=1 once the
-        sources are open and WATCHDOG=1 from every healthy pass of the loop; a database that
-        keeps failing stops the pings, so systemd restarts the service.
+        SIGHUP starts new capture files. systemd hears READY=1 once the sources are open and
+        WATCHDOG=1 every second the loop runs, whether or not the database works: counting goes
+        on in memory while it fails, and a restart would only lose that.
         """
+        self.start()
+        try:
+            while not signals.stop.is_set():
+                self.tick()
+                if signals.reopen.is_set():
+                    signals.reopen.clear()
+                    self._capturing(lambda c: c.reopen(self.timeline.now()))
+                signals.wait(POLL_INTERVAL_S)
+            logger.info("stopping on %s", ", ".join(signal_names(signals.received)) or "request")
+        finally:
+            status = self.shutdown()
+        return status
+
+    def start(self) -> None:
+        """Open the sources, connect to the broker, tell systemd the gateway is ready."""
         self._open_sources()
         if self.mqtt is not None:
             self.mqtt.start()
-        gateway = self.config.gateway
-        last_commit = last_report = last_state = last_ping = self._monotonic_ns()
-        failing_since: int | None = None
+        mono = self._monotonic_ns()
+        self._last_report = self._last_state = self._last_ping = mono
         self.notifier.ready(f"{len(self.meters)} meter(s)")
         self.report()
-        try:
-            while not stop.is_set():
-                self.step()
-                mono = self._monotonic_ns()
-                if reopen is not None and reopen.is_set():
-                    reopen.clear()
-                    self._capturing(lambda c: c.reopen(self.timeline.now()))
-                if mono - last_commit >= gateway.commit_interval_s * 1e9:
-                    try:
-                        self.commit()
-                        failing_since = None
-                    except SinkError as exc:
-                        failing_since = failing_since or mono
-                        logger.error("commit failed (retrying): %s", exc)
-                    last_commit = mono
-                healthy = failing_since is None or mono - failing_since < UNHEALTHY_AFTER_NS
-                if healthy and mono - last_ping >= WATCHDOG_PING_NS:
-                    self.notifier.watchdog()
-                    last_ping = mono
-                if self.mqtt is not None:
-                    due = mono - last_state >= self.config.mqtt.state_interval_s * 1e9
-                    self.publish_states(force=due)
-                    if due:
-                        last_state = mono
-                    self.handle_commands(self.mqtt.pump())
-                if mono - last_report >= gateway.report_interval_s * 1e9:
-                    self.report()
-                    last_report = mono
-                stop.wait(POLL_INTERVAL_S)
-        finally:
-            self.notifier.stopping()
-            status = 0
-            try:
-                self.commit()
-            except SinkError as exc:
-                # Shut down cleanly all the same; systemd restarts us (exit 1), and what was
-                # not committed is counted again from the sources that can replay it.
-                logger.error("the last commit failed: %s", exc)
-                status = 1
-            self._capturing(Capture.close)
-            if self.mqtt is not None:
-                self.publish_states(force=True)
-                self.mqtt.pump()
-                self.mqtt.stop()
+
+    def tick(self) -> None:
+        """One pass of the main loop: poll, commit when due, ping, publish, report."""
+        self.step()
+        mono = self._monotonic_ns()
+        self.commit_if_due(mono)
+        if mono - self._last_ping >= WATCHDOG_PING_NS:
+            self.notifier.watchdog()
+            self._last_ping = mono
+        if self.mqtt is not None:
+            due = mono - self._last_state >= self.config.mqtt.state_interval_s * 1e9
+            self.publish_states(force=due)
+            if due:
+                self._last_state = mono
+            self.handle_commands(self.mqtt.pump())
+        if mono - self._last_report >= self.config.gateway.report_interval_s * 1e9:
             self.report()
-            for runtime in self.meters:
-                runtime.source.close()
-            self.database.close()
+            self._last_report = mono
+
+    def commit_if_due(self, mono_ns: int) -> None:
+        """Commit when the policy says so; a failing database never stops the counting."""
+        urgent = any(m.checkpoint.urgent for m in self.meters)
+        dirty = any(m.checkpoint.dirty for m in self.meters)
+        if not self.policy.due(mono_ns, urgent=urgent, dirty=dirty):
+            return
+        try:
+            self.commit()
+        except SinkError as exc:
+            self._storage_failed(mono_ns, exc)
+            return
+        since = self.policy.succeeded(mono_ns)
+        if since is not None:
+            seconds = (mono_ns - since) / 1e9
+            logger.warning("the database works again after %.0f s; all is committed", seconds)
+            self.storage_error = None
+            self._note_storage(f"the database works again after {seconds:.0f} s")
+
+    def _storage_failed(self, mono_ns: int, exc: SinkError) -> None:
+        first = self.policy.failed(mono_ns)
+        for runtime in self.meters:
+            runtime.checkpoint.trim(runtime.now_ns)
+        if first:
+            logger.error("commit failed: %s; counting goes on in memory, retrying", exc)
+            self.storage_error = str(exc)
+            self._note_storage(f"the database failed ({exc}); counting goes on in memory")
+            if self.mqtt is not None:
+                # Told at once, outside the outbox (which is in the failing database).
+                for runtime in self.meters:
+                    self.mqtt.publish_now(
+                        runtime.settings.name,
+                        "event",
+                        event_payload(runtime.settings.name, runtime.checkpoint.events[-1], None),
+                    )
+        else:
+            logger.debug("commit failed again: %s", exc)
+
+    def _note_storage(self, detail: str) -> None:
+        now = self.timeline.now()
+        for runtime in self.meters:
+            runtime.checkpoint.add_events([Event(now, EventKind.STORAGE, None, detail)])
+
+    def shutdown(self) -> int:
+        """Commit what is left, say goodbye, release everything; return the exit status."""
+        self.notifier.stopping()
+        status = 0
+        try:
+            self.commit()
+        except SinkError as exc:
+            # Shut down cleanly all the same; systemd restarts us (exit 1), and what was
+            # not committed is counted again from the sources that can replay it.
+            logger.error("the last commit failed: %s", exc)
+            status = 1
+        self._capturing(Capture.close)
+        if self.mqtt is not None:
+            self.publish_states(force=True)
+            self.mqtt.pump()
+            self.mqtt.stop()
+        self.report()
+        for runtime in self.meters:
+            runtime.source.close()
+        self.database.close()
         return status
 
     def publish_states(self, *, force: bool) -> None:
@@ -346,12 +405,15 @@ class Service:
             for gap_from, gap_to, why in poll.gaps:
                 core.mark_gap(gap_from, gap_to, why)
             feed(core, poll.edges)
+            if poll.edges or poll.gaps:
+                runtime.checkpoint.dirty = True
             runtime.checkpoint.add_events(poll.events)
             checker = runtime.source.checker
             if checker is not None:
                 runtime.checkpoint.add_events(checker.check(core))
             core.begin(poll.now_ns)  # a source that gave no edge yet starts the core here
             runtime.checkpoint.add_intervals(core.advance(poll.now_ns))
+            runtime.checkpoint.collect(core)
             runtime.now_ns = poll.now_ns
             if poll.finished and not runtime.finished:
                 runtime.finished = True

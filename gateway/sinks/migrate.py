@@ -1,23 +1,39 @@
-"""Database migrations with Alembic, run from the installed package (no alembic.ini needed)."""
+"""Database migrations with Alembic, run from the installed package (no alembic.ini needed).
+
+Alembic is imported only when a migration is needed: a daemon starting on a database already at
+:data:`~gateway.sinks.schema.SCHEMA_REVISION` reads ``alembic_version`` with plain SQL (a test
+holds that constant to Alembic's head), which spares a Raspberry Pi a second of start-up.
+"""
 
 from __future__ import annotations
 
 import importlib.resources
 import logging
+import os
+from typing import TYPE_CHECKING
 
-from alembic.config import Config
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, SinkError
 from gateway.sinks.failures import first_line, sink_errors
 from gateway.sinks.redact import redact
+from gateway.sinks.schema import SCHEMA_REVISION
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 logger = logging.getLogger(__name__)
 
+# SQLite's result codes for an open that failed because of the input the user gave (a file that
+# is not a database, a directory that does not exist), as opposed to the storage failing.
+_SQLITE_USER_ERRORS = {"SQLITE_NOTADB", "SQLITE_CANTOPEN", "SQLITE_CORRUPT"}
+
 
 def _config() -> Config:
+    from alembic.config import Config
+
     # The scripts are migrations/ in the repository, installed as the gateway.migrations package.
     scripts = importlib.resources.files("gateway.migrations")
     config = Config()
@@ -33,7 +49,20 @@ def _tables(engine: Engine) -> set[str]:
     try:
         return set(inspect(engine).get_table_names())
     except SQLAlchemyError as exc:
+        name = getattr(getattr(exc, "orig", None), "sqlite_errorname", None)
+        path = engine.url.database or ""
+        if name == "SQLITE_CANTOPEN" and os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            name = "SQLITE_READONLY"  # the directory is there: it cannot be written (read-only)
+        if engine.dialect.name == "sqlite" and name not in _SQLITE_USER_ERRORS:
+            # Disk I/O, a read-only or full file system, a lock: storage, which may come back.
+            raise SinkError(f"{_describe(engine)}: cannot open it: {first_line(exc)}") from exc
         why = first_line(exc)
+        if name == "SQLITE_CANTOPEN":
+            raise ConfigError(
+                f"{_describe(engine)}: cannot open it ({why}); does its directory exist?"
+            ) from None
+        if engine.dialect.name != "sqlite":
+            raise SinkError(f"{_describe(engine)}: cannot open it: {why}") from exc
         raise ConfigError(
             f"{_describe(engine)}: cannot open it ({why}); is it an amr-gateway database?"
         ) from None
@@ -56,17 +85,21 @@ def head_revision() -> str:
 
 
 def current_revision(engine: Engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
-    with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+    """Return the revision the database is at (None: not under migration yet)."""
+    if "alembic_version" not in _tables(engine):
+        return None
+    with sink_errors(_describe(engine)), engine.connect() as connection:
+        return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def upgrade_database(engine: Engine, revision: str = "head") -> None:
     """Bring the database to ``revision`` (creating it if empty); refuse a foreign one."""
+    tables = _tables(engine)
+    _check_ours(engine, tables)
+    if revision == "head" and tables and current_revision(engine) == SCHEMA_REVISION:
+        return  # nothing to do, and no need for Alembic
     from alembic import command
 
-    _check_ours(engine, _tables(engine))
     config = _config()
     with sink_errors(f"{_describe(engine)}: migration failed"), engine.begin() as connection:
         config.attributes["connection"] = connection
@@ -91,8 +124,8 @@ def check_database(engine: Engine) -> None:
             f"{_describe(engine)} is empty: run the gateway or 'amr-gateway db upgrade'"
         )
     current = current_revision(engine)
-    if current != head_revision():
+    if current != SCHEMA_REVISION:
         raise ConfigError(
-            f"{_describe(engine)} is at revision {current}, not {head_revision()}: "
+            f"{_describe(engine)} is at revision {current}, not {SCHEMA_REVISION}: "
             "run 'amr-gateway db upgrade'"
         )

@@ -24,6 +24,7 @@ import json
 import logging
 import ssl
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 KNOWN_COMMANDS = ("reset_peak",)
 MAX_IN_FLIGHT = 50
+REFUSED_RETRY_S = 30
 OUTBOX_BATCH = 200
 
 
@@ -96,6 +98,7 @@ class MqttPublisher:
         self._rejected: list[tuple[int, str]] = []
         self._done_pending: list[int] = []  # acknowledged rows whose deletion must be retried
         self._outbox_dirty = True  # look at the outbox only when something may be waiting
+        self._refused: dict[int, float] = {}  # refused row id -> when to offer it again
         self.client = self._make_client()
 
     # -- paho, and only here -----------------------------------------------------------------
@@ -238,6 +241,15 @@ class MqttPublisher:
         if self.connected:
             self._publish(f"{self.base}/{meter}/state", text, qos=1, retain=True)
 
+    def publish_now(self, meter: str, kind: str, payload: dict[str, Any]) -> None:
+        """Publish a message at once, outside the outbox (when the database itself fails).
+
+        QoS 1 while connected; nothing is kept if the broker is away.
+        """
+        if self.connected:
+            text = json.dumps(payload, separators=(",", ":"))
+            self._publish(f"{self.base}/{meter}/{kind}", text, qos=1)
+
     def pump(self) -> list[Command]:
         """Act on what paho reported; move the outbox on. Returns commands received."""
         with self._lock:
@@ -247,11 +259,23 @@ class MqttPublisher:
             rejected, self._rejected = self._rejected, []
             commands, self._commands = self._commands, []
             connected = self._connected
+        now = time.monotonic()
         for mid, why in rejected:
             row = self._in_flight.pop(mid, None)
             if row is not None:
-                self._handed.discard(row)  # sent again on a later pass
-                logger.warning("the broker refused outbox message %d (%s); kept", row, why)
+                # Kept, and offered again after a pause: a broker that refuses (an ACL, a quota)
+                # would refuse again at once, many times a second.
+                self._handed.discard(row)
+                self._refused[row] = now + REFUSED_RETRY_S
+                logger.warning(
+                    "the broker refused outbox message %d (%s); kept, offered again in %d s",
+                    row,
+                    why,
+                    REFUSED_RETRY_S,
+                )
+        if self._refused and min(self._refused.values()) <= now:
+            self._refused = {row: t for row, t in self._refused.items() if t > now}
+            self._outbox_dirty = True
         self._done_pending += [self._in_flight.pop(mid) for mid in acked if mid in self._in_flight]
         if self._done_pending and self.outbox is not None:
             try:
@@ -299,16 +323,16 @@ class MqttPublisher:
         if room <= 0:
             return
         try:
-            messages = self.outbox.head(OUTBOX_BATCH)
+            limit = OUTBOX_BATCH + len(self._handed) + len(self._refused)
+            messages = self.outbox.head(limit)
         except SinkError as exc:
             logger.error("could not read the outbox (will retry): %s", exc)
             self._outbox_dirty = True
             return
-        if len(messages) > len(self._handed):
-            self._outbox_dirty = True  # more than one batch waits: come back next pass
-        for message in messages:
-            if message.id in self._handed:
-                continue
+        waiting = [m for m in messages if m.id not in self._handed and m.id not in self._refused]
+        if len(waiting) > room or len(messages) == limit:
+            self._outbox_dirty = True  # more waits than goes now: come back next pass
+        for message in waiting:
             if room <= 0:
                 break
             topic = f"{self.base}/{message.meter}/{message.kind}"

@@ -56,8 +56,8 @@ def interval_payload(interval: Interval, seq: int) -> dict[str, Any]:
     }
 
 
-def event_payload(meter: str, item: Event, seq: int) -> dict[str, Any]:
-    """Return the message of an event."""
+def event_payload(meter: str, item: Event, seq: int | None) -> dict[str, Any]:
+    """Return the message of an event (``seq`` None: sent at once, outside the outbox)."""
     return {
         "meter": meter,
         "time": format_iso(item.t_ns),

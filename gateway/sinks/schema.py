@@ -16,6 +16,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+# The Alembic revision these models describe (migrations/versions/); a test holds it to the head.
+SCHEMA_REVISION = "0001"
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",

@@ -5,17 +5,23 @@ derived from the same edges, and the MQTT outbox entries for them are written in
 transaction** per commit (:class:`MeterBatch`, built by :mod:`gateway.checkpoint`), so a crash
 loses at most the last commit and never leaves them disagreeing. Reading back is
 :mod:`gateway.sinks.readback`'s job, the outbox's delivery :mod:`gateway.sinks.outbox`'s.
+
+A Raspberry Pi's SD card wears with every byte written, so a commit writes only what changed,
+with plain INSERT and UPDATE statements: the store remembers what the database holds of each
+meter (:class:`_Written`) and compares. Its memory is updated only once a transaction has
+committed, so a failed commit is simply tried again in full.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from gateway.core.events import Event
@@ -61,11 +67,26 @@ class MeterBatch:
     published_wh: int = 0  # the highest total published so far
 
 
+@dataclass
+class _Written:
+    """What the database holds of one meter, as this store last wrote or read it."""
+
+    meter_id: int
+    state: dict[str, Any] | None = None  # the meter_state row's columns, None: no row yet
+    counters: dict[str, dict[str, int | None]] = field(default_factory=dict)
+    peak: dict[str, Any] | None = None  # the current peak row's columns (id included)
+
+
+def _json(data: dict[str, Any] | None) -> str | None:
+    return None if data is None else json.dumps(data, separators=(",", ":"))
+
+
 class Store:
     """Writes to the gateway's database."""
 
     def __init__(self, database: Database) -> None:
         self.database = database
+        self._written: dict[str, _Written] = {}
 
     def meter(self, name: str, model: str, source: str, now_ns: int) -> StoredMeter:
         """Return a meter's stored state, registering the meter if it is new."""
@@ -79,13 +100,21 @@ class Store:
 
     # -- the batch ---------------------------------------------------------------------------
 
-    def commit(self, batches: Iterable[MeterBatch], now_ns: int) -> None:
-        """Write every meter's batch in one transaction."""
+    def commit(self, batches: Iterable[MeterBatch], now_ns: int) -> int:
+        """Write every meter's batch in one transaction; return how many statements it took."""
+        written: dict[str, _Written] = {}
+        statements = 0
         with self.database.transaction() as session:
             for batch in batches:
-                self._write(session, batch, now_ns)
+                known = self._written.get(batch.name) or self._load(session, batch, now_ns)
+                after, count = self._write(session, batch, known, now_ns)
+                written[batch.name] = after
+                statements += count
+        self._written.update(written)  # only now: the transaction is in the database
+        return statements
 
-    def _write(self, session: Session, batch: MeterBatch, now_ns: int) -> None:
+    def _load(self, session: Session, batch: MeterBatch, now_ns: int) -> _Written:
+        """Read what the database holds of a meter (registering it if new)."""
         meter = session.scalar(select(MeterRow).where(MeterRow.name == batch.name))
         if meter is None:
             meter = MeterRow(
@@ -93,53 +122,62 @@ class Store:
             )
             session.add(meter)
             session.flush()
+        known = _Written(meter.id)
         state = session.get(MeterStateRow, meter.id)
-        if state is None:
-            state = MeterStateRow(
-                meter_id=meter.id,
-                core="{}",
-                register_wh=0,
-                published_wh=0,
-                next_interval_seq=1,
-                next_event_seq=1,
-                saved_ns=now_ns,
-            )
-            session.add(state)
-        state.core = json.dumps(batch.core_state, separators=(",", ":"))
-        state.source = (
-            json.dumps(batch.source_state, separators=(",", ":"))
-            if batch.source_state is not None
-            else None
+        if state is not None:
+            known.state = {column: getattr(state, column) for column in _STATE_COLUMNS}
+        for counter in session.scalars(select(CounterRow).where(CounterRow.meter_id == meter.id)):
+            known.counters[counter.channel] = {
+                column: getattr(counter, column) for column in _COUNTER_COLUMNS
+            }
+        peak = session.scalar(
+            select(PeakRow).where(PeakRow.meter_id == meter.id, PeakRow.reset_ns.is_(None))
         )
-        state.register_wh = batch.register_wh
-        state.published_wh = max(state.published_wh or 0, batch.published_wh)
-        state.saved_ns = now_ns
-        for channel, values in batch.counters.items():
-            session.merge(CounterRow(meter_id=meter.id, channel=channel, **values))
+        if peak is not None:
+            known.peak = {column: getattr(peak, column) for column in _PEAK_COLUMNS}
+        return known
+
+    def _write(
+        self, session: Session, batch: MeterBatch, known: _Written, now_ns: int
+    ) -> tuple[_Written, int]:
+        """Write what changed; return what the database then holds, and the statement count."""
+        meter_id = known.meter_id
+        statements = 0
+        state = dict(known.state or {"next_interval_seq": 1, "next_event_seq": 1})
+        state.update(
+            core=_json(batch.core_state),
+            source=_json(batch.source_state),
+            register_wh=batch.register_wh,
+            published_wh=max(int(state.get("published_wh") or 0), batch.published_wh),
+        )
+        rows: list[dict[str, Any]] = []
+        outbox: list[Any] = []
         for interval in batch.intervals:
-            session.merge(
-                IntervalRow(
-                    meter_id=meter.id,
-                    start_ns=interval.start_ns,
-                    end_ns=interval.end_ns,
-                    energy_wh=interval.energy_wh,
-                    edges=interval.edges,
-                    quality=interval.quality,
-                    flags=",".join(interval.flags),
-                )
+            rows.append(
+                {
+                    "meter_id": meter_id,
+                    "start_ns": interval.start_ns,
+                    "end_ns": interval.end_ns,
+                    "energy_wh": interval.energy_wh,
+                    "edges": interval.edges,
+                    "quality": interval.quality,
+                    "flags": ",".join(interval.flags),
+                }
             )
             if batch.outbox:
-                seq = state.next_interval_seq
-                state.next_interval_seq += 1
-                session.add(
-                    outbox_row(meter.id, "interval", seq, interval_payload(interval, seq), now_ns)
-                )
+                seq = state["next_interval_seq"]
+                state["next_interval_seq"] = seq + 1
+                payload = interval_payload(interval, seq)
+                outbox.append(outbox_row(meter_id, "interval", seq, payload, now_ns))
+        if rows:
+            session.execute(insert(IntervalRow), rows)
+            statements += 1
         if batch.subintervals:
             session.execute(
                 insert(SubIntervalRow),
                 [
                     {
-                        "meter_id": meter.id,
+                        "meter_id": meter_id,
                         "start_ns": sub.start_us * NS_PER_US,
                         "end_ns": sub.end_us * NS_PER_US,
                         "energy_wh": sub.energy,
@@ -148,33 +186,69 @@ class Store:
                     for sub in batch.subintervals
                 ],
             )
+            statements += 1
         for item in batch.events:
-            session.add(event_row(meter.id, item))
+            session.add(event_row(meter_id, item))
+            statements += 1
             if batch.outbox:
-                seq = state.next_event_seq
-                state.next_event_seq += 1
-                session.add(
-                    outbox_row(meter.id, "event", seq, event_payload(batch.name, item, seq), now_ns)
-                )
+                seq = state["next_event_seq"]
+                state["next_event_seq"] = seq + 1
+                payload = event_payload(batch.name, item, seq)
+                outbox.append(outbox_row(meter_id, "event", seq, payload, now_ns))
+        session.add_all(outbox)
+        statements += len(outbox)
         for cleared, when_ns in batch.resets:
-            session.add(self._peak_row(meter.id, cleared, batch.peak_window_s, when_ns))
-        session.execute(
-            delete(PeakRow).where(PeakRow.meter_id == meter.id, PeakRow.reset_ns.is_(None))
-        )
+            session.add(
+                PeakRow(meter_id=meter_id, **_peak_columns(cleared, batch), reset_ns=when_ns)
+            )
+            statements += 1
+        # The state row, the counters and the current peak: only what differs from the database.
+        if known.state is None:
+            state["saved_ns"] = now_ns
+            session.execute(insert(MeterStateRow), [{"meter_id": meter_id, **state}])
+            statements += 1
+        elif state != known.state:
+            state["saved_ns"] = now_ns
+            changed = {k: v for k, v in state.items() if v != known.state.get(k)}
+            session.execute(
+                update(MeterStateRow).where(MeterStateRow.meter_id == meter_id).values(changed)
+            )
+            statements += 1
+        counters = dict(known.counters)
+        for channel, values in batch.counters.items():
+            before = known.counters.get(channel)
+            if before is None:
+                row = {"meter_id": meter_id, "channel": channel, **values}
+                session.execute(insert(CounterRow), [row])
+            elif values != before:
+                changed = {k: v for k, v in values.items() if v != before.get(k)}
+                session.execute(
+                    update(CounterRow)
+                    .where(CounterRow.meter_id == meter_id, CounterRow.channel == channel)
+                    .values(changed)
+                )
+            else:
+                continue
+            counters[channel] = dict(values)
+            statements += 1
+        peak = known.peak
         if batch.peak is not None:
-            session.add(self._peak_row(meter.id, batch.peak, batch.peak_window_s, None))
-
-    @staticmethod
-    def _peak_row(meter_id: int, peak: Peak, window_s: int, reset_ns: int | None) -> PeakRow:
-        energy_wh = peak.demand_kw * window_s * 1000 / 3600
-        return PeakRow(
-            meter_id=meter_id,
-            window_energy_wh=int(energy_wh),
-            window_s=window_s,
-            window_end_ns=peak.window_end_us * NS_PER_US,
-            partial=peak.partial,
-            reset_ns=reset_ns,
-        )
+            columns = _peak_columns(batch.peak, batch)
+            if peak is None:
+                result = session.execute(
+                    insert(PeakRow).returning(PeakRow.id), [{"meter_id": meter_id, **columns}]
+                )
+                peak = {"id": result.scalar_one(), **columns}
+                statements += 1
+            elif any(peak[k] != v for k, v in columns.items()):
+                session.execute(update(PeakRow).where(PeakRow.id == peak["id"]).values(columns))
+                peak = {"id": peak["id"], **columns}
+                statements += 1
+        elif peak is not None:  # reset (recorded above), and no window has closed since
+            session.execute(delete(PeakRow).where(PeakRow.id == peak["id"]))
+            peak = None
+            statements += 1
+        return dataclasses.replace(known, state=state, counters=counters, peak=peak), statements
 
     def add_lcd_reading(self, meter_id: int, t_ns: int, lcd_kwh: int, register_wh: int) -> None:
         with self.database.transaction() as session:
@@ -182,6 +256,38 @@ class Store:
                 meter_id=meter_id, t_ns=t_ns, lcd_kwh=lcd_kwh, register_wh=register_wh
             )
             session.add(row)
+
+
+_STATE_COLUMNS = (
+    "core",
+    "source",
+    "register_wh",
+    "published_wh",
+    "next_interval_seq",
+    "next_event_seq",
+    "saved_ns",
+)
+_COUNTER_COLUMNS = (
+    "edges",
+    "wh_per_edge",
+    "level",
+    "last_edge_ns",
+    "glitches",
+    "inferred",
+    "duplicates",
+    "skipped",
+)
+_PEAK_COLUMNS = ("id", "window_energy_wh", "window_s", "window_end_ns", "partial")
+
+
+def _peak_columns(peak: Peak, batch: MeterBatch) -> dict[str, Any]:
+    energy_wh = peak.demand_kw * batch.peak_window_s * 1000 / 3600
+    return {
+        "window_energy_wh": int(energy_wh),
+        "window_s": batch.peak_window_s,
+        "window_end_ns": peak.window_end_us * NS_PER_US,
+        "partial": peak.partial,
+    }
 
 
 def event_row(meter_id: int | None, item: Event) -> EventRow:

