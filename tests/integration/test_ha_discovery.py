@@ -298,7 +298,7 @@ def test_discovery_passes_the_oldest_home_assistant_schema(ha_oldest: Path) -> N
     assert "default_entity_id" not in energy["config"]
     assert energy["config"]["state_topic"] == "amr/gw1/unit-101/state"
     shop = configs["homeassistant/sensor/amr_Barn-GW_2_shop-1/peak_demand/config"]
-    assert shop["config"]["availability"][0]["topic"] == "amr/Barn-GW_2/status"
+    assert shop["config"]["availability_topic"] == "amr/Barn-GW_2/status"
 
 
 def test_discovery_passes_under_another_prefix(ha_oldest: Path) -> None:
