@@ -20,14 +20,16 @@ there is one, 2 on a bad input. Every error is reported, not only the first.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
+import tempfile
 from typing import Any
 
-# Home Assistant's start-up imports its core before any integration; importing the MQTT
-# integration first would trip over an import cycle (websocket_api <-> http).
-import homeassistant.bootstrap  # noqa: F401
+# Some releases (2024.1) have an import cycle websocket_api -> http -> persistent_notification
+# -> websocket_api that Home Assistant's start-up never trips over: enter it where it does.
+import homeassistant.components.persistent_notification  # noqa: F401
 import voluptuous as vol
 from homeassistant.components import sensor as ha_sensor
 from homeassistant.components.mqtt import discovery
@@ -38,6 +40,8 @@ from homeassistant.components.mqtt.abbreviations import (
     ORIGIN_ABBREVIATIONS,
 )
 from homeassistant.const import __version__ as HA_VERSION
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import frame
 from homeassistant.util import slugify
 from homeassistant.util.json import json_loads_object
 
@@ -78,10 +82,10 @@ def _expand_abbreviations(payload: dict[str, Any]) -> None:
 
 def _replace_topic_base(payload: dict[str, Any]) -> None:
     """discovery.py's ``~`` step."""
+    if "~" not in payload:
+        return
     if hasattr(discovery, "_replace_topic_base"):
         discovery._replace_topic_base(payload)
-        return
-    if "~" not in payload:
         return
     base = payload.pop("~")
     for key, value in payload.items():
@@ -175,7 +179,7 @@ def validate(prefix: str, messages: list[dict[str, str]]) -> dict[str, Any]:
             fail("topic does not match Home Assistant's discovery topic pattern")
             continue
         component, node_id, object_id = match.groups()
-        if component not in discovery.SUPPORTED_COMPONENTS or component != PLATFORM:
+        if component != PLATFORM:
             fail(f"component {component!r}: this check covers {PLATFORM} only")
             continue
         try:
@@ -225,6 +229,18 @@ def validate(prefix: str, messages: list[dict[str, str]]) -> dict[str, Any]:
     return {"ha_version": HA_VERSION, "checked": checked, "errors": errors, "entities": entities}
 
 
+async def _validate_in_hass(prefix: str, messages: list[dict[str, str]]) -> dict[str, Any]:
+    """Validate in the event loop of a (never started) Home Assistant, as discovery does.
+
+    Later releases validate a template against the running instance and complain without one.
+    """
+    with tempfile.TemporaryDirectory() as config_dir:
+        hass = HomeAssistant(config_dir)
+        if hasattr(frame, "async_setup"):
+            frame.async_setup(hass)
+        return validate(prefix, messages)
+
+
 def main() -> int:
     try:
         request = json.load(sys.stdin)
@@ -233,7 +249,7 @@ def main() -> int:
     except (ValueError, KeyError, TypeError) as exc:
         print(json.dumps({"error": f"bad input: {exc}"}))
         return 2
-    result = validate(prefix, messages)
+    result = asyncio.run(_validate_in_hass(prefix, messages))
     print(json.dumps(result))
     return 1 if result["errors"] else 0
 
