@@ -76,19 +76,24 @@ def discovery_messages(
 
     One device per meter; energy works in the Energy dashboard as published (device class
     energy, state class total_increasing, kWh). ``default_entity_id`` replaces the deprecated
-    ``object_id``.
+    ``object_id``; releases that do not know it drop it (unknown top-level keys are removed),
+    whereas an unknown key inside ``device`` or ``origin`` makes them drop the whole config:
+    every key here is one that Home Assistant 2024.1, the oldest supported, accepts (checked
+    with its own schema by tests/integration/test_ha_discovery.py).
     """
     base = f"{base_topic}/{gateway_id}"
     # Gateway ids and meter names are [A-Za-z0-9_-], valid in a node id as they are, and kept
     # as they are so that distinct names never collide; entity ids are slugs (lower case, _).
     node = f"amr_{gateway_id}_{meter.name}"
     slug = node.lower().replace("-", "_")
+    # No model_id (2024.8+; older releases reject the config): the model number goes in
+    # "model", which every release shows as "Series 2000 (2O208-4W) by Leviton", the way
+    # 2024.8+ shows a model and its model_id.
     device = {
         "identifiers": [f"amr-gateway_{gateway_id}_{meter.name}"],
         "name": f"Meter {meter.name}",
         "manufacturer": "Leviton",
-        "model": f"Series {meter.model[:1]}000",
-        "model_id": meter.model,
+        "model": f"Series {meter.model[:1]}000 ({meter.model})",
     }
     common = {
         "state_topic": f"{base}/{meter.name}/state",

@@ -135,7 +135,8 @@ def test_discovery_follows_home_assistant_rules(tmp_path, broker) -> None:
         assert "via_device" not in config["device"]  # no device that is never announced
         assert config["state_topic"] == "amr/gwt/unit-101/state"
         assert config["availability_topic"] == "amr/gwt/status"
-        assert config["device"]["identifiers"] and config["device"]["model_id"] == "2O208-4W"
+        assert config["device"]["identifiers"] and "2O208-4W" in config["device"]["model"]
+        assert "model_id" not in config["device"]  # Home Assistant < 2024.8 rejects it
         assert config["device"]["manufacturer"] == "Leviton"
         assert config["value_template"].startswith("{{ value_json.")
     by_key = {topic.split("/")[-2]: config for topic, config in configs.items()}
