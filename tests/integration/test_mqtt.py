@@ -16,16 +16,6 @@ from mqtt_helpers import Broker, Gateway, Subscriber, gateway_config, wait_for
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-@pytest.fixture
-def broker(tmp_path: Path):
-    directory = tmp_path / "broker"
-    directory.mkdir()
-    b = Broker(directory)
-    b.start()
-    yield b
-    b.stop()
-
-
 def seqs(sub: Subscriber, topic: str) -> list[int]:
     return [m.json()["seq"] for m in sub.on(topic)]
 

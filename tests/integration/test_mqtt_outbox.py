@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,16 +86,6 @@ def start_publisher(broker: Broker, outbox: Outbox | None, **settings: Any) -> M
     )
     publisher.start()
     return publisher
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    directory = tmp_path / "broker"
-    directory.mkdir()
-    b = Broker(directory)
-    b.start()
-    yield b
-    b.stop()
 
 
 def test_an_outbox_row_is_deleted_on_puback_not_on_publish(tmp_path, broker) -> None:
