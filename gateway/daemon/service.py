@@ -462,5 +462,8 @@ class Service:
             self.mqtt.outbox_changed()
 
     def report(self) -> None:
+        """Print each meter's reading line (and, while it fails, that the database does)."""
         for runtime in self.meters:
             print(format_reading(runtime.core.reading(runtime.now_ns)), file=self.out, flush=True)
+        if self.storage_error is not None:
+            print(f"not committed: {self.storage_error}; counting in memory", file=self.out)

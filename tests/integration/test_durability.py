@@ -390,6 +390,7 @@ def test_a_full_disk_with_capture_on_keeps_counting_and_recovers_exactly(
             return f"edges 10={expected['10']} 1K={expected['1K']}" in line
 
         wait_for(replayed_all, 120, "the whole log counted in memory")
+        assert any(line.startswith("not committed: ") for line in lines), lines
         assert proc.poll() is None, "the daemon must survive a full disk"
         assert counters(db).get("10", 0) < expected["10"], "nothing could have been committed"
         filler.unlink()
