@@ -31,9 +31,8 @@ def import_logs(
     settings: dict[str, CoreSettings] | None = None,
 ) -> BatchResult:
     """Import ``paths`` into the database at ``url``; return what the meters now hold."""
-    database = Database(url)
+    database = Database(url, lock="replay --db")
     try:
-        database.lock("replay --db")
         stored = {m.name: m for m in Readback(database).meters()}
 
         def make_core(name: str, first_ns: int) -> MeterCore:

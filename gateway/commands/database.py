@@ -47,7 +47,7 @@ def open_database(url: str) -> Database:
 def db_upgrade(url: str, out: TextIO = sys.stdout) -> None:
     from gateway.sinks.migrate import current_revision, head_revision
 
-    database = Database(url, upgrade=True)
+    database = Database(url, upgrade=True, lock="db upgrade")
     try:
         out.write(
             f"{database.name} is at revision {current_revision(database.engine)}"

@@ -8,14 +8,19 @@ whatever their labels). A backward step is reported but not followed: timestamps
 forward from where they were, because going back would make new edges look older than counted
 ones. Each step is logged as an event by the service.
 
-The timeline starts no earlier than a floor (the last edge already counted), but never more than
-``FLOOR_LEAD_NS`` ahead of the wall clock: a stored time in the future (an earlier bug, a clock
-that was wrong) must not drag every later timestamp into the future with it.
+The timeline starts no earlier than a floor (the last edge already counted). Once the system
+clock is known to be synchronised (systemd-timesyncd's flag), the floor may lift it at most
+``FLOOR_LEAD_NS`` above the wall clock: a stored time in the future (an earlier bug, a clock that
+was wrong) must not drag every later timestamp into the future with it. Before that, a clock
+behind the last counted edge is more likely stale (a Pi without a real-time clock, booted after
+a power cut with fake-hwclock's time) than the edge wrong, so the floor holds, and the timeline
+follows the clock forward when NTP steps it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +31,15 @@ STEP_THRESHOLD_NS = 2_000_000_000
 # How far the floor may lift the timeline above the wall clock: the NTP step threshold, so that
 # a floor the timeline may follow is never taken for a clock step.
 FLOOR_LEAD_NS = 2_000_000_000
+SYNCHRONIZED_FLAG = "/run/systemd/timesync/synchronized"
+
+
+def clock_synchronized() -> bool:
+    """Return whether systemd-timesyncd has synchronised the system clock since boot.
+
+    A file test, not adjtimex(2): the unit's ProtectClock= forbids the clock system calls.
+    """
+    return os.path.exists(SYNCHRONIZED_FLAG)
 
 
 @dataclass(frozen=True)
@@ -47,6 +61,7 @@ class Timeline:
         monotonic_ns: Callable[[], int] = time.monotonic_ns,
         floor_ns: int = 0,
         threshold_ns: int = STEP_THRESHOLD_NS,
+        synchronized: Callable[[], bool] = clock_synchronized,
     ) -> None:
         self._wall_ns = wall_ns
         self._monotonic_ns = monotonic_ns
@@ -54,13 +69,21 @@ class Timeline:
         mono = monotonic_ns()
         wall = wall_ns()
         if floor_ns > wall + FLOOR_LEAD_NS:
-            logger.warning(
-                "the last counted edge is %.1f s ahead of the system clock; the timeline starts "
-                "%.1f s ahead instead",
-                (floor_ns - wall) / 1e9,
-                FLOOR_LEAD_NS / 1e9,
-            )
-            floor_ns = wall + FLOOR_LEAD_NS
+            lead_s = (floor_ns - wall) / 1e9
+            if synchronized():
+                logger.warning(
+                    "the last counted edge is %.1f s ahead of the system clock, which is "
+                    "synchronised; the timeline starts %.1f s ahead instead",
+                    lead_s,
+                    FLOOR_LEAD_NS / 1e9,
+                )
+                floor_ns = wall + FLOOR_LEAD_NS
+            else:
+                logger.warning(
+                    "the system clock is %.1f s behind the last counted edge and not known to be "
+                    "synchronised; timestamps go on from that edge until the clock catches up",
+                    lead_s,
+                )
         # Never start behind what was already counted (a clock that lost time while we slept).
         self._anchor_wall = max(wall, floor_ns)
         self._anchor_mono = mono

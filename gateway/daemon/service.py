@@ -1,8 +1,10 @@
-"""Wiring and the main loop: sources -> core -> store, with a reading line now and then.
+"""The main loop: sources -> core -> checkpoint -> store -> publisher, and a reading line.
 
 The loop is single-threaded: it polls every source, feeds each meter's core, lets time pass,
-and commits everything derived since the last commit in one transaction, at most once per
-``commit_interval_s``. On SIGTERM (``stop`` set) it commits what is left and returns 0.
+and commits everything derived since the last commit in one transaction when the commit policy
+says so (:class:`~gateway.checkpoint.CommitPolicy`: at once, at most once a second, when a
+period closes or an event occurs; else at most every ``commit_interval_s`` while edges come).
+MQTT publishes committed totals only. On SIGTERM or SIGINT it commits what is left and returns 0.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from gateway.core.edge import CHANNEL_1K, CHANNEL_10, Edge
 from gateway.core.events import Event, EventKind
 from gateway.core.meter import MeterCore, Reading
 from gateway.core.state import restore
-from gateway.daemon.clock import ClockStep, Timeline
+from gateway.daemon.clock import ClockStep, Timeline, clock_synchronized
 from gateway.daemon.notify import Notifier
 from gateway.daemon.signals import Signals
 from gateway.daemon.wiring import SourceContext, build_source
@@ -122,6 +124,7 @@ class Service:
         wall_ns: Callable[[], int] = time.time_ns,
         pin_factory: Any = None,
         serial_opener: Any = None,
+        clock_synchronized: Callable[[], bool] = clock_synchronized,
     ) -> None:
         self.config = config
         self.out = out
@@ -139,12 +142,7 @@ class Service:
                         f"{config.path or 'config'}: meters[{index}].port: "
                         f"{settings.port} does not exist"
                     )
-        self.database = Database(config.gateway.database)
-        try:
-            self.database.lock("run")
-        except BaseException:
-            self.database.close()
-            raise
+        self.database = Database(config.gateway.database, lock="run")
         self.store = Store(self.database)
         self.policy = CommitPolicy(int(config.gateway.commit_interval_s * 1e9))
         self.storage_error: str | None = None
@@ -162,7 +160,12 @@ class Service:
             ],
             default=0,
         )
-        self.timeline = Timeline(wall_ns=wall_ns, monotonic_ns=monotonic_ns, floor_ns=floor)
+        self.timeline = Timeline(
+            wall_ns=wall_ns,
+            monotonic_ns=monotonic_ns,
+            floor_ns=floor,
+            synchronized=clock_synchronized,
+        )
         self.context = SourceContext(self.timeline, pin_factory, serial_opener=serial_opener)
         self.meters = [
             self._open_meter(settings, model, entry, start_ns)
@@ -237,8 +240,8 @@ class Service:
         WATCHDOG=1 every second the loop runs, whether or not the database works: counting goes
         on in memory while it fails, and a restart would only lose that.
         """
-        self.start()
         try:
+            self.start()
             while not signals.stop.is_set():
                 self.tick()
                 if signals.reopen.is_set():
@@ -325,7 +328,7 @@ class Service:
         self.notifier.stopping()
         status = 0
         try:
-            self.commit()
+            self.commit(stamp=True)
         except SinkError as exc:
             # Shut down cleanly all the same; systemd restarts us (exit 1), and what was
             # not committed is counted again from the sources that can replay it.
@@ -452,10 +455,11 @@ class Service:
                 event = Event(self.timeline.now(), EventKind.CAPTURE, None, f"capture off: {exc}")
                 runtime.checkpoint.add_events([event])
 
-    def commit(self) -> None:
+    def commit(self, *, stamp: bool = False) -> None:
+        """Commit every meter's checkpoint in one transaction (``stamp``: see Store.commit)."""
         self._capturing(Capture.flush)
         batches = [runtime.batch() for runtime in self.meters]
-        self.store.commit(batches, self._wall_ns())
+        self.store.commit(batches, self.timeline.now(), stamp=stamp)
         for runtime, batch in zip(self.meters, batches, strict=True):
             runtime.checkpoint.committed(batch)
         if self.mqtt is not None and any(b.intervals or b.events for b in batches):

@@ -14,6 +14,7 @@ a second daemon or import is refused with a message naming the one that holds it
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -57,19 +58,22 @@ def make_engine(url: str) -> Engine:
 class Database:
     """An open database, migrated to the current schema (``upgrade``) or checked to be at it."""
 
-    def __init__(self, url: str, *, upgrade: bool = True) -> None:
+    def __init__(self, url: str, *, upgrade: bool = True, lock: str | None = None) -> None:
+        """Open the database; ``lock`` (who asks: the command) takes it before any migration."""
         self.url = url
         self.engine = make_engine(url)
         self._lock: _FileLock | _AdvisoryLock | None = None
         from gateway.sinks.migrate import check_database, upgrade_database
 
         try:
+            if lock is not None:
+                self.lock(lock)
             if upgrade:
                 upgrade_database(self.engine)
             else:
                 check_database(self.engine)
         except BaseException:
-            self.engine.dispose()
+            self.close()
             raise
 
     @property
@@ -120,6 +124,8 @@ class _FileLock:
         import fcntl
 
         self.path = path
+        if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise ConfigError(f"{what}: no such directory; does its directory exist?")
         try:
             self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
@@ -173,4 +179,7 @@ class _AdvisoryLock:
         )
 
     def release(self) -> None:
-        self._connection.close()  # ends the session, and with it the lock
+        with contextlib.suppress(Exception):  # a lost connection has dropped the lock already
+            self._connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": self.KEY})
+        self._connection.invalidate()  # really closed, not back to the pool with the session
+        self._connection.close()

@@ -91,37 +91,38 @@ class Store:
     def meter(self, name: str, model: str, source: str, now_ns: int) -> StoredMeter:
         """Return a meter's stored state, registering the meter if it is new."""
         with self.database.transaction() as session:
-            row = session.scalar(select(MeterRow).where(MeterRow.name == name))
-            if row is None:
-                row = MeterRow(name=name, model=model, source=source, created_ns=now_ns)
-                session.add(row)
-                session.flush()
-            return load_meter(session, row)
+            return load_meter(session, _meter_row(session, name, model, source, now_ns))
 
     # -- the batch ---------------------------------------------------------------------------
 
-    def commit(self, batches: Iterable[MeterBatch], now_ns: int) -> int:
-        """Write every meter's batch in one transaction; return how many statements it took."""
+    def commit(self, batches: Iterable[MeterBatch], now_ns: int, *, stamp: bool = False) -> int:
+        """Write every meter's batch in one transaction; return how many statements it took.
+
+        ``stamp`` writes each meter's ``saved_ns`` even when nothing else changed (the last
+        commit before a stop: a restart then knows when the meter stopped being watched).
+        """
+        batches = list(batches)
         written: dict[str, _Written] = {}
         statements = 0
-        with self.database.transaction() as session:
+        try:
+            with self.database.transaction() as session:
+                for batch in batches:
+                    known = self._written.get(batch.name) or self._load(session, batch, now_ns)
+                    after, count = self._write(session, batch, known, now_ns, stamp=stamp)
+                    written[batch.name] = after
+                    statements += count
+        except BaseException:
+            # The database may hold the transaction after all (a connection lost during
+            # COMMIT): read it again next time rather than trust what this store remembers.
             for batch in batches:
-                known = self._written.get(batch.name) or self._load(session, batch, now_ns)
-                after, count = self._write(session, batch, known, now_ns)
-                written[batch.name] = after
-                statements += count
+                self._written.pop(batch.name, None)
+            raise
         self._written.update(written)  # only now: the transaction is in the database
         return statements
 
     def _load(self, session: Session, batch: MeterBatch, now_ns: int) -> _Written:
         """Read what the database holds of a meter (registering it if new)."""
-        meter = session.scalar(select(MeterRow).where(MeterRow.name == batch.name))
-        if meter is None:
-            meter = MeterRow(
-                name=batch.name, model=batch.model, source=batch.source, created_ns=now_ns
-            )
-            session.add(meter)
-            session.flush()
+        meter = _meter_row(session, batch.name, batch.model, batch.source, now_ns)
         known = _Written(meter.id)
         state = session.get(MeterStateRow, meter.id)
         if state is not None:
@@ -138,7 +139,7 @@ class Store:
         return known
 
     def _write(
-        self, session: Session, batch: MeterBatch, known: _Written, now_ns: int
+        self, session: Session, batch: MeterBatch, known: _Written, now_ns: int, *, stamp: bool
     ) -> tuple[_Written, int]:
         """Write what changed; return what the database then holds, and the statement count."""
         meter_id = known.meter_id
@@ -170,11 +171,11 @@ class Store:
                 payload = interval_payload(interval, seq)
                 outbox.append(outbox_row(meter_id, "interval", seq, payload, now_ns))
         if rows:
-            session.execute(insert(IntervalRow), rows)
+            session.execute(_insert_new(session, IntervalRow), rows)
             statements += 1
         if batch.subintervals:
             session.execute(
-                insert(SubIntervalRow),
+                _insert_new(session, SubIntervalRow),
                 [
                     {
                         "meter_id": meter_id,
@@ -207,7 +208,7 @@ class Store:
             state["saved_ns"] = now_ns
             session.execute(insert(MeterStateRow), [{"meter_id": meter_id, **state}])
             statements += 1
-        elif state != known.state:
+        elif state != known.state or stamp:
             state["saved_ns"] = now_ns
             changed = {k: v for k, v in state.items() if v != known.state.get(k)}
             session.execute(
@@ -256,6 +257,34 @@ class Store:
                 meter_id=meter_id, t_ns=t_ns, lcd_kwh=lcd_kwh, register_wh=register_wh
             )
             session.add(row)
+
+
+def _meter_row(session: Session, name: str, model: str, source: str, now_ns: int) -> MeterRow:
+    """Return a meter's row, registering the meter if it is new."""
+    row = session.scalar(select(MeterRow).where(MeterRow.name == name))
+    if row is None:
+        row = MeterRow(name=name, model=model, source=source, created_ns=now_ns)
+        session.add(row)
+        session.flush()
+    return row
+
+
+def _insert_new(session: Session, table: type[IntervalRow] | type[SubIntervalRow]) -> Any:
+    """An INSERT that leaves a row already there (same meter and start) as it is.
+
+    Closed periods never change, so a retry of a commit that in fact reached the database (a
+    connection lost during COMMIT) writes them again harmlessly instead of failing for ever.
+    """
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table).on_conflict_do_nothing()
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing()
+    return insert(table)
 
 
 _STATE_COLUMNS = (

@@ -212,6 +212,8 @@ def test_a_second_daemon_on_the_same_database_is_refused(cli, tmp_path: Path) ->
         assert "Traceback" not in second.stderr
         imported = cli("replay", str(log), "--db", f"sqlite:///{db}")
         assert imported.returncode == 2 and f"pid {first.pid}" in imported.stderr
+        upgraded = cli("db", "upgrade", "--db", f"sqlite:///{db}")  # refused before migrating
+        assert upgraded.returncode == 2 and f"pid {first.pid}" in upgraded.stderr
         assert first.poll() is None, "the first daemon must run on undisturbed"
     finally:
         status, err = stop(first)

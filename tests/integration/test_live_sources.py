@@ -368,7 +368,9 @@ def test_serial_board_restarting_with_its_counter_above_2_31_keeps_times_right(t
     service.commit()
     close_all(service)
     # The gateway restarts: the last edge stored is no floor in the future.
-    again = Service(serial_config(tmp_path, port), out=io.StringIO())
+    again = Service(
+        serial_config(tmp_path, port), out=io.StringIO(), clock_synchronized=lambda: True
+    )
     assert abs(again.timeline.now() - time.time_ns()) < 10**9
     again.database.close()
     board.unplug()
@@ -456,7 +458,9 @@ def test_a_last_edge_stored_in_the_future_does_not_drag_the_timeline(tmp_path, c
     service.commit()
     close_all(service)
     with caplog.at_level(logging.WARNING, logger="gateway.daemon.clock"):
-        again = Service(serial_config(tmp_path, port), out=io.StringIO())  # the clock is right
+        again = Service(  # the clock is right, and synchronised
+            serial_config(tmp_path, port), out=io.StringIO(), clock_synchronized=lambda: True
+        )
     assert again.timeline.now() - time.time_ns() <= 2 * 10**9  # the floor's lead at most
     assert "ahead of the system clock" in caplog.text
     again.database.close()

@@ -131,3 +131,42 @@ def test_cli_reports_bad_databases_without_a_traceback(cli, tmp_path) -> None:
         assert "corrupt.db" in result.stderr and "Traceback" not in result.stderr
     result = cli("status", "--db", f"sqlite:///{tmp_path / 'missing.db'}")
     assert result.returncode == 2 and "no such file" in result.stderr
+
+
+def test_a_commit_writes_only_what_changed(database_url: str) -> None:
+    database = Database(database_url)
+    store, readback = Store(database), Readback(database)
+    try:
+        assert store.commit([batch(10, [interval(0, 4)])], T0) > 0
+        # The same state again: not one statement (no rewritten state, counter or peak).
+        assert store.commit([batch(10)], T0 + 1) == 0
+        # One more edge: the state row and the one counter, nothing else.
+        assert store.commit([batch(11)], T0 + 2) == 2
+        stored = readback.find_meter("unit-101")
+        assert stored is not None and stored.register_wh == 55 and stored.saved_ns == T0 + 2
+        # Nothing changed, but the last commit before a stop stamps when it was made.
+        assert store.commit([batch(11)], T0 + 3, stamp=True) == 1
+        stored = readback.find_meter("unit-101")
+        assert stored is not None and stored.saved_ns == T0 + 3
+    finally:
+        database.close()
+
+
+def test_a_retry_of_a_commit_that_reached_the_database_is_harmless(database_url: str) -> None:
+    """A connection lost during COMMIT: the database has it, the gateway thinks it failed."""
+    database = Database(database_url)
+    store, readback = Store(database), Readback(database)
+    try:
+        first = batch(
+            10,
+            [interval(0, 4)],
+            subintervals=[SubInterval(T0 // 1000, T0 // 1000 + 300_000_000, 20, True)],
+        )
+        store.commit([first], T0)
+        other = Store(database)  # knows nothing of it, as after a lost COMMIT
+        other.commit([first], T0 + 1)
+        assert readback.count(IntervalRow) == 1
+        stored = readback.find_meter("unit-101")
+        assert stored is not None and stored.register_wh == 50
+    finally:
+        database.close()

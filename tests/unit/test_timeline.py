@@ -11,8 +11,13 @@ WALL = 1_764_057_600 * S
 MONO = 5 * S
 
 
-def timeline(floor_ns: int) -> Timeline:
-    return Timeline(wall_ns=lambda: WALL, monotonic_ns=lambda: MONO, floor_ns=floor_ns)
+def timeline(floor_ns: int, *, synchronized: bool = True) -> Timeline:
+    return Timeline(
+        wall_ns=lambda: WALL,
+        monotonic_ns=lambda: MONO,
+        floor_ns=floor_ns,
+        synchronized=lambda: synchronized,
+    )
 
 
 def test_a_floor_far_in_the_future_does_not_drag_the_timeline_with_it(caplog) -> None:
@@ -28,3 +33,12 @@ def test_a_floor_a_little_ahead_still_holds_the_timeline_up(caplog) -> None:
         assert timeline(WALL + S).now() == WALL + S  # the clock lost a second while we slept
         assert timeline(WALL - 60 * S).now() == WALL
     assert not caplog.records
+
+
+def test_before_the_clock_is_synchronised_the_floor_holds(caplog) -> None:
+    """A Pi without a real-time clock boots an hour behind after a power cut: the last counted
+    edge is right and the clock is stale, so timestamps go on from the edge."""
+    with caplog.at_level(logging.WARNING, logger="gateway.daemon.clock"):
+        line = timeline(WALL + 3600 * S, synchronized=False)
+    assert line.now() == WALL + 3600 * S
+    assert "not known to be synchronised" in caplog.text
