@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from gateway.checkpoint import MAX_PENDING, Checkpoint, CommitPolicy
 from gateway.core.events import Event, EventKind
 from gateway.core.intervals import Interval
@@ -37,7 +39,7 @@ def test_a_failing_database_is_retried_with_growing_pauses() -> None:
         if policy.due(now, urgent=True, dirty=True):
             tries.append(now // S)
             policy.failed(now)
-    gaps = [b - a for a, b in zip(tries, tries[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(tries)]
     assert gaps[:5] == [1, 2, 5, 10, 30] and set(gaps[5:]) == {60}
     assert policy.succeeded(now + S) == tries[0] * S  # since when it failed
     assert policy.failing_since_ns is None and policy.due(now + 2 * S, urgent=True, dirty=False)
