@@ -27,7 +27,7 @@ from gateway.core.state import restore
 from gateway.daemon.clock import ClockStep, Timeline
 from gateway.daemon.notify import Notifier
 from gateway.daemon.signals import Signals
-from gateway.daemon.wiring import SourceContext, build_source
+from gateway.daemon.wiring import SourceContext, build_source, check_inputs
 from gateway.errors import ConfigError, SinkError
 from gateway.pulselog.capture import Capture
 from gateway.sinks.database import Database
@@ -139,6 +139,7 @@ class Service:
                         f"{config.path or 'config'}: meters[{index}].port: "
                         f"{settings.port} does not exist"
                     )
+        check_inputs(config)
         self.database = Database(config.gateway.database)
         try:
             self.database.lock("run")
