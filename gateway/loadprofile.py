@@ -23,7 +23,7 @@ from gateway.timefmt import NS_PER_US, parse_time_ns, shown
 HEADER = "time,kw"
 _SIMPLE_KW = re.compile(r"([0-9]+)(?:\.([0-9]{1,6}))?", re.ASCII)
 # Decimal() reads full-width and other Unicode digits too: only ASCII is a number here.
-_DECIMAL_KW = re.compile(r"[0-9.eE+-]+", re.ASCII)
+_DECIMAL_KW = re.compile(r"[0-9.eE+-]+|[+-]?(nan|inf|infinity)", re.ASCII | re.IGNORECASE)
 # No meter the gateway reads carries a gigawatt (1e6 kW); beyond it a figure is a typo.
 MAX_KW = 1_000_000
 
