@@ -23,6 +23,8 @@ logger = logging.getLogger("gateway")
 
 def _positive_float(text: str) -> float:
     try:
+        if not text.isascii():  # float() would read full-width digits
+            raise ValueError(text)
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
@@ -40,6 +42,28 @@ def _speed(text: str) -> float:
             f"{text!r} must be a number above 0, at most {MAX_SPEED:g}"
         )
     return value
+
+
+def _ct_rating(text: str) -> float:
+    from gateway.config import BOUNDS
+
+    lo, hi = BOUNDS["meters"]["ct_rating_a"]
+    value = _positive_float(text)
+    if not lo <= value <= hi:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a current from {lo:g} to {hi:g} A")
+    return value
+
+
+# The most an LCD reading can be: nine digits of kWh, far beyond any sub-meter's display.
+MAX_LCD_KWH = 999_999_999
+
+
+def _lcd_kwh(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_LCD_KWH:
+        raise argparse.ArgumentTypeError(
+            f"{text[:40]!r} must be a whole number of kWh from 0 to {MAX_LCD_KWH}"
+        )
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--model", default="2O208-4W", metavar="MODEL")
     simulate.add_argument(
         "--ct-rating",
-        type=_positive_float,
+        type=_ct_rating,
         default=200.0,
         metavar="A",
         help="CT primary rating in amperes (default 200)",
@@ -106,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile = commands.add_parser("reconcile", help="record a reading off the meter's LCD")
     where(reconcile)
     reconcile.add_argument("--meter", required=True, metavar="NAME")
-    reconcile.add_argument("--lcd-kwh", required=True, type=int, metavar="N")
+    reconcile.add_argument("--lcd-kwh", required=True, type=_lcd_kwh, metavar="N")
     reconcile.add_argument("--time", metavar="T", help="when it was read (default: now)")
     return parser
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 DEFAULT_CONFIG_PATH = "/etc/amr-gateway/config.toml"
 DATABASE_FILE = "gateway.db"
 SOURCES = ("gpio", "serial", "simulate", "replay")
-METER_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+METER_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)  # fullmatch: "$" takes a "\n"
 
 
 def default_database_url() -> str:
@@ -145,7 +145,10 @@ def _convert(where: str, value: Any, annotation: Any) -> Any:
     kinds = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else ()
     kind = next((k for k in kinds if k is not type(None)), annotation)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond any float: out of every range
+            raise ConfigError(f"{where}: an integer beyond any number is out of range") from None
     if kind in (int, float, str) and isinstance(value, kind) and not isinstance(value, bool):
         return value
     if kind is bool and isinstance(value, bool):
@@ -184,16 +187,9 @@ def parse_config(data: dict[str, Any], path: str = "config") -> Config:
     if not 1 <= mqtt.port <= 65535:
         raise ConfigError(f"{path}: mqtt.port: {mqtt.port} is not a port number")
     _check_names(gateway, mqtt, path)
-    for section, key in (
-        ("gateway", "commit_interval_s"),
-        ("gateway", "report_interval_s"),
-        ("gateway", "capture_keep_days"),
-        ("mqtt", "keepalive_s"),
-        ("mqtt", "state_interval_s"),
-    ):
-        _positive(
-            f"{path}: {section}.{key}", getattr(gateway if section == "gateway" else mqtt, key)
-        )
+    for section, settings in (("gateway", gateway), ("mqtt", mqtt)):
+        for key, (lo, hi) in BOUNDS[section].items():
+            _bounded(f"{path}: {section}.{key}", getattr(settings, key), lo, hi)
     raw_meters = data.get("meters")
     if not isinstance(raw_meters, list) or not raw_meters:
         raise ConfigError(f"{path}: meters: at least one [[meters]] table is required")
@@ -222,32 +218,48 @@ def parse_config(data: dict[str, Any], path: str = "config") -> Config:
     return Config(gateway, mqtt, tuple(meters), path)
 
 
-def _positive(where: str, value: float, *, zero_ok: bool = False) -> None:
-    ok = math.isfinite(value) and (value >= 0 if zero_ok else value > 0)
-    if not ok:
-        raise ConfigError(
-            f"{where}: {value} must be a {'non-negative' if zero_ok else 'positive'} finite number"
-        )
+# A million times real time replays a year in 32 s: faster only starves the loop and memory.
+MAX_SPEED = 1e6
+# Numbers bounded to physical sense (issue #12: values that passed a sign check overflowed
+# later). Each range is inclusive, and documented in the README.
+BOUNDS: dict[str, dict[str, tuple[float, float]]] = {
+    "gateway": {
+        "commit_interval_s": (0.001, 86_400),
+        "report_interval_s": (0.001, 86_400),
+        "capture_keep_days": (1, 36_500),
+    },
+    "mqtt": {"keepalive_s": (1, 65_535), "state_interval_s": (0.001, 86_400)},
+    "meters": {
+        # Leviton's split-core and solid-core CTs run from 5 A to a few kA primary.
+        "ct_rating_a": (1, 10_000),
+        "wh_per_edge_10": (1, 1_000_000),
+        "wh_per_edge_1k": (1, 1_000_000),
+        "glitch_ms": (0, 1_000),
+        "sub_interval_s": (1, 86_400),
+        "window_s": (1, 86_400),
+        "interval_s": (1, 86_400),
+        "speed": (1e-6, MAX_SPEED),
+        "baudrate": (50, 4_000_000),
+        "pin_10": (0, 27),  # the Raspberry Pi's header GPIOs, BCM 0-27
+        "pin_1k": (0, 27),
+        "input_10": (0, 63),
+        "input_1k": (0, 63),
+    },
+}
+
+
+def _bounded(where: str, value: float | None, lo: float, hi: float) -> None:
+    if value is None:
+        return
+    if (isinstance(value, float) and not math.isfinite(value)) or not lo <= value <= hi:
+        raise ConfigError(f"{where}: {value!r} is out of range: {lo:g} to {hi:g}")
 
 
 def _check_meter(meter: MeterSettings, where: str) -> None:
-    if not METER_NAME_RE.match(meter.name):
+    if not METER_NAME_RE.fullmatch(meter.name):
         raise ConfigError(f"{where}.name: {meter.name!r}: use 1-64 of A-Z a-z 0-9 _ -")
-    for key in (
-        "speed",
-        "ct_rating_a",
-        "wh_per_edge_10",
-        "wh_per_edge_1k",
-        "sub_interval_s",
-        "window_s",
-        "interval_s",
-    ):
-        _positive(f"{where}.{key}", getattr(meter, key))
-    _positive(f"{where}.glitch_ms", meter.glitch_ms, zero_ok=True)
-    if meter.speed > MAX_SPEED:
-        raise ConfigError(
-            f"{where}.speed: {meter.speed:g} is beyond the most useful, {MAX_SPEED:g}"
-        )
+    for key, (lo, hi) in BOUNDS["meters"].items():
+        _bounded(f"{where}.{key}", getattr(meter, key), lo, hi)
     if meter.window_s % meter.sub_interval_s:
         raise ConfigError(
             f"{where}.sub_interval_s: {meter.sub_interval_s} s must divide window_s "
@@ -267,27 +279,22 @@ def _check_meter(meter: MeterSettings, where: str) -> None:
             raise ConfigError(f'{where}.port: missing required key for source "serial"')
         if meter.input_10 is None and meter.input_1k is None:
             raise ConfigError(f"{where}.input_10: a serial meter needs input_10 or input_1k")
-        for key in ("input_10", "input_1k"):
-            value = getattr(meter, key)
-            if value is not None and not 0 <= value <= 63:
-                raise ConfigError(f"{where}.{key}: {value} is not an input 0-63")
 
 
-# A million times real time replays a year in 32 s: faster only starves the loop and memory.
-MAX_SPEED = 1e6
-
-TOPIC_PART_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+TOPIC_PART_RE = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
 
 
 def _check_names(gateway: GatewaySettings, mqtt: MqttSettings, path: str) -> None:
     """Topic parts must be plain: no wildcards or separators, and Home Assistant node ids
     allow only [A-Za-z0-9_-]."""
-    if not TOPIC_PART_RE.match(gateway.id):
+    if not TOPIC_PART_RE.fullmatch(gateway.id):
         raise ConfigError(f"{path}: gateway.id: {gateway.id!r}: use 1-64 of A-Z a-z 0-9 _ -")
     for key in ("base_topic", "discovery_prefix"):
         value = getattr(mqtt, key)
         parts = value.split("/") if value else []
-        if (key == "base_topic" and not parts) or not all(TOPIC_PART_RE.match(p) for p in parts):
+        if (key == "base_topic" and not parts) or not all(
+            TOPIC_PART_RE.fullmatch(p) for p in parts
+        ):
             raise ConfigError(
                 f"{path}: mqtt.{key}: {value!r}: topic levels of A-Z a-z 0-9 _ - separated by /"
             )

@@ -18,10 +18,14 @@ import numpy.typing as npt
 
 from gateway.errors import PulseLogError
 from gateway.pulselog import open_text
-from gateway.timefmt import NS_PER_US, parse_time_ns
+from gateway.timefmt import NS_PER_US, parse_time_ns, shown
 
 HEADER = "time,kw"
-_SIMPLE_KW = re.compile(r"^(\d+)(?:\.(\d{1,6}))?$")
+_SIMPLE_KW = re.compile(r"([0-9]+)(?:\.([0-9]{1,6}))?", re.ASCII)
+# Decimal() reads full-width and other Unicode digits too: only ASCII is a number here.
+_DECIMAL_KW = re.compile(r"[0-9.eE+-]+|[+-]?(nan|inf|infinity)", re.ASCII | re.IGNORECASE)
+# No meter the gateway reads carries a gigawatt (1e6 kW); beyond it a figure is a typo.
+MAX_KW = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -44,10 +48,15 @@ class LoadProfile:
 
 def parse_kw_to_mw(text: str) -> int:
     """Parse a kW figure exactly into integer milliwatts; raise ValueError if it is not one."""
-    match = _SIMPLE_KW.match(text)
-    if match:
+    match = _SIMPLE_KW.fullmatch(text)
+    if match and len(match.group(1)) <= 7:
         whole, frac = match.groups()
-        return int(whole) * 1_000_000 + int((frac or "").ljust(6, "0"))
+        power_mw = int(whole) * 1_000_000 + int((frac or "").ljust(6, "0"))
+        if power_mw > MAX_KW * 1_000_000:
+            raise ValueError(f"kw {shown(text)} is beyond {MAX_KW} kW")
+        return power_mw
+    if not _DECIMAL_KW.fullmatch(text) or len(text) > 40:
+        raise ValueError(f"kw {shown(text)} is not a number")
     try:
         value = Decimal(text)
     except InvalidOperation:
@@ -56,6 +65,8 @@ def parse_kw_to_mw(text: str) -> int:
         raise ValueError(f"kw {text!r} is not a finite number")
     if value < 0:
         raise ValueError(f"kw {text!r} is negative; a meter registers consumption only")
+    if value > MAX_KW:
+        raise ValueError(f"kw {shown(text)} is beyond {MAX_KW} kW")
     return int((value * 1_000_000).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
 
 
@@ -70,6 +81,8 @@ def read_profile(path: str | os.PathLike[str]) -> LoadProfile:
             header_seen = False
             for line_no, line in enumerate(handle, 1):
                 text = line.strip()
+                if line_no == 1:
+                    text = text.removeprefix("\ufeff").strip()  # a byte-order mark: no content
                 if not text or text.startswith("#"):
                     continue
                 if not header_seen:

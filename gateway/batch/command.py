@@ -7,13 +7,15 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TextIO
 
 from gateway.batch.replay import BatchResult, replay_logs
 from gateway.core.intervals import IntervalBatch
 from gateway.core.meter import MeterCore
 from gateway.errors import ConfigError
+from gateway.pulselog.scan import check_logs
 from gateway.timefmt import NS_PER_US, format_iso
 from meter_model.units import round_kw
 
@@ -38,27 +40,82 @@ def meter_summary(core: MeterCore) -> dict[str, Any]:
     }
 
 
-def write_intervals_csv(path: str, intervals: dict[str, IntervalBatch]) -> None:
-    """Write interval data atomically: a reader never sees half a file."""
+def _write_intervals(handle: TextIO, intervals: dict[str, IntervalBatch]) -> None:
+    handle.write("meter,start,end,energy_wh,edges,demand_kw,quality\n")
+    for name in sorted(intervals):
+        handle.writelines(intervals[name].csv_lines())
+
+
+def _check_output(option: str, path: str) -> None:
+    """Refuse an output path that cannot be written, before any work (issue #12)."""
     directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ConfigError(f"{option} {path}: no such directory")
     if os.path.isdir(path):
-        raise ConfigError(f"--intervals {path}: is a directory")
+        raise ConfigError(f"{option} {path}: is a directory")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".intervals-", suffix=".csv", dir=directory)
-    except OSError as exc:
-        raise ConfigError(f"--intervals {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write("meter,start,end,energy_wh,edges,demand_kw,quality\n")
-            for name in sorted(intervals):
-                handle.writelines(intervals[name].csv_lines())
-        os.replace(tmp, path)
-    except OSError as exc:
-        os.unlink(tmp)
-        raise ConfigError(f"--intervals {path}: {exc.strerror or exc}") from None
-    except BaseException:
-        os.unlink(tmp)
-        raise
+        name_max = os.pathconf(directory, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    if len(os.path.basename(path).encode()) > name_max:
+        raise ConfigError(f"{option} {path}: the file name is longer than {name_max} bytes")
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+class _Outputs:
+    """Output files written beside their targets, all put in place only when all were written.
+
+    A failure (a full disk, an unwritable directory, a plot that cannot be drawn) leaves every
+    target as it was. Files get the mode the umask gives, as ``open`` would (not mkstemp's 600).
+    """
+
+    def __init__(self) -> None:
+        self._done: list[tuple[str, str, str]] = []  # option, temporary, target
+        self._mode = 0o666 & ~_umask()
+
+    def temporary(self, option: str, path: str) -> str:
+        """Return a new empty file beside ``path`` for the caller to write."""
+        suffix = os.path.splitext(path)[1]
+        try:
+            fd, tmp = tempfile.mkstemp(
+                prefix=".amr-", suffix=suffix, dir=os.path.dirname(os.path.abspath(path))
+            )
+        except OSError as exc:
+            raise ConfigError(f"{option} {path}: {exc.strerror or exc}") from None
+        os.fchmod(fd, self._mode)
+        os.close(fd)
+        self._done.append((option, tmp, path))
+        return tmp
+
+    @contextmanager
+    def open(self, option: str, path: str) -> Iterator[TextIO]:
+        tmp = self.temporary(option, path)
+        try:
+            with open(tmp, "w", encoding="utf-8", newline="") as handle:
+                yield handle
+        except OSError as exc:
+            raise ConfigError(f"{option} {path}: {exc.strerror or exc}") from None
+
+    def __enter__(self) -> _Outputs:
+        return self
+
+    def __exit__(self, kind: object, *rest: object) -> None:
+        try:
+            if kind is None:
+                for option, tmp, path in self._done:
+                    try:
+                        os.replace(tmp, path)
+                    except OSError as exc:
+                        raise ConfigError(f"{option} {path}: {exc.strerror or exc}") from None
+        finally:
+            for _, tmp, _ in self._done:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
 
 
 class Progress:
@@ -98,16 +155,20 @@ def replay(
     plot_png: str | None = None,
     db_url: str | None = None,
     config_path: str | None = None,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
 ) -> BatchResult:
-    """Run the replay command: reconstruct, then print and write what was asked."""
+    """Run the replay command: reconstruct, then print and write what was asked (to ``out``,
+    by default standard output as it is when called)."""
+    out = out if out is not None else sys.stdout
     if plot_png is not None:
         from gateway.batch.plot import require_matplotlib
 
         require_matplotlib()
     for option, path in (("--intervals", intervals_csv), ("--plot", plot_png)):
-        if path is not None and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-            raise ConfigError(f"{option} {path}: no such directory")
+        if path is not None:
+            _check_output(option, path)
+    if plot_png is not None and not plot_png.lower().endswith(".png"):
+        raise ConfigError(f"--plot {plot_png}: the plot is a PNG image: name it .png")
     settings = None
     if config_path is not None:
         from gateway.config import load_config, settings_by_meter
@@ -118,6 +179,9 @@ def replay(
         if db_url is not None:
             from gateway.batch.dbimport import import_logs
 
+            # Read the logs whole before the database is opened (or created, or migrated):
+            # bad input leaves it untouched, byte for byte (issue #12).
+            check_logs(paths)
             result = import_logs(paths, db_url, progress=progress, settings=settings)
         else:
             result = replay_logs(paths, progress=progress, settings=settings)
@@ -127,12 +191,18 @@ def replay(
     for name, skipped in result.skipped.items():
         if db_url is not None and name in summaries:
             summaries[name]["skipped"] = skipped
-    if intervals_csv is not None:
-        write_intervals_csv(intervals_csv, result.intervals)
-    if plot_png is not None:
-        from gateway.batch.plot import plot_load_profile
+    with _Outputs() as outputs:
+        if intervals_csv is not None:
+            with outputs.open("--intervals", intervals_csv) as handle:
+                _write_intervals(handle, result.intervals)
+        if plot_png is not None:
+            from gateway.batch.plot import plot_load_profile
 
-        plot_load_profile(plot_png, result)
+            target = outputs.temporary("--plot", plot_png)
+            try:
+                plot_load_profile(target, result)
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"--plot {plot_png}: {exc}") from None
     if as_json:
         json.dump({"meters": summaries}, out, indent=2)
         out.write("\n")

@@ -59,5 +59,5 @@ def plot_load_profile(path: str, result: BatchResult) -> None:
     ax.legend(loc="upper left", fontsize=8)
     figure.autofmt_xdate()
     figure.tight_layout()
-    figure.savefig(path)
+    figure.savefig(path, format="png")
     plt.close(figure)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +30,14 @@ class SimulationSummary:
     end: str
 
 
+def _same_file(a: str, b: str) -> bool:
+    """Whether two paths name one file (by inode when both exist, else by real path)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
 def simulate(
     profile_path: str,
     out_path: str,
@@ -44,6 +53,8 @@ def simulate(
         config = MeterConfig.from_model(model, ct_rating_a=ct_rating_a)
     except MeterModelError as exc:
         raise ConfigError(f"--model: {exc}") from None
+    if _same_file(profile_path, out_path):
+        raise ConfigError(f"--out {out_path}: is the profile itself; writing would destroy it")
     profile = read_profile(profile_path)
     max_mw = int(config.nominal_max_power_kw * 1_000_000)
     over = np.flatnonzero(profile.power_mw > max_mw)

@@ -29,7 +29,7 @@ from gateway.core.state import restore
 from gateway.daemon.clock import ClockStep, Timeline, clock_synchronized
 from gateway.daemon.notify import Notifier
 from gateway.daemon.signals import Signals
-from gateway.daemon.wiring import SourceContext, build_source
+from gateway.daemon.wiring import SourceContext, build_source, check_inputs
 from gateway.errors import ConfigError, SinkError
 from gateway.pulselog.capture import Capture
 from gateway.sinks.database import Database
@@ -142,6 +142,7 @@ class Service:
                         f"{config.path or 'config'}: meters[{index}].port: "
                         f"{settings.port} does not exist"
                     )
+        check_inputs(config)
         self.database = Database(config.gateway.database, lock="run")
         self.store = Store(self.database)
         self.policy = CommitPolicy(int(config.gateway.commit_interval_s * 1e9))

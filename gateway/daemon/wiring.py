@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.config import MeterSettings
+from gateway.config import Config, MeterSettings, MqttSettings
 from gateway.core.edge import CHANNEL_1K, CHANNEL_10
 from gateway.daemon.clock import Timeline
 from gateway.errors import ConfigError
@@ -22,6 +22,62 @@ class SourceContext:
     pin_factory: Any = None
     boards: dict[str, Any] = field(default_factory=dict)
     serial_opener: Any = None
+
+
+def check_inputs(config: Config) -> None:
+    """Check every file the configuration names, before anything is created (issue #12).
+
+    A file that cannot be read is a ConfigError naming the configuration file and the key; a
+    profile or replay log that is malformed is a PulseLogError naming its file and line.
+    """
+    from gateway.loadprofile import read_profile
+    from gateway.pulselog.scan import LogScanner
+
+    where = f"{config.path or 'config'}:"
+    for index, meter in enumerate(config.meters):
+        key = f"{where} meters[{index}]"
+        if meter.source == "simulate" and meter.profile is not None:
+            _readable(f"{key}.profile", meter.profile)
+            read_profile(meter.profile)
+        if meter.source == "replay" and meter.file is not None:
+            _readable(f"{key}.file", meter.file)
+            scanner = LogScanner(meter.file)
+            for _chunk in scanner.chunks():
+                pass
+            if meter.name not in scanner.meters:
+                raise ConfigError(f"{key}.file: {meter.file} has no rows for meter {meter.name!r}")
+    if config.mqtt.enabled:
+        _check_mqtt_files(config.mqtt, f"{where} mqtt")
+
+
+def _readable(key: str, path: str) -> None:
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{key}: {path}: {exc.strerror or exc}") from None
+
+
+def _check_mqtt_files(mqtt: MqttSettings, where: str) -> None:
+    import ssl
+
+    if mqtt.username is not None and mqtt.password_file:
+        _readable(f"{where}.password_file", mqtt.password_file)
+    for key in ("ca_file", "cert_file", "key_file"):
+        path = getattr(mqtt, key)
+        if path:
+            _readable(f"{where}.{key}", path)
+    if not (mqtt.tls or mqtt.ca_file):
+        return
+    try:
+        context = ssl.create_default_context(cafile=mqtt.ca_file)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise ConfigError(f"{where}.ca_file: {mqtt.ca_file}: {exc}") from None
+    if mqtt.cert_file:
+        try:
+            context.load_cert_chain(mqtt.cert_file, mqtt.key_file)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise ConfigError(f"{where}.cert_file/key_file: {mqtt.cert_file}: {exc}") from None
 
 
 def build_source(

@@ -25,7 +25,7 @@ from gateway.errors import PulseLogError
 from gateway.timefmt import NS_PER_S, format_epoch, parse_time_ns
 
 HEADER = "time,meter,channel,level"
-METER_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+METER_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)  # fullmatch: "$" takes a "\n"
 # Logs are written far more often than read: level 1 is 3x faster than 6 for 15 % more bytes.
 GZIP_LEVEL = 1
 
@@ -41,7 +41,7 @@ def open_text(path: str | os.PathLike[str], mode: str) -> IO[str]:
 
 
 def valid_meter_name(name: str) -> bool:
-    return METER_NAME_RE.match(name) is not None
+    return METER_NAME_RE.fullmatch(name) is not None
 
 
 def _digits(values: npt.NDArray[np.int64], width: int) -> npt.NDArray[np.uint8]:

@@ -92,12 +92,32 @@ def current_revision(engine: Engine) -> str | None:
         return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
+def known_revisions() -> set[str]:
+    """Every revision this version's migrations know."""
+    from alembic.script import ScriptDirectory
+
+    return {script.revision for script in ScriptDirectory.from_config(_config()).walk_revisions()}
+
+
+def _check_not_newer(engine: Engine, current: str | None) -> None:
+    """Refuse a database a newer amr-gateway migrated: no migration here can touch it."""
+    if current is not None and current not in known_revisions():
+        from gateway import __version__
+
+        raise ConfigError(
+            f"{_describe(engine)} is at revision {current}, from a newer amr-gateway than this "
+            f"one ({__version__}, schema {SCHEMA_REVISION}): upgrade amr-gateway to use it"
+        )
+
+
 def upgrade_database(engine: Engine, revision: str = "head") -> None:
     """Bring the database to ``revision`` (creating it if empty); refuse a foreign one."""
     tables = _tables(engine)
     _check_ours(engine, tables)
-    if revision == "head" and tables and current_revision(engine) == SCHEMA_REVISION:
+    current = current_revision(engine) if tables else None
+    if revision == "head" and tables and current == SCHEMA_REVISION:
         return  # nothing to do, and no need for Alembic
+    _check_not_newer(engine, current)
     from alembic import command
 
     config = _config()
@@ -125,6 +145,7 @@ def check_database(engine: Engine) -> None:
         )
     current = current_revision(engine)
     if current != SCHEMA_REVISION:
+        _check_not_newer(engine, current)
         raise ConfigError(
             f"{_describe(engine)} is at revision {current}, not {SCHEMA_REVISION}: "
             "run 'amr-gateway db upgrade'"

@@ -127,7 +127,7 @@ class MqttPublisher:
                     tls_version=ssl.PROTOCOL_TLS_CLIENT,
                 )
             except (OSError, ssl.SSLError, ValueError) as exc:
-                raise ConfigError(f"mqtt TLS files: {exc}") from None
+                raise ConfigError(f"mqtt.ca_file, cert_file, key_file: {exc}") from None
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect

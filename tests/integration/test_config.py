@@ -82,7 +82,7 @@ def test_missing_file(cli, tmp_path) -> None:
 @pytest.mark.parametrize(
     ("change", "needle"),
     [
-        (("speed = 60", "speed = nan"), "meters[0].speed: nan must be a positive"),
+        (("speed = 60", "speed = nan"), "meters[0].speed: nan is out of range"),
         (("speed = 60", "speed = 60\nglitch_ms = -1.0"), "meters[0].glitch_ms"),
         (('id = "gw1"', 'id = "gw#1"'), "gateway.id: 'gw#1'"),
         (("port = 1883", 'port = 1883\nbase_topic = "amr/+"'), "mqtt.base_topic"),

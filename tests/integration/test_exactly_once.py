@@ -171,8 +171,7 @@ def test_bad_log_imports_nothing(cli, tmp_path) -> None:
     url = f"sqlite:///{tmp_path / 'imp.db'}"
     result = cli("replay", str(bad), "--db", url)
     assert result.returncode == 2 and "bad.csv:" in result.stderr
-    with sqlite3.connect(tmp_path / "imp.db") as conn:
-        assert conn.execute("select count(*) from channel_counters").fetchone()[0] == 0
+    assert not (tmp_path / "imp.db").exists()  # the logs are read whole before it is created
 
 
 def committed_beyond(proc: subprocess.Popen[bytes], db: Path, edges: int) -> Callable[[], bool]:
