@@ -30,6 +30,12 @@ class Quality:
     GAP = "gap"
 
 
+# An IntervalBatch keeps each quality as one byte (a code into this tuple), not a Python string:
+# a log that says it observed until 2199 has millions of empty intervals.
+QUALITIES = (Quality.COMPLETE, Quality.PARTIAL, Quality.GAP)
+_QUALITY_TEXT = np.array(QUALITIES)
+
+
 @dataclass(frozen=True, slots=True)
 class Interval:
     """One closed interval of one meter."""
@@ -61,7 +67,7 @@ class IntervalBatch(Sequence[Interval]):
         start_ns: I64,
         edges: I64,
         wh_per_edge: int,
-        quality: npt.NDArray[np.object_],
+        quality: npt.NDArray[np.uint8],
         flags: dict[int, dict[str, int]],
         first_index: int,
     ) -> None:
@@ -102,18 +108,21 @@ class IntervalBatch(Sequence[Interval]):
             start + self.length_ns,
             n * self.wh_per_edge,
             n,
-            str(self.quality[i]),
+            QUALITIES[self.quality[i]],
             tuple(sorted(self._flags.get(self._first_index + i, ()))),
         )
 
-    def csv_lines(self) -> list[str]:
+    def csv_lines(self, lo: int = 0, hi: int | None = None) -> list[str]:
         """Return ``meter,start,end,energy_wh,edges,demand_kw,quality`` lines, vectorised.
 
-        Times as ISO 8601 UTC; demand rounded exactly as :func:`round_kw` rounds (halves up).
+        Intervals ``lo`` to ``hi`` (all by default): a caller writing many asks in slices, to
+        keep memory flat. Times as ISO 8601 UTC; demand rounded exactly as :func:`round_kw`
+        rounds (halves up).
         """
-        if len(self) == 0:
+        hi = len(self) if hi is None else min(hi, len(self))
+        if hi <= lo:
             return []
-        starts = self.start_ns
+        starts = self.start_ns[lo:hi]
         whole_seconds = not np.any(starts % NS_PER_S) and not self.length_ns % NS_PER_S
 
         def iso(t_ns: I64) -> list[str]:
@@ -124,7 +133,7 @@ class IntervalBatch(Sequence[Interval]):
                 text = np.datetime_as_string(moments, unit="us")
             return [f"{t}Z" for t in text.tolist()]
 
-        energy = self.energy_wh
+        energy = self.edges[lo:hi] * self.wh_per_edge
         length_s2 = 2 * self.length_ns  # kW x 100 = E * 360 / L_s, rounded half up
         centi = (2 * energy * 360 * NS_PER_S + self.length_ns) // length_s2
         return [
@@ -133,9 +142,9 @@ class IntervalBatch(Sequence[Interval]):
                 iso(starts),
                 iso(starts + self.length_ns),
                 energy.tolist(),
-                self.edges.tolist(),
+                self.edges[lo:hi].tolist(),
                 centi.tolist(),
-                self.quality.tolist(),
+                _QUALITY_TEXT[self.quality[lo:hi]].tolist(),
                 strict=True,
             )
         ]
@@ -260,9 +269,9 @@ class IntervalAccumulator:
         for gap_from, gap_to in self._gaps:
             whole &= ~((starts < gap_to) & (starts + length > gap_from))
         self._gaps = [(a, b) for a, b in self._gaps if b > stop * length]
-        quality = np.where(whole, Quality.COMPLETE, Quality.PARTIAL).astype(object)
+        quality = np.where(whole, np.uint8(0), np.uint8(1)).astype(np.uint8)  # QUALITIES codes
         for i in flags:
-            quality[i - first] = Quality.GAP
+            quality[i - first] = 2
         return IntervalBatch(
             self.meter, length, starts, edges, self.wh_per_edge[register], quality, flags, first
         )
