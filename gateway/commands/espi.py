@@ -92,7 +92,7 @@ def build_feed(
     ``reads`` per meter."""
     feed = ET.Element(f"{{{ATOM}}}feed")
     ET.SubElement(feed, f"{{{ATOM}}}id").text = f"urn:uuid:{uuid.uuid5(NAMESPACE, gateway)}"
-    ET.SubElement(feed, f"{{{ATOM}}}title").text = f"amr-gateway {gateway}: Green Button data"
+    ET.SubElement(feed, f"{{{ATOM}}}title").text = f"{gateway}: Green Button data"
     ET.SubElement(feed, f"{{{ATOM}}}updated").text = format_iso(updated_ns, 0)
     for number, meter in enumerate(sorted(set(intervals) | set(reads)), start=1):
         point = f"Subscription/1/UsagePoint/{number}"
@@ -204,8 +204,8 @@ def export_espi(
     gateway: str = "amr-gateway",
     now_ns: int | None = None,
 ) -> int:
-    """Write the feed of the stored intervals (and billing reads) in ``[start, end]``; return
-    how many intervals it holds."""
+    """Write the feed of the stored intervals in ``[start, end]`` and of the billing reads
+    taken in it; return how many intervals it holds."""
     import time
 
     start_ns, end_ns = _time_option("--from", start), _time_option("--to", end)
@@ -218,7 +218,8 @@ def export_espi(
         reads = [
             r
             for r in stored_reads(database, meter)
-            if (start_ns is None or r.columns["start_ns"] >= start_ns)
+            # a billing period belongs to the window its read (its end) falls in
+            if (start_ns is None or r.columns["t_ns"] >= start_ns)
             and (end_ns is None or r.columns["t_ns"] <= end_ns)
         ]
     finally:
