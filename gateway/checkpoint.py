@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 from gateway.core.events import Event, EventKind
 from gateway.core.intervals import Interval
 from gateway.core.meter import MeterCore
+from gateway.core.reads import MeterRead, ReadingCore
 from gateway.core.state import counter_values, snapshot
 from gateway.sinks.readback import StoredMeter
 from gateway.sinks.store import MeterBatch
@@ -86,6 +87,7 @@ class Checkpoint:
     events: list[Event] = field(default_factory=list)
     subintervals: list[SubInterval] = field(default_factory=list)
     resets: list[tuple[Peak, int]] = field(default_factory=list)  # (peak cleared, when)
+    reads: list[MeterRead] = field(default_factory=list)  # scheduled billing reads
     dirty: bool = False  # edges counted (or time marked unobserved) since the last commit
     dropped: dict[str, int] = field(default_factory=dict)  # details dropped while storage failed
     dropped_at_ns: int | None = None
@@ -117,7 +119,9 @@ class Checkpoint:
     @property
     def urgent(self) -> bool:
         """Something closed or happened that should be on the card before it is published."""
-        return bool(self.intervals or self.subintervals or self.events or self.resets)
+        return bool(
+            self.intervals or self.subintervals or self.events or self.resets or self.reads
+        )
 
     def trim(self, now_ns: int) -> None:
         """Bound what waits while the database fails: drop the oldest details beyond the limits.
@@ -146,6 +150,12 @@ class Checkpoint:
 
     def collect(self, core: MeterCore) -> None:
         """Take the events and sub-intervals the core has handed over since the last call."""
+        if isinstance(core, ReadingCore):
+            # A read resets the peak first: its reset is recorded with it.
+            for read in core.take_reads():
+                self.reads.append(read)
+                if read.peak is not None:
+                    self.add_reset(read.peak, read.t_ns)
         self.events.extend(core.take_events())
         self.subintervals.extend(core.take_subintervals())
 
@@ -175,6 +185,7 @@ class Checkpoint:
             peak_window_s=core.settings.demand.window_s,
             resets=list(self.resets),
             published_wh=self.published_wh,
+            reads=list(self.reads),
         )
 
     def committed(self, batch: MeterBatch) -> None:
@@ -183,5 +194,6 @@ class Checkpoint:
         del self.subintervals[: len(batch.subintervals)]
         del self.events[: len(batch.events)]
         del self.resets[: len(batch.resets)]
+        del self.reads[: len(batch.reads)]
         self.committed_wh = batch.register_wh
         self.dirty = False

@@ -122,10 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="export interval data")
     where(export)
-    export.add_argument("--format", default="csv", choices=["csv"])
+    export.add_argument("--format", default="csv", choices=["csv", "espi"])
     export.add_argument("--meter", metavar="NAME")
     export.add_argument("--from", dest="start", metavar="T", help="intervals starting at or after")
     export.add_argument("--to", dest="end", metavar="T", help="intervals ending at or before")
+
+    bill = commands.add_parser("bill", help="billing determinants of each meter for a period")
+    where(bill)
+    bill.add_argument("--period", metavar="YYYY-MM", help="default: the latest period read")
+    bill.add_argument("--meter", metavar="NAME")
+    bill.add_argument("--format", default="csv", choices=["csv", "json"])
 
     reconcile = commands.add_parser("reconcile", help="record a reading off the meter's LCD")
     where(reconcile)
@@ -222,7 +228,20 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from gateway.commands.database import database_url, export
 
+    if args.format == "espi":
+        from gateway.commands.espi import export_espi
+
+        export_espi(database_url(args.config, args.db), args.meter, args.start, args.end)
+        return EXIT_OK
     export(database_url(args.config, args.db), args.format, args.meter, args.start, args.end)
+    return EXIT_OK
+
+
+def _cmd_bill(args: argparse.Namespace) -> int:
+    from gateway.commands.bill import bill
+    from gateway.commands.database import database_url
+
+    bill(database_url(args.config, args.db), args.period, args.meter, args.format)
     return EXIT_OK
 
 
@@ -241,6 +260,7 @@ COMMANDS = {
     "status": _cmd_status,
     "export": _cmd_export,
     "reconcile": _cmd_reconcile,
+    "bill": _cmd_bill,
 }
 
 

@@ -7,6 +7,7 @@ keys are accepted only for their source.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -23,6 +24,7 @@ from gateway.errors import ConfigError
 
 if TYPE_CHECKING:
     from gateway.core.meter import CoreSettings
+    from gateway.core.schedule import ReadSchedule
     from meter_model import MeterConfig
 
 DEFAULT_CONFIG_PATH = "/etc/amr-gateway/config.toml"
@@ -76,6 +78,18 @@ class MqttSettings:
 
 
 @dataclass(frozen=True)
+class BillingSettings:
+    """When meters are read for billing (issue #13): ``[billing]``, or per meter."""
+
+    read_day: int = 1
+    read_time: str = "00:00"
+    timezone: str | None = None  # None: the host's zone
+
+
+BILLING_KEYS = {"read_day", "read_time", "timezone"}
+
+
+@dataclass(frozen=True)
 class MeterSettings:
     name: str
     model: str = "2O208-4W"
@@ -88,6 +102,10 @@ class MeterSettings:
     sub_interval_s: int = 300  # demand sub-interval S (SPEC section 2)
     window_s: int = 900  # demand window W
     interval_s: int = 900  # interval data length I
+    # billing reads; None: the [billing] section's
+    read_day: int | None = None
+    read_time: str | None = None
+    timezone: str | None = None
     # simulate and replay
     speed: float = 1.0
     profile: str | None = None
@@ -118,6 +136,7 @@ class Config:
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     meters: tuple[MeterSettings, ...] = ()
     path: str | None = None
+    billing: BillingSettings = field(default_factory=BillingSettings)
 
 
 def embedded_defaults(speed: float = 1.0) -> Config:
@@ -171,11 +190,11 @@ def _build(cls: type[Any], table: dict[str, Any], where: str, allowed: set[str])
 
 def parse_config(data: dict[str, Any], path: str = "config") -> Config:
     """Validate a parsed TOML document into a Config; raise ConfigError naming the key."""
-    known = {"gateway", "mqtt", "meters"}
+    known = {"gateway", "mqtt", "meters", "billing"}
     for key in data:
         if key not in known:
             raise ConfigError(f"{path}: {key}: unknown section")
-    for section in ("gateway", "mqtt"):
+    for section in ("gateway", "mqtt", "billing"):
         if section in data and not isinstance(data[section], dict):
             raise ConfigError(f"{path}: {section}: expected a table [{section}]")
     gateway_fields = {f.name for f in dataclasses.fields(GatewaySettings)}
@@ -190,6 +209,8 @@ def parse_config(data: dict[str, Any], path: str = "config") -> Config:
     for section, settings in (("gateway", gateway), ("mqtt", mqtt)):
         for key, (lo, hi) in BOUNDS[section].items():
             _bounded(f"{path}: {section}.{key}", getattr(settings, key), lo, hi)
+    billing = _build(BillingSettings, data.get("billing", {}), f"{path}: billing", BILLING_KEYS)
+    read_schedule(billing, MeterSettings("billing"), f"{path}: billing")
     raw_meters = data.get("meters")
     if not isinstance(raw_meters, list) or not raw_meters:
         raise ConfigError(f"{path}: meters: at least one [[meters]] table is required")
@@ -209,13 +230,14 @@ def parse_config(data: dict[str, Any], path: str = "config") -> Config:
             raise ConfigError(f"{where}.source: {source!r} is not one of {', '.join(SOURCES)}")
         meter = _build(MeterSettings, table, where, common | SOURCE_KEYS[source])
         _check_meter(meter, where)
+        read_schedule(billing, meter, where)
         meters.append(meter)
     names = [m.name for m in meters]
     for i, name in enumerate(names):
         if name in names[:i]:
             raise ConfigError(f"{path}: meters[{i}].name: {name!r} is used twice")
     _check_shared(meters, path)
-    return Config(gateway, mqtt, tuple(meters), path)
+    return Config(gateway, mqtt, tuple(meters), path, billing)
 
 
 # A million times real time replays a year in 32 s: faster only starves the loop and memory.
@@ -345,7 +367,43 @@ def meter_config(settings: MeterSettings, where: str) -> MeterConfig:
         raise ConfigError(f"{where}.model: {exc}") from None
 
 
-def core_settings(settings: MeterSettings, model: MeterConfig) -> CoreSettings:
+def host_timezone() -> str:
+    """Return the host's IANA time zone name (``TZ``, then /etc/localtime), else UTC."""
+    from zoneinfo import ZoneInfo
+
+    names = [os.environ.get("TZ", "").lstrip(":")]
+    with contextlib.suppress(OSError):
+        names.append(os.readlink("/etc/localtime").split("zoneinfo/", 1)[-1])
+    for name in names:
+        try:
+            if name:
+                ZoneInfo(name)
+                return name
+        except (ValueError, KeyError):  # not a zone key (KeyError: ZoneInfoNotFoundError)
+            continue
+    return "UTC"
+
+
+def read_schedule(
+    billing: BillingSettings, meter: MeterSettings, where: str = "config"
+) -> ReadSchedule:
+    """Return a meter's billing read schedule: its own keys, else ``[billing]``'s."""
+    from gateway.core.schedule import ReadSchedule
+
+    day = meter.read_day if meter.read_day is not None else billing.read_day
+    at = meter.read_time if meter.read_time is not None else billing.read_time
+    zone = meter.timezone or billing.timezone or host_timezone()
+    try:
+        return ReadSchedule(day, at, zone, meter.sub_interval_s)
+    except (ValueError, KeyError) as exc:  # KeyError: ZoneInfoNotFoundError
+        if str(exc).startswith("read_"):
+            raise ConfigError(f"{where}.{str(exc).split(' ', 1)[0]}: {exc}") from None
+        raise ConfigError(f"{where}.timezone: {zone!r} is not a known time zone") from None
+
+
+def core_settings(
+    settings: MeterSettings, model: MeterConfig, billing: BillingSettings | None = None
+) -> CoreSettings:
     """Return how a configured meter's edges are reconstructed."""
     from gateway.core.edge import CHANNEL_1K, CHANNEL_10
     from gateway.core.meter import CoreSettings
@@ -364,12 +422,15 @@ def core_settings(settings: MeterSettings, model: MeterConfig) -> CoreSettings:
         interval_s=settings.interval_s,
         max_power_w=model.max_power_kw * 1000.0,
         register_channel=register,
+        read_schedule=read_schedule(billing or BillingSettings(), settings),
     )
 
 
 def settings_by_meter(config: Config) -> dict[str, CoreSettings]:
     """Return each configured meter's reconstruction settings (replay uses them by name)."""
     return {
-        m.name: core_settings(m, meter_config(m, f"{config.path or 'config'}: meters[{i}]"))
+        m.name: core_settings(
+            m, meter_config(m, f"{config.path or 'config'}: meters[{i}]"), config.billing
+        )
         for i, m in enumerate(config.meters)
     }

@@ -16,12 +16,21 @@ from gateway.batch.replay import BatchResult, replay_logs
 from gateway.checkpoint import Checkpoint
 from gateway.core.events import Event, EventKind
 from gateway.core.meter import CoreSettings, MeterCore
+from gateway.core.reads import ReadingCore
 from gateway.core.state import restore
 from gateway.sinks.database import Database
 from gateway.sinks.readback import Readback
 from gateway.sinks.store import Store
 
 IMPORT_MODEL = "unknown"
+
+
+def default_settings() -> CoreSettings:
+    """Return the settings of a meter no configuration names: defaults, read as ``[billing]``
+    defaults say (the first of the month at the host's midnight)."""
+    from gateway.config import BillingSettings, MeterSettings, read_schedule
+
+    return CoreSettings(read_schedule=read_schedule(BillingSettings(), MeterSettings("meter")))
 
 
 def import_logs(
@@ -36,8 +45,9 @@ def import_logs(
         stored = {m.name: m for m in Readback(database).meters()}
 
         def make_core(name: str, first_ns: int) -> MeterCore:
-            core = MeterCore(
-                name, (settings or {}).get(name) or CoreSettings(), record_subintervals=True
+            # Billing reads are taken at the instants the daemon would take them.
+            core = ReadingCore(
+                name, (settings or {}).get(name) or default_settings(), record_subintervals=True
             )
             previous = stored.get(name)
             if previous is not None and previous.core_state is not None:

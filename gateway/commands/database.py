@@ -15,6 +15,7 @@ from gateway.core.state import restore
 from gateway.errors import ConfigError
 from gateway.sinks.database import Database
 from gateway.sinks.readback import Readback, StoredMeter
+from gateway.sinks.reads import stored_reads
 from gateway.sinks.redact import redact
 from gateway.sinks.store import Store
 from gateway.timefmt import NS_PER_S, NS_PER_US, format_iso, parse_time_ns
@@ -117,6 +118,8 @@ def meter_status(readback: Readback, stored: StoredMeter, now_ns: int) -> dict[s
     status["open_anomalies"] = anomalies[-20:]
     readings = readback.lcd_readings(stored.id)
     status["last_reconciliation"] = reconciliation(readings) if readings else None
+    reads = stored_reads(readback.database, stored.name)
+    status["last_read"] = reads[-1].payload() if reads else None  # the last billing read
     return status
 
 
@@ -148,6 +151,14 @@ def status(url: str, as_json: bool, out: TextIO = sys.stdout) -> None:
         )
         if m["last_reconciliation"]:
             out.write(f"  last LCD reading: {m['last_reconciliation']['summary']}\n")
+        if m["last_read"]:
+            read = m["last_read"]
+            peak = read["peak_demand_kw"]
+            out.write(
+                f"  last billing read: {read['end']} ({read['period']}): {read['energy_wh']} Wh, "
+                f"register {read['register_wh']} Wh, peak "
+                f"{'-' if peak is None else f'{peak:.2f} kW'} reset, {read['quality']}\n"
+            )
 
 
 def _time_option(option: str, text: str | None) -> int | None:

@@ -24,6 +24,7 @@ from gateway.core.edge import CHANNEL_1K, CHANNEL_10, CHANNELS, Edge
 from gateway.core.events import Event, EventKind
 from gateway.core.hygiene import DEFAULT_GLITCH_NS, ChannelHygiene, Cleaned
 from gateway.core.intervals import IntervalAccumulator, IntervalBatch
+from gateway.core.schedule import ReadSchedule
 from meter_model.demand import DemandMeter, DemandSettings, Peak, SubInterval
 from meter_model.units import WH_PER_EDGE_1K, WH_PER_EDGE_10
 
@@ -46,6 +47,7 @@ class CoreSettings:
     interval_s: int = 900
     max_power_w: float | None = None  # what the meter can physically produce; None: unchecked
     register_channel: str | None = None  # None: `10` if it has edges, else `1K`
+    read_schedule: ReadSchedule | None = None  # billing reads (core/reads.py); None: defaults
 
     def min_edge_gap_ns(self, channel: str) -> int:
         """Return the shortest plausible time between two edges at the meter's maximum power."""

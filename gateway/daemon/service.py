@@ -25,6 +25,7 @@ from gateway.config import Config, MeterSettings, core_settings, meter_config
 from gateway.core.edge import CHANNEL_1K, CHANNEL_10, Edge
 from gateway.core.events import Event, EventKind
 from gateway.core.meter import MeterCore, Reading
+from gateway.core.reads import ReadingCore
 from gateway.core.state import restore
 from gateway.daemon.clock import ClockStep, Timeline, clock_synchronized
 from gateway.daemon.notify import Notifier
@@ -194,7 +195,11 @@ class Service:
     def _open_meter(
         self, settings: MeterSettings, model: MeterConfig, stored: StoredMeter, now_ns: int
     ) -> MeterRuntime:
-        core = MeterCore(settings.name, core_settings(settings, model), record_subintervals=True)
+        core = ReadingCore(
+            settings.name,
+            core_settings(settings, model, self.config.billing),
+            record_subintervals=True,
+        )
         resumed = stored.core_state is not None
         if stored.core_state is not None:
             restore(core, stored.core_state)
@@ -463,7 +468,7 @@ class Service:
         self.store.commit(batches, self.timeline.now(), stamp=stamp)
         for runtime, batch in zip(self.meters, batches, strict=True):
             runtime.checkpoint.committed(batch)
-        if self.mqtt is not None and any(b.intervals or b.events for b in batches):
+        if self.mqtt is not None and any(b.intervals or b.events or b.reads for b in batches):
             self.mqtt.outbox_changed()
 
     def report(self) -> None:

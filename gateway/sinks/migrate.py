@@ -10,7 +10,8 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import os
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
@@ -35,7 +36,15 @@ def _config() -> Config:
     from alembic.config import Config
 
     # The scripts are migrations/ in the repository, installed as the gateway.migrations package.
-    scripts = importlib.resources.files("gateway.migrations")
+    # Run from a checkout (a git worktree beside an editable install of another one), the
+    # checkout's own scripts go with its own models.
+    # (A pyproject.toml beside it tells a checkout from site-packages.)
+    root = Path(__file__).resolve().parents[2]
+    checkout = root / "migrations"
+    if (root / "pyproject.toml").is_file() and (checkout / "env.py").is_file():
+        scripts: Any = checkout
+    else:
+        scripts = importlib.resources.files("gateway.migrations")
     config = Config()
     config.set_main_option("script_location", str(scripts))
     return config

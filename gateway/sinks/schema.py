@@ -17,7 +17,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # The Alembic revision these models describe (migrations/versions/); a test holds it to the head.
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -150,3 +150,33 @@ class OutboxRow(Base):
     seq: Mapped[int] = mapped_column(BigInteger)
     payload: Mapped[str] = mapped_column(Text)
     created_ns: Mapped[int] = mapped_column(BigInteger)
+
+
+class MeterReadRow(Base):
+    """A scheduled billing read: the determinants of the period ending at ``t_ns``."""
+
+    __tablename__ = "meter_reads"
+    __table_args__ = (UniqueConstraint("meter_id", "t_ns"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    meter_id: Mapped[int] = mapped_column(ForeignKey("meters.id"))
+    seq: Mapped[int] = mapped_column(BigInteger)  # 1, 2, ... per meter
+    period: Mapped[str] = mapped_column(String(7))  # YYYY-MM, the month the period starts in
+    start_ns: Mapped[int] = mapped_column(BigInteger)
+    t_ns: Mapped[int] = mapped_column(BigInteger)
+    register_channel: Mapped[str] = mapped_column(String(4))
+    register_wh: Mapped[int] = mapped_column(BigInteger)
+    energy_wh: Mapped[int] = mapped_column(BigInteger)
+    edges: Mapped[int] = mapped_column(BigInteger)
+    peak_window_energy_wh: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    peak_window_s: Mapped[int] = mapped_column(Integer)
+    peak_window_end_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    peak_partial: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    quality: Mapped[str] = mapped_column(String(16))
+    gap_s: Mapped[int] = mapped_column(BigInteger)
+    glitches: Mapped[int] = mapped_column(BigInteger)
+    inferred: Mapped[int] = mapped_column(BigInteger)
+    mismatches: Mapped[int] = mapped_column(BigInteger)
+    estimate_low_wh: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    estimate_high_wh: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    estimate_from: Mapped[str | None] = mapped_column(String(8), nullable=True)

@@ -26,10 +26,12 @@ from sqlalchemy.orm import Session
 
 from gateway.core.events import Event
 from gateway.core.intervals import Interval
+from gateway.core.reads import MeterRead
 from gateway.sinks.database import Database
 from gateway.sinks.outbox import outbox_row
 from gateway.sinks.payloads import event_payload, interval_payload
 from gateway.sinks.readback import StoredMeter, load_meter
+from gateway.sinks.reads import write_reads
 from gateway.sinks.schema import (
     CounterRow,
     EventRow,
@@ -65,6 +67,7 @@ class MeterBatch:
     resets: Sequence[tuple[Peak, int]] = ()  # (peak cleared, when)
     outbox: bool = True  # queue intervals and events for MQTT
     published_wh: int = 0  # the highest total published so far
+    reads: Sequence[MeterRead] = ()  # scheduled billing reads (gateway/core/reads.py)
 
 
 @dataclass
@@ -198,6 +201,9 @@ class Store:
                 outbox.append(outbox_row(meter_id, "event", seq, payload, now_ns))
         session.add_all(outbox)
         statements += len(outbox)
+        statements += write_reads(
+            session, meter_id, batch.name, batch.reads, now_ns, outbox=batch.outbox
+        )
         for cleared, when_ns in batch.resets:
             session.add(
                 PeakRow(meter_id=meter_id, **_peak_columns(cleared, batch), reset_ns=when_ns)
