@@ -86,6 +86,7 @@ class Checkpoint:
     dirty: bool = False  # edges counted (or time marked unobserved) since the last commit
     dropped: dict[str, int] = field(default_factory=dict)  # details dropped while storage failed
     dropped_at_ns: int | None = None
+    replace_from_ns: int | None = None  # a provisional interval the database holds (its start)
 
     @classmethod
     def resuming(cls, stored: StoredMeter | None, name: str, model: str, source: str) -> Checkpoint:
@@ -99,6 +100,7 @@ class Checkpoint:
             skipped_before=sum(row.skipped for row in stored.counters.values()),
             published_wh=stored.published_wh,
             committed_wh=stored.register_wh,
+            replace_from_ns=(stored.core_state or {}).get("tail_ns"),
         )
 
     def add_intervals(self, closed: Iterable[Interval] | None) -> None:
@@ -164,6 +166,8 @@ class Checkpoint:
             peak_window_s=core.settings.demand.window_s,
             resets=list(self.resets),
             published_wh=self.published_wh,
+            replace_from_ns=self.replace_from_ns if self.intervals else None,
+            tail_ns=core.tail_ns,
         )
 
     def committed(self, batch: MeterBatch) -> None:
@@ -173,4 +177,6 @@ class Checkpoint:
         del self.events[: len(batch.events)]
         del self.resets[: len(batch.resets)]
         self.committed_wh = batch.register_wh
+        if batch.intervals:
+            self.replace_from_ns = batch.tail_ns
         self.dirty = False

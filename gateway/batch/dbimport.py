@@ -37,10 +37,12 @@ def import_logs(
         stored = {m.name: m for m in Readback(database).meters()}
 
         def make_core(name: str, first_ns: int) -> MeterCore:
-            core = MeterCore(
-                name, (settings or {}).get(name) or CoreSettings(), record_subintervals=True
-            )
             previous = stored.get(name)
+            # --config's settings, else those the stored state was reconstructed with.
+            chosen = (settings or {}).get(name)
+            if chosen is None and previous is not None:
+                chosen = CoreSettings.from_state((previous.core_state or {}).get("settings"))
+            core = MeterCore(name, chosen or CoreSettings(), record_subintervals=True)
             if previous is not None and previous.core_state is not None:
                 restore(core, previous.core_state)
             else:

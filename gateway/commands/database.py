@@ -10,7 +10,7 @@ import time
 from typing import Any, TextIO
 
 from gateway.config import DEFAULT_CONFIG_PATH, default_database_url, load_config
-from gateway.core.meter import MeterCore
+from gateway.core.meter import CoreSettings, MeterCore
 from gateway.core.state import restore
 from gateway.errors import ConfigError
 from gateway.sinks.database import Database
@@ -60,7 +60,8 @@ def db_upgrade(url: str, out: TextIO = sys.stdout) -> None:
 def _core(stored: StoredMeter) -> MeterCore | None:
     if stored.core_state is None:
         return None
-    core = MeterCore(stored.name)
+    # The settings the state was reconstructed with are in it (defaults for older states).
+    core = MeterCore(stored.name, CoreSettings.from_state(stored.core_state.get("settings")))
     restore(core, stored.core_state)
     return core
 
@@ -87,8 +88,8 @@ def meter_status(readback: Readback, stored: StoredMeter, now_ns: int) -> dict[s
     }
     if core is not None:
         # "now" for a live meter is the wall clock; a replayed or simulated one stops at its
-        # own clock, the time of its last edge.
-        last = core.last_ns or now_ns
+        # own clock: where its log ended (a finished replay or import), else its last edge.
+        last = max(core.last_ns or 0, core.ended_ns or 0) or now_ns
         reference = now_ns if stored.source in ("gpio", "serial") else last
         status["power_kw"] = round(core.power_kw(reference), 3)
         demand = core.demand
