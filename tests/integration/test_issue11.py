@@ -74,9 +74,7 @@ def test_another_meters_log_changes_nothing_of_a_meter(tmp_path) -> None:
     replay([b], intervals_csv=str(tmp_path / "alone.csv"), out=io.StringIO())
     replay([a, b], intervals_csv=str(tmp_path / "both.csv"), out=io.StringIO())
     mine = [
-        line
-        for line in (tmp_path / "both.csv").read_text().splitlines()
-        if line.startswith("b,")
+        line for line in (tmp_path / "both.csv").read_text().splitlines() if line.startswith("b,")
     ]
     assert mine == (tmp_path / "alone.csv").read_text().splitlines()[1:]
     assert mine == ["b,2025-11-25T08:00:00Z,2025-11-25T08:15:00Z,2000,400,8.00,partial"]
@@ -94,9 +92,7 @@ def test_status_restores_the_configured_settings(tmp_path) -> None:
     replay([log], db_url=url, config_path=str(config), out=io.StringIO())
     shown = status_of(url)["m"]
     assert shown["demand_kw"] == 6.0  # old: 1.2 (a 60 s sub-interval read as 300 s)
-    assert shown["peak_demand_kw"] == as_json([log], config_path=str(config))["m"][
-        "peak_demand_kw"
-    ]
+    assert shown["peak_demand_kw"] == as_json([log], config_path=str(config))["m"]["peak_demand_kw"]
     # A second import without --config keeps the settings the state was made with.
     more = write(tmp_path / "b.csv", steady("m", 6, T0 + 1200, T0 + 1800))
     replay([more], db_url=url, out=io.StringIO())
@@ -127,3 +123,22 @@ def test_a_silent_10_line_keeps_1k_edges_waiting_no_longer_than_their_tolerance(
         core.advance(t + (100 * k + 1) * NS)
     assert len(snapshot(core)["crosscheck"]["pending1k"]) == 0
     assert np.int64(core.crosscheck.kind_counts.get("silent", 0)) == 48  # each judged at once
+
+
+def test_reconcile_uses_the_register_as_it_stood_then_and_refuses_the_future(tmp_path) -> None:
+    import pytest
+
+    from gateway.commands.database import reconcile
+    from gateway.errors import ConfigError
+
+    # 6 kW from 08:00 to 09:00: 6000 Wh; an edge every 3 s. Just before 08:30:00 (the edge
+    # at 08:30:00 belongs to the later sub-interval, half-open) the register held 2995 Wh.
+    log = write(tmp_path / "a.csv", steady("m", 6, T0, T0 + 3600))
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    replay([log], db_url=url, out=io.StringIO())
+    out = io.StringIO()
+    reconcile(url, "m", 103, "2025-11-25T08:30:00Z", out=out)
+    assert "against 2995 Wh counted" in out.getvalue()  # old: 6000, today's register
+    with pytest.raises(ConfigError, match="future"):
+        reconcile(url, "m", 200, "2199-01-01T00:00:00Z", out=io.StringIO())
+    assert status_of(url)["m"]["last_reconciliation"]["lcd_kwh"] == 103
