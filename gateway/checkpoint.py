@@ -91,6 +91,7 @@ class Checkpoint:
     dirty: bool = False  # edges counted (or time marked unobserved) since the last commit
     dropped: dict[str, int] = field(default_factory=dict)  # details dropped while storage failed
     dropped_at_ns: int | None = None
+    replace_from_ns: int | None = None  # a provisional interval the database holds (its start)
 
     @classmethod
     def resuming(cls, stored: StoredMeter | None, name: str, model: str, source: str) -> Checkpoint:
@@ -104,6 +105,7 @@ class Checkpoint:
             skipped_before=sum(row.skipped for row in stored.counters.values()),
             published_wh=stored.published_wh,
             committed_wh=stored.register_wh,
+            replace_from_ns=(stored.core_state or {}).get("tail_ns"),
         )
 
     def add_intervals(self, closed: Iterable[Interval] | None) -> None:
@@ -119,9 +121,7 @@ class Checkpoint:
     @property
     def urgent(self) -> bool:
         """Something closed or happened that should be on the card before it is published."""
-        return bool(
-            self.intervals or self.subintervals or self.events or self.resets or self.reads
-        )
+        return bool(self.intervals or self.subintervals or self.events or self.resets or self.reads)
 
     def trim(self, now_ns: int) -> None:
         """Bound what waits while the database fails: drop the oldest details beyond the limits.
@@ -186,6 +186,8 @@ class Checkpoint:
             resets=list(self.resets),
             published_wh=self.published_wh,
             reads=list(self.reads),
+            replace_from_ns=self.replace_from_ns if self.intervals else None,
+            tail_ns=core.tail_ns,
         )
 
     def committed(self, batch: MeterBatch) -> None:
@@ -196,4 +198,6 @@ class Checkpoint:
         del self.resets[: len(batch.resets)]
         del self.reads[: len(batch.reads)]
         self.committed_wh = batch.register_wh
+        if batch.intervals:
+            self.replace_from_ns = batch.tail_ns
         self.dirty = False

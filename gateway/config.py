@@ -236,6 +236,15 @@ def parse_config(data: dict[str, Any], path: str = "config") -> Config:
     for i, name in enumerate(names):
         if name in names[:i]:
             raise ConfigError(f"{path}: meters[{i}].name: {name!r} is used twice")
+        # Home Assistant's entity ids fold case and `-` to `_`: such names would collide.
+        folded = [n.lower().replace("-", "_") for n in names[:i]]
+        key = name.lower().replace("-", "_")
+        if key in folded:
+            other = names[folded.index(key)]
+            raise ConfigError(
+                f"{path}: meters[{i}].name: {name!r} differs from {other!r} only by case or"
+                " '-'/'_' (their Home Assistant entity ids would collide)"
+            )
     _check_shared(meters, path)
     return Config(gateway, mqtt, tuple(meters), path, billing)
 

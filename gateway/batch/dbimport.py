@@ -45,11 +45,13 @@ def import_logs(
         stored = {m.name: m for m in Readback(database).meters()}
 
         def make_core(name: str, first_ns: int) -> MeterCore:
-            # Billing reads are taken at the instants the daemon would take them.
-            core = ReadingCore(
-                name, (settings or {}).get(name) or default_settings(), record_subintervals=True
-            )
             previous = stored.get(name)
+            # --config's settings, else those the stored state was reconstructed with.
+            chosen = (settings or {}).get(name)
+            if chosen is None and previous is not None:
+                chosen = CoreSettings.from_state((previous.core_state or {}).get("settings"))
+            # Billing reads are taken at the instants the daemon would take them.
+            core = ReadingCore(name, chosen or default_settings(), record_subintervals=True)
             if previous is not None and previous.core_state is not None:
                 restore(core, previous.core_state)
             else:

@@ -167,10 +167,12 @@ def replay_logs(
 ) -> BatchResult:
     """Reconstruct every meter in ``paths``; ``progress(bytes_done, bytes_total, rows)``.
 
-    ``make_core(name, first_edge_ns)`` supplies each meter's core (a restored one, for an
-    import into the database); edges it has already seen are skipped and counted. With
-    ``finish`` the input ends with the logs; without it (an import, as live operation would do)
-    time only passes to each meter's last edge, and the cores keep their open state.
+    ``make_core(name, start_ns)`` supplies each meter's core (a restored one, for an import
+    into the database), starting where its own logs say observation started (or its first
+    edge); edges it has already seen are skipped and counted. The end of the logs confirms each
+    meter's last edge and closes its intervals through its own logs' ``end=`` (or its last
+    edge). Without ``finish`` (an import, which a later log may continue) the interval holding
+    the end is returned all the same but stays open in the core (``MeterCore.tail_ns``).
     """
     make_core = make_core or _fresh_cores(settings or {})
     try:
@@ -179,10 +181,26 @@ def replay_logs(
         return _replay(paths, make_core, progress, sort=True, finish=finish)
 
 
-def _window(scanners: list[LogScanner]) -> tuple[int | None, int | None]:
-    starts = [parse_time_ns(s.metadata["start"]) for s in scanners if "start" in s.metadata]
-    ends = [parse_time_ns(s.metadata["end"]) for s in scanners if "end" in s.metadata]
-    return (min(starts) if starts else None, max(ends) if ends else None)
+def _windows(scanners: list[LogScanner]) -> dict[str, tuple[int | None, int | None]]:
+    """Return each meter's observation window: the earliest ``start=`` and the latest ``end=``
+    of the logs that hold its rows. Other meters' logs never change it (issue #11)."""
+    windows: dict[str, tuple[int | None, int | None]] = {}
+    for scanner in scanners:
+        start = parse_time_ns(scanner.metadata["start"]) if "start" in scanner.metadata else None
+        end = parse_time_ns(scanner.metadata["end"]) if "end" in scanner.metadata else None
+        for name in scanner.meters:
+            old_start, old_end = windows.get(name, (None, None))
+            windows[name] = (
+                _pick(min, old_start, start),
+                _pick(max, old_end, end),
+            )
+    return windows
+
+
+def _pick(choose: Callable[[int, int], int], a: int | None, b: int | None) -> int | None:
+    if a is None or b is None:
+        return a if b is None else b
+    return choose(a, b)
 
 
 def _replay(
@@ -198,8 +216,15 @@ def _replay(
     rows = 0
     scanners: list[LogScanner] = []
     names: list[str] = []  # meter names across files, by global index
-    feeder: _Feeder | None = None
+    started: dict[str, int | None] = {}  # the window start each core was made with
     held: list[tuple[I64, npt.NDArray[np.int32], I8, I8]] = []
+
+    def starting_at(name: str, first_ns: int) -> MeterCore:
+        start = _windows(scanners).get(name, (None, None))[0]
+        started[name] = start
+        return make_core(name, first_ns if start is None else min(start, first_ns))
+
+    feeder = _Feeder(starting_at)
     for path in paths:
         scanner = LogScanner(path)
         scanners.append(scanner)
@@ -216,35 +241,29 @@ def _replay(
             if sort:
                 held.append((chunk.t_ns, chunk.meter, chunk.channel, chunk.level))
                 continue
-            if feeder is None:
-                feeder = _Feeder(_starting_at(make_core, _window(scanners)[0]))
             feeder.feed(names, chunk, check_order=True)
         done_before += file_size(path)
-    start, end = _window(scanners)
-    if sort:
-        feeder = _Feeder(_starting_at(make_core, start))
-        if held:
-            t = np.concatenate([h[0] for h in held])
-            meter = np.concatenate([h[1] for h in held])
-            channel = np.concatenate([h[2] for h in held])
-            level = np.concatenate([h[3] for h in held])
-            held.clear()
-            order = np.lexsort((level, channel, t, meter))
-            feeder.feed(
-                names,
-                Chunk(t[order], meter[order], channel[order], level[order]),
-                check_order=False,
-            )
-    if feeder is None:
-        feeder = _Feeder(_starting_at(make_core, start))
+    windows = _windows(scanners)
+    if not sort and any(windows[name][0] != start for name, start in started.items()):
+        raise _NeedsSort  # a later log moved a meter's start back: start again, knowing it
+    if sort and held:
+        t = np.concatenate([h[0] for h in held])
+        meter = np.concatenate([h[1] for h in held])
+        channel = np.concatenate([h[2] for h in held])
+        level = np.concatenate([h[3] for h in held])
+        held.clear()
+        order = np.lexsort((level, channel, t, meter))
+        feeder.feed(
+            names,
+            Chunk(t[order], meter[order], channel[order], level[order]),
+            check_order=False,
+        )
     intervals = {}
     for name, core in feeder.cores.items():
-        if finish:
-            batch = core.finish(end)
-        else:
-            # Time has passed to the last edge, or to the end the log says it observed.
-            now = max(core.last_ns or 0, end or 0)
-            batch = core.advance(now) if now else None
+        end = windows.get(name, (None, None))[1]
+        # The end of a log confirms its last edge (SPEC 3): an import finishes too, but keeps
+        # the interval holding the end open for a log that may continue it.
+        batch = core.finish(end, keep_open=not finish)
         if batch is not None:
             intervals[name] = batch
     return BatchResult(feeder.cores, intervals, rows, sort, list(paths), feeder.skipped)
@@ -255,17 +274,6 @@ def _fresh_cores(settings: dict[str, CoreSettings]) -> CoreFactory:
 
     def make(name: str, first_ns: int) -> MeterCore:
         return MeterCore(name, settings.get(name) or CoreSettings(), start_ns=first_ns)
-
-    return make
-
-
-def _starting_at(make_core: CoreFactory, start_ns: int | None) -> CoreFactory:
-    """Start each meter where the logs say observation started (their ``start=``), if earlier."""
-    if start_ns is None:
-        return make_core
-
-    def make(name: str, first_ns: int) -> MeterCore:
-        return make_core(name, min(start_ns, first_ns))
 
     return make
 

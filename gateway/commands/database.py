@@ -10,7 +10,7 @@ import time
 from typing import Any, TextIO
 
 from gateway.config import DEFAULT_CONFIG_PATH, default_database_url, load_config
-from gateway.core.meter import MeterCore
+from gateway.core.meter import CoreSettings, MeterCore
 from gateway.core.state import restore
 from gateway.errors import ConfigError
 from gateway.sinks.database import Database
@@ -61,7 +61,8 @@ def db_upgrade(url: str, out: TextIO = sys.stdout) -> None:
 def _core(stored: StoredMeter) -> MeterCore | None:
     if stored.core_state is None:
         return None
-    core = MeterCore(stored.name)
+    # The settings the state was reconstructed with are in it (defaults for older states).
+    core = MeterCore(stored.name, CoreSettings.from_state(stored.core_state.get("settings")))
     restore(core, stored.core_state)
     return core
 
@@ -88,8 +89,8 @@ def meter_status(readback: Readback, stored: StoredMeter, now_ns: int) -> dict[s
     }
     if core is not None:
         # "now" for a live meter is the wall clock; a replayed or simulated one stops at its
-        # own clock, the time of its last edge.
-        last = core.last_ns or now_ns
+        # own clock: where its log ended (a finished replay or import), else its last edge.
+        last = max(core.last_ns or 0, core.ended_ns or 0) or now_ns
         reference = now_ns if stored.source in ("gpio", "serial") else last
         status["power_kw"] = round(core.power_kw(reference), 3)
         demand = core.demand
@@ -242,10 +243,36 @@ def reconciliation(readings: list[Any]) -> dict[str, Any]:
     }
 
 
+def register_at(readback: Readback, stored: StoredMeter, t_ns: int) -> int:
+    """Return the register as it stood at ``t_ns``, from what the database keeps.
+
+    Exact at or after the last counted edge (the register then) and on demand sub-interval
+    boundaries; otherwise the register at the start of the sub-interval holding ``t_ns`` (the
+    database keeps energy per sub-interval, 5 minutes by default): at most that sub-interval's
+    energy low.
+    """
+    core = _core(stored)
+    if core is None or core.last_ns is None or t_ns >= core.last_ns:
+        return stored.register_wh
+    s_ns = core.settings.demand.sub_interval_s * NS_PER_S
+    from_ns = t_ns // s_ns * s_ns
+    later_wh = readback.subinterval_wh_from(stored.id, from_ns)
+    demand = core.demand
+    if demand is not None:
+        state = demand.to_state()  # the open sub-interval: its energy is not stored as a row
+        if state["index"] * s_ns >= from_ns:
+            later_wh += int(state["energy"])
+    return max(0, stored.register_wh - later_wh)
+
+
 def reconcile(url: str, meter: str, lcd: int, when: str | None, out: TextIO = sys.stdout) -> None:
     if lcd < 0:
         raise ConfigError("--lcd-kwh: must not be negative")
-    t_ns = _time_option("--time", when) or time.time_ns()
+    now_ns = time.time_ns()
+    t_ns = _time_option("--time", when) or now_ns
+    if t_ns > now_ns:
+        # A reading from the future would sort after, and shadow, every real one (issue #11).
+        raise ConfigError(f"--time {when}: is in the future")
     database = open_database(url)
     try:
         readback = Readback(database)
@@ -253,7 +280,9 @@ def reconcile(url: str, meter: str, lcd: int, when: str | None, out: TextIO = sy
         if stored is None:
             names = ", ".join(m.name for m in readback.meters()) or "none"
             raise ConfigError(f"--meter {meter}: no such meter in the database (meters: {names})")
-        Store(database).add_lcd_reading(stored.id, t_ns, lcd, stored.register_wh)
+        # Paired with the register as it stood when the LCD was read, not as it stands now.
+        register_wh = register_at(readback, stored, t_ns)
+        Store(database).add_lcd_reading(stored.id, t_ns, lcd, register_wh)
         result = reconciliation(readback.lcd_readings(stored.id))
     finally:
         database.close()

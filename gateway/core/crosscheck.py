@@ -55,6 +55,7 @@ class CrossCheck:
     _pending1k: deque[int] = field(default_factory=deque)
     _pending_inferred: deque[bool] = field(default_factory=deque)
     _last_c: int | None = None  # `10` count at the last judged `1K` edge
+    first10_ns: int | None = None  # the first `10` edge ever counted
 
     def to_state(self) -> dict[str, Any]:
         """Return the comparison's state as JSON-able data.
@@ -73,6 +74,7 @@ class CrossCheck:
             "pending1k": list(self._pending1k),
             "pending_inferred": list(self._pending_inferred),
             "last_c": self._last_c,
+            "first10_ns": self.first10_ns,
         }
 
     @classmethod
@@ -96,6 +98,8 @@ class CrossCheck:
             _pending1k=deque(int(t) for t in state["pending1k"]),
             _pending_inferred=deque(bool(x) for x in state["pending_inferred"]),
             _last_c=state["last_c"],
+            # Older states lack it: a `10` edge counted then is long past.
+            first10_ns=state.get("first10_ns", -(2**62) if state["n10"] else None),
         )
 
     @property
@@ -106,9 +110,20 @@ class CrossCheck:
     def difference_wh(self) -> int:
         return self.n10 * self.wh_10 - self.n1k * self.wh_1k - self.offset_wh
 
-    def add_10(self, t_ns: I64) -> None:
+    def add_10(self, t_ns: I64, inferred: npt.NDArray[np.bool_] | None = None) -> None:
+        """Take counted `10` edges; an inferred one is placed at the edge that revealed it.
+
+        Its true time is unknown (hygiene stamps it midway, which may lie far in the past);
+        placed where it was revealed it can never land beside a `1K` edge already judged.
+        """
         if len(t_ns) == 0:
             return
+        if inferred is not None and inferred.any():
+            t_ns = t_ns.copy()
+            slots = np.flatnonzero(inferred)
+            t_ns[slots] = t_ns[slots + 1]  # the revealing edge comes right after it
+        if self.first10_ns is None:
+            self.first10_ns = int(t_ns[0])
         self._recent10 = np.concatenate([self._recent10, t_ns])
         self.n10 += len(t_ns)
         self._judge(final=False)
@@ -120,6 +135,37 @@ class CrossCheck:
         else:
             self._pending_inferred.extend(bool(x) for x in inferred)
         self._judge(final=False)
+
+    def advance(self, now_ns: int) -> None:
+        """Judge the `1K` edges whose `10` neighbours are all known once time is ``now_ns``.
+
+        Hygiene hands a `10` edge over at most the margin (the glitch width) after it happened,
+        and the comparison places an inferred `10` edge at the edge that revealed it (see
+        :meth:`add_10`), never earlier. So by ``now_ns`` every `10` edge up to
+        ``now_ns - margin`` is known, and a `1K` edge at ``t <= now_ns - margin - tolerance``
+        can be judged whether or not a later `10` edge came: a meter with only `1K` wired, or a
+        `10` line gone silent, keeps nothing waiting. The judgement is the same whenever it is
+        made, so every path gives identical results.
+        """
+        if not self._pending1k:
+            return
+        limit = now_ns - self.tolerance_ns - self.margin_ns
+        if self._pending1k[0] > limit:
+            return
+        ready = int(np.searchsorted(np.fromiter(self._pending1k, np.int64), limit, "right"))
+        while ready and self._pending_inferred[ready - 1]:
+            ready -= 1
+        if ready:
+            judged = np.array([self._pending1k.popleft() for _ in range(ready)], np.int64)
+            inferred = np.array([self._pending_inferred.popleft() for _ in range(ready)], np.bool_)
+            self._judge_many(judged, inferred)
+        self._judge(final=False)  # trims the `10` edges no `1K` edge can need any more
+
+    @property
+    def waiting_since_ns(self) -> int | None:
+        """Return the time of the oldest `1K` edge not judged yet (its interval must stay open:
+        its judgement may flag it)."""
+        return self._pending1k[0] if self._pending1k else None
 
     def rebase(self) -> None:
         """Start the comparison afresh after a stretch nothing was watched.
@@ -134,7 +180,9 @@ class CrossCheck:
         self._last_c = None
         self.offset_wh = self.n10 * self.wh_10 - self.n1k * self.wh_1k
 
-    def finish(self) -> None:
+    def finish(self, end_ns: int | None = None) -> None:
+        """The input has ended (at ``end_ns``): judge what waits; report a silent `1K` line and
+        the difference, stamped just before the end (the last interval holds them)."""
         if self.n10 == 0 or (self.n1k == 0 and not self._pending1k):
             # One channel counted nothing: nothing to check against (summary: "not checked").
             self.n1k += len(self._pending1k)
@@ -142,17 +190,16 @@ class CrossCheck:
             self._pending_inferred.clear()
             return
         self._judge(final=True)
+        last10 = int(self._recent10[-1]) if len(self._recent10) else 0
+        stamp = last10 if end_ns is None else max(last10, end_ns - 1)
         if self.n1k and self._last_c is not None:
             after = self.n10 - self._last_c
             if after >= 2 * self.ratio:
-                t = int(self._recent10[-1]) if len(self._recent10) else 0
+                t = stamp
                 self._event(
                     t, EventKind.SILENT, CHANNEL_1K, f"{after} `10` edges after the last `1K` edge"
                 )
-        self._check_difference(
-            int(self._recent10[-1]) if len(self._recent10) else 0,
-            self.n10 * self.wh_10 - self.n1k * self.wh_1k,
-        )
+        self._check_difference(stamp, self.n10 * self.wh_10 - self.n1k * self.wh_1k)
 
     def _event(
         self, t_ns: int, kind: EventKind, channel: str | None, detail: str, missed: int = 0
@@ -189,6 +236,16 @@ class CrossCheck:
 
     def _judge_many(self, all_t: I64, inferred: npt.NDArray[np.bool_]) -> None:
         """Judge `1K` edges whose `10` neighbours are all known; loop only over anomalies."""
+        # `1K` edges before any `10` edge was counted (up to their tolerance) have nothing to be
+        # judged against (`10` not wired, or not counting yet): counted only, and the
+        # comparison starts from the first `10` edge, as after a gap.
+        unjudged = int(np.searchsorted(all_t, self._first10_ns() - self.tolerance_ns, "left"))
+        if unjudged:
+            self.n1k += unjudged
+            self.offset_wh = -self.n1k * self.wh_1k
+            all_t, inferred = all_t[unjudged:], inferred[unjudged:]
+            if len(all_t) == 0:
+                return
         real = np.flatnonzero(~inferred)
         if len(real) == 0:  # inferred edges with no real edge after them: counted only
             self.n1k += len(all_t)
@@ -227,6 +284,10 @@ class CrossCheck:
             position = j + 1
         self.n1k += len(all_t)
         self._last_c = int(c[-1])
+
+    def _first10_ns(self) -> int:
+        """Return the time of the first `10` edge ever counted (far future while none was)."""
+        return self.first10_ns if self.first10_ns is not None else 2**62
 
     def _judge_between(self, when: int, between: int, weight: int = 1) -> None:
         expected = self.ratio * weight

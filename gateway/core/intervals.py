@@ -112,6 +112,23 @@ class IntervalBatch(Sequence[Interval]):
             tuple(sorted(self._flags.get(self._first_index + i, ()))),
         )
 
+    def extend(self, later: IntervalBatch) -> IntervalBatch:
+        """Return this batch followed by ``later`` (the intervals that closed after it)."""
+        if len(later) == 0:
+            return self
+        if len(self) == 0:
+            return later
+        return IntervalBatch(
+            self.meter,
+            self.length_ns,
+            np.concatenate([self.start_ns, later.start_ns]),
+            np.concatenate([self.edges, later.edges]),
+            self.wh_per_edge,
+            np.concatenate([self.quality, later.quality]),
+            {**self._flags, **later._flags},
+            self._first_index,
+        )
+
     def csv_lines(self, lo: int = 0, hi: int | None = None) -> list[str]:
         """Return ``meter,start,end,energy_wh,edges,demand_kw,quality`` lines, vectorised.
 

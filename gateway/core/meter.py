@@ -11,6 +11,7 @@ replay sorts a log that is not.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, ClassVar
@@ -48,6 +49,41 @@ class CoreSettings:
     max_power_w: float | None = None  # what the meter can physically produce; None: unchecked
     register_channel: str | None = None  # None: `10` if it has edges, else `1K`
     read_schedule: ReadSchedule | None = None  # billing reads (core/reads.py); None: defaults
+
+    def to_state(self) -> dict[str, Any]:
+        """Return the settings as JSON-able data, so any reader of a state restores exactly."""
+        return {
+            "wh_per_edge": dict(self.wh_per_edge),
+            "glitch_ns": self.glitch_ns,
+            "coincidence_ns": self.coincidence_ns,
+            "sub_interval_s": self.demand.sub_interval_s,
+            "window_s": self.demand.window_s,
+            "interval_s": self.interval_s,
+            "max_power_w": self.max_power_w,
+            "register_channel": self.register_channel,
+            "read_schedule": None
+            if self.read_schedule is None
+            else dataclasses.asdict(self.read_schedule),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any] | None) -> CoreSettings:
+        """Return the settings :meth:`to_state` gave; the defaults for a state that has none
+        (states written before settings were kept)."""
+        if not state:
+            return cls()
+        return cls(
+            wh_per_edge={ch: int(n) for ch, n in state["wh_per_edge"].items()},
+            glitch_ns=int(state["glitch_ns"]),
+            coincidence_ns=int(state["coincidence_ns"]),
+            demand=DemandSettings(int(state["sub_interval_s"]), int(state["window_s"])),
+            interval_s=int(state["interval_s"]),
+            max_power_w=state["max_power_w"],
+            register_channel=state["register_channel"],
+            read_schedule=None
+            if state.get("read_schedule") is None
+            else ReadSchedule(**state["read_schedule"]),
+        )
 
     def min_edge_gap_ns(self, channel: str) -> int:
         """Return the shortest plausible time between two edges at the meter's maximum power."""
@@ -129,6 +165,8 @@ class MeterCore:
         self.start_ns: int | None = None
         self.first_ns: int | None = None
         self.last_ns: int | None = None
+        self.ended_ns: int | None = None  # where the input last ended (a log's end)
+        self.tail_ns: int | None = None  # see finish(keep_open=True)
         self._demand: dict[str, DemandMeter] = {}
         self._intervals: IntervalAccumulator | None = None
         self._record_subintervals = record_subintervals
@@ -180,6 +218,7 @@ class MeterCore:
             if ch != edge.channel:
                 self._take(ch, self.hygiene[ch].advance(edge.t_ns))
         self._take(edge.channel, self.hygiene[edge.channel].push(edge.t_ns, edge.level))
+        self._judge_crosscheck(edge.t_ns)
 
     def push_chunk(self, blocks: dict[str, tuple[I64, npt.NDArray[np.int8]]]) -> None:
         """Take a chunk of edges per channel, each sorted by (time, level) (replay).
@@ -200,6 +239,7 @@ class MeterCore:
             if ch in blocks_by_channel:
                 self._take(ch, self.hygiene[ch].push_block(*blocks_by_channel[ch]))
             self._take(ch, self.hygiene[ch].advance(last))
+        self._judge_crosscheck(last)
 
     def _take(self, channel: str, cleaned: Cleaned) -> None:
         counted = cleaned.t_ns
@@ -225,7 +265,7 @@ class MeterCore:
             self._flag(cleaned.glitch_t_ns, "glitch")
         self._check_noise(channel, cleaned.real_t_ns)
         if channel == CHANNEL_10:
-            self.crosscheck.add_10(counted)
+            self.crosscheck.add_10(counted, cleaned.inferred)
         else:
             self.crosscheck.add_1k(counted, cleaned.inferred)
         self._collect_events()
@@ -308,24 +348,66 @@ class MeterCore:
         for demand in self._demand.values():
             demand.close_through(horizon // NS_PER_US)
         assert self._intervals is not None
-        return self._report(self._intervals.close_through(horizon, self.register_channel))
+        self._judge_crosscheck(now_ns)
+        waiting = self.crosscheck.waiting_since_ns
+        if waiting is not None:
+            horizon = min(horizon, waiting)  # its judgement may still flag its interval
+        closed = self._intervals.close_through(horizon, self.register_channel)
+        if self.tail_ns is not None and len(closed) and int(closed.start_ns[-1]) >= self.tail_ns:
+            self.tail_ns = None  # the interval a finished log left open has closed for real
+        return self._report(closed)
 
-    def finish(self, end_ns: int | None = None) -> IntervalBatch | None:
+    def _judge_crosscheck(self, now_ns: int) -> None:
+        """Let the cross-check judge `1K` edges whose `10` neighbours are all known by now
+        (so a meter with only `1K` wired, or a silent `10`, keeps nothing waiting)."""
+        self.crosscheck.advance(now_ns)
+        self._collect_events()
+
+    def finish(self, end_ns: int | None = None, *, keep_open: bool = False) -> IntervalBatch | None:
         """The input has ended (at ``end_ns``, else at the last edge): settle everything.
 
-        Returns the register's intervals that closed.
+        Returns the register's intervals that closed, the last one partial when the end falls
+        inside it. With ``keep_open`` (a log imported into the database, which a later log may
+        continue) that last interval is returned all the same but stays open in the core's
+        state: :attr:`tail_ns` is its start, so the store can replace it once it really closes.
+        Finishing again at or before the same end, with nothing new since, returns None.
         """
+        end = end_ns if end_ns is not None else (self.last_ns or self.start_ns)
+        if end is not None and self.last_ns is not None:
+            end = max(end, self.last_ns)  # an edge after the declared end extends it
+        if (
+            self.ended_ns is not None
+            and (end is None or end <= self.ended_ns)
+            and (self.last_ns or 0) <= self.ended_ns
+            and not any(h.pending_t_ns is not None for h in self.hygiene.values())
+        ):
+            return None
         for ch in (CHANNEL_1K, CHANNEL_10):
             self._take(ch, self.hygiene[ch].finish())
-        self.crosscheck.finish()
+        self.crosscheck.finish(end)
         self._collect_events()
-        if self.start_ns is None:
+        if self.start_ns is None or end is None:
             return None
-        end = end_ns if end_ns is not None else (self.last_ns or self.start_ns)
+        self.ended_ns = end
         for demand in self._demand.values():
             demand.close_through(end // NS_PER_US)
         assert self._intervals is not None
-        return self._report(self._intervals.finish(end, self.register_channel))
+        register = self.register_channel
+        if not keep_open:
+            self.tail_ns = None
+            return self._report(self._intervals.finish(end, register))
+        closed = self._intervals.close_through(end, register)
+        # The interval holding the end: closed on a copy, kept open here.
+        copy = IntervalAccumulator.from_state(
+            self._intervals.to_state(),
+            self.name,
+            self.settings.interval_s,
+            self.settings.wh_per_edge,
+            self._intervals.start_ns,
+        )
+        tail = copy.finish(end, register)
+        self.tail_ns = int(tail.start_ns[0]) if len(tail) else None
+        return self._report(closed.extend(tail))
 
     _HYGIENE_EVENTS: ClassVar[dict[str, tuple[EventKind, str]]] = {
         "glitch": (EventKind.GLITCH, "glitch(es) removed"),
@@ -404,8 +486,8 @@ class MeterCore:
     # -- state -------------------------------------------------------------------------------
 
     def to_state(self) -> dict[str, Any]:
-        """Return everything the core will still use as JSON-able data (not the settings, not
-        events or sub-intervals not yet taken)."""
+        """Return everything the core will still use as JSON-able data, its settings included
+        (not events or sub-intervals not yet taken)."""
         return {
             "name": self.name,
             "start_ns": self.start_ns,
@@ -416,6 +498,9 @@ class MeterCore:
             "demand": {ch: d.to_state() for ch, d in self._demand.items()},
             "intervals": None if self._intervals is None else self._intervals.to_state(),
             "crosscheck": self.crosscheck.to_state(),
+            "ended_ns": self.ended_ns,
+            "tail_ns": self.tail_ns,
+            "settings": self.settings.to_state(),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -436,6 +521,8 @@ class MeterCore:
                 state["intervals"], self.name, s.interval_s, s.wh_per_edge, self.start_ns
             )
         self.crosscheck = CrossCheck.from_state(state["crosscheck"], *self._crosscheck_settings())
+        self.ended_ns = state.get("ended_ns")  # older states lack these two
+        self.tail_ns = state.get("tail_ns")
 
     def mark_gap(self, from_ns: int, to_ns: int, detail: str, missed_wh: int = 0) -> None:
         """Record time nothing was watched (the gateway was down, the clock stepped).

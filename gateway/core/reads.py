@@ -204,6 +204,18 @@ class ReadingCore(MeterCore):
         self._hold(super().advance(now_ns))
         return self._release()
 
+    def finish(self, end_ns: int | None = None, *, keep_open: bool = False) -> IntervalBatch | None:
+        """The input has ended: take the reads due by its end, then settle (see MeterCore)."""
+        end = end_ns if end_ns is not None else self.last_ns
+        if end is not None and self.last_ns is not None:
+            end = max(end, self.last_ns)
+        due = self._due()
+        while due is not None and end is not None and end >= due:
+            self._hold(self.advance_to_read(due))
+            due = self._due()
+        self._hold(super().finish(end_ns, keep_open=keep_open))
+        return self._release()
+
     def advance_to_read(self, due_ns: int) -> IntervalBatch | None:
         """Let time pass to the read's point, take the read and reset the peak."""
         closed = super().advance(due_ns)

@@ -426,6 +426,11 @@ class Service:
             runtime.now_ns = poll.now_ns
             if poll.finished and not runtime.finished:
                 runtime.finished = True
+                # The end of the log confirms its last edge and ends its last interval, exactly
+                # as `replay` and `replay --db` do (issue #11); a restart finishes nothing twice.
+                runtime.checkpoint.add_intervals(core.finish(poll.now_ns, keep_open=True))
+                runtime.checkpoint.collect(core)
+                runtime.checkpoint.dirty = True
                 logger.info("%s: the replay reached the end of its log", runtime.settings.name)
 
     def _clock_step(self, step: ClockStep) -> None:

@@ -17,6 +17,7 @@ from gateway.sinks.schema import (
     LcdReadingRow,
     MeterRow,
     MeterStateRow,
+    SubIntervalRow,
 )
 
 
@@ -90,6 +91,15 @@ class Readback:
             query = query.where(EventRow.t_ns >= since_ns)
         with self.database.reading() as session:
             return list(session.scalars(query.order_by(EventRow.t_ns, EventRow.id)))
+
+    def subinterval_wh_from(self, meter_id: int, start_ns: int) -> int:
+        """Return the register energy of the closed demand sub-intervals starting at or after
+        ``start_ns``."""
+        query = select(func.coalesce(func.sum(SubIntervalRow.energy_wh), 0)).where(
+            SubIntervalRow.meter_id == meter_id, SubIntervalRow.start_ns >= start_ns
+        )
+        with self.database.reading() as session:
+            return int(session.scalar(query) or 0)
 
     def lcd_readings(self, meter_id: int) -> list[LcdReadingRow]:
         query = select(LcdReadingRow).where(LcdReadingRow.meter_id == meter_id)

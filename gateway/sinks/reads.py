@@ -160,9 +160,7 @@ def stored_reads(
     database: Database, meter: str | None = None, period: str | None = None
 ) -> list[StoredRead]:
     """Return the stored reads, by meter and time, optionally of one meter or period."""
-    query = select(MeterRow.name, MeterReadRow).join(
-        MeterRow, MeterRow.id == MeterReadRow.meter_id
-    )
+    query = select(MeterRow.name, MeterReadRow).join(MeterRow, MeterRow.id == MeterReadRow.meter_id)
     if meter is not None:
         query = query.where(MeterRow.name == meter)
     if period is not None:

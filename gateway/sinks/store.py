@@ -68,6 +68,10 @@ class MeterBatch:
     outbox: bool = True  # queue intervals and events for MQTT
     published_wh: int = 0  # the highest total published so far
     reads: Sequence[MeterRead] = ()  # scheduled billing reads (gateway/core/reads.py)
+    # Stored intervals from here on were provisional (a finished log's last interval, which a
+    # later log continued): they are replaced by this batch's intervals.
+    replace_from_ns: int | None = None
+    tail_ns: int | None = None  # this batch's own provisional interval, if any
 
 
 @dataclass
@@ -173,6 +177,13 @@ class Store:
                 state["next_interval_seq"] = seq + 1
                 payload = interval_payload(interval, seq)
                 outbox.append(outbox_row(meter_id, "interval", seq, payload, now_ns))
+        if rows and batch.replace_from_ns is not None:
+            session.execute(
+                delete(IntervalRow).where(
+                    IntervalRow.meter_id == meter_id, IntervalRow.start_ns >= batch.replace_from_ns
+                )
+            )
+            statements += 1
         if rows:
             session.execute(_insert_new(session, IntervalRow), rows)
             statements += 1

@@ -22,7 +22,6 @@ from gateway.timefmt import parse_time_ns
 
 logger = logging.getLogger(__name__)
 
-END_MARGIN_NS = 1_000_000_000
 MAX_EDGES_PER_POLL = 20_000
 
 
@@ -81,12 +80,16 @@ class ReplaySource(Source):
         self._t = t[order]
         self._channel = np.concatenate([b[1] for b in blocks])[order]
         self._level = np.concatenate([b[2] for b in blocks])[order]
-        self._start_ns = int(self._state["now_ns"]) if self._state is not None else first_row
+        # The replay clock runs from where the log says observation started (its ``start=``
+        # metadata, else its first row) to where it ended (``end=``, else its last row), and
+        # then holds still: the service finishes the meter there, as `replay` does (SPEC 3).
+        start = first_row
+        if "start" in scanner.metadata:
+            start = min(start, parse_time_ns(scanner.metadata["start"]))
+        self._start_ns = int(self._state["now_ns"]) if self._state is not None else start
         self._now_ns = self._start_ns
-        # The replay clock stops a second after the log's end (its ``end=`` metadata or its last
-        # edge), so a finished replay confirms its last edges and then holds still.
         end = parse_time_ns(scanner.metadata["end"]) if "end" in scanner.metadata else last_row
-        self._stop_ns = max(end, last_row) + END_MARGIN_NS
+        self._stop_ns = max(end, last_row)
         logger.info(
             "replaying %s for %s at %gx: %d edges to go, %d already counted",
             self.path,

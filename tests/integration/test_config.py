@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.config import load_config
+from gateway.errors import ConfigError
 
 GOOD = """
 [gateway]
@@ -116,3 +117,13 @@ def test_demand_and_interval_lengths_are_configurable(tmp_path) -> None:
     settings = core_settings(meter, meter_config(meter, "m"))
     assert settings.demand.sub_interval_s == 60 and settings.demand.window_s == 1800
     assert settings.interval_s == 3600
+
+
+@pytest.mark.parametrize("second", ["Unit-101", "unit_101", "UNIT_101"])
+def test_names_that_differ_only_by_case_or_dash_are_refused(tmp_path, second) -> None:
+    # Home Assistant folds both into one entity id (test_ha_discovery.py), so two such meters
+    # would overwrite each other's entities (issue #11).
+    path = tmp_path / "config.toml"
+    path.write_text(GOOD.format(db=tmp_path / "g.db").replace('"unit-102"', f'"{second}"'))
+    with pytest.raises(ConfigError, match=r"meters\[1\]\.name: .*only by case"):
+        load_config(str(path))

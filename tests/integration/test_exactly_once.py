@@ -109,8 +109,15 @@ def check_consistent_so_far(db: Path) -> int:
             row[0] for row in conn.execute("select start_ns from intervals order by start_ns")
         ]
         assert starts == sorted(set(starts))
-        closed_wh = conn.execute("select coalesce(sum(energy_wh), 0) from intervals").fetchone()[0]
-        open_edges = json.loads(register[1])["intervals"]["edges"]["10"]
+        core = json.loads(register[1])
+        # A finished log's last interval is stored and also still open (a later log may
+        # continue it): count it once.
+        tail_ns = core.get("tail_ns")
+        closed_wh = conn.execute(
+            "select coalesce(sum(energy_wh), 0) from intervals where start_ns < ?",
+            (tail_ns if tail_ns is not None else 2**62,),
+        ).fetchone()[0]
+        open_edges = core["intervals"]["edges"]["10"]
         assert closed_wh + 5 * sum(n for _, n in open_edges) == register[0]
         seqs = [
             row[0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from fractions import Fraction
+from typing import Any
 
 import pytest
 
@@ -53,10 +54,21 @@ V1_STATE = json.loads(
 )
 
 
+# Keys added to version 1 later (all optional when read): the settings, where the input ended,
+# the interval a finished log left open, and the first `10` edge.
+LATER_KEYS = {"settings", "ended_ns", "tail_ns"}
+
+
+def _as_v1(state: dict[str, Any]) -> dict[str, Any]:
+    state = {k: v for k, v in state.items() if k not in LATER_KEYS}
+    state["crosscheck"] = {k: v for k, v in state["crosscheck"].items() if k != "first10_ns"}
+    return state
+
+
 def test_a_version_1_state_restores_to_itself_and_carries_on() -> None:
     core = MeterCore("m1", SETTINGS)
     restore(core, json.loads(json.dumps(V1_STATE)))
-    assert snapshot(core) == V1_STATE
+    assert _as_v1(snapshot(core)) == V1_STATE
     assert core.energy_wh == 50
     assert core.hygiene[CHANNEL_10].pending_t_ns == 1_764_059_200 * 10**9
     assert core.demand is not None and core.demand.peak is not None
@@ -75,7 +87,7 @@ def test_a_state_without_the_event_counts_restores() -> None:
     core = MeterCore("m1", SETTINGS)
     restore(core, state)
     assert core.crosscheck.kind_counts == {}
-    assert snapshot(core)["crosscheck"] == V1_STATE["crosscheck"]
+    assert _as_v1(snapshot(core))["crosscheck"] == V1_STATE["crosscheck"]
 
 
 def test_an_unknown_version_is_refused() -> None:
