@@ -117,6 +117,9 @@ def meter_status(readback: Readback, stored: StoredMeter, now_ns: int) -> dict[s
         and (e.t_ns >= since or stored.source not in ("gpio", "serial"))
     ]
     status["open_anomalies"] = anomalies[-20:]
+    if stored.source == "serial":
+        # Lines the pulse-counter board sent with a bad checksum or shape, skipped (SPEC 6).
+        status["serial_bad_lines"] = int((stored.source_state or {}).get("bad_lines", 0))
     readings = readback.lcd_readings(stored.id)
     status["last_reconciliation"] = reconciliation(readings) if readings else None
     reads = stored_reads(readback.database, stored.name)
@@ -150,6 +153,8 @@ def status(url: str, as_json: bool, out: TextIO = sys.stdout) -> None:
             f"power {m['power_kw']:.2f} kW, demand {m['demand_kw']:.2f} kW, peak {peak}; "
             f"{len(m['open_anomalies'])} anomalies\n"
         )
+        if "serial_bad_lines" in m:
+            out.write(f"  serial board: {m['serial_bad_lines']} bad lines skipped\n")
         if m["last_reconciliation"]:
             out.write(f"  last LCD reading: {m['last_reconciliation']['summary']}\n")
         if m["last_read"]:

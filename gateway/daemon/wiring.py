@@ -116,7 +116,7 @@ def build_source(
             for ch, number in ((CHANNEL_10, settings.input_10), (CHANNEL_1K, settings.input_1k))
             if number is not None
         }
-        return SerialSource(settings.name, board, inputs, context.timeline)
+        return SerialSource(settings.name, board, inputs, context.timeline, state=source_state)
     if settings.source == "simulate":
         from gateway.sources.simulate import SimulateSource
 

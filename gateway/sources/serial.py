@@ -296,10 +296,17 @@ class SerialSource(Source):
     live = True
 
     def __init__(
-        self, meter: str, board: SerialBoard, inputs: dict[str, int], timeline: Timeline
+        self,
+        meter: str,
+        board: SerialBoard,
+        inputs: dict[str, int],
+        timeline: Timeline,
+        *,
+        state: dict[str, Any] | None = None,
     ) -> None:
         self.meter = meter
         self.board = board
+        self._bad_lines_before = int((state or {}).get("bad_lines", 0))  # earlier runs
         self.inputs = inputs
         self.timeline = timeline
         self._queues: dict[str, deque[Queued]] = {}
@@ -308,6 +315,11 @@ class SerialSource(Source):
         # channel -> (t_ns, board_us, clock epoch) of its last edge
         self._previous: dict[str, tuple[int, int, int]] = {}
         self._notes_seen = 0
+
+    def resume_state(self) -> dict[str, Any]:
+        """The board's bad lines (bad checksum or shape), counted across restarts: status shows
+        them."""
+        return {"bad_lines": self._bad_lines_before + self.board.bad_lines}
 
     def open(self) -> None:
         queues = self.board.subscribe(list(self.inputs.values()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import sqlite3
@@ -262,10 +263,21 @@ def test_serial_board_edges_heartbeats_wrap_and_bad_lines(tmp_path) -> None:
     assert board_reader.bad_lines == 3
     # Across the wrap the edges stay 100 ms apart: the counter was unwrapped.
     assert m1.hygiene["10"].last_t_ns - m1.first_ns == 9 * 100_000_000
+    service.commit()
     for runtime in service.meters:
         runtime.source.close()
     service.database.close()
     board.unplug()
+    # The bad lines are shown, not only counted (issue #11).
+    from gateway.commands.database import status
+
+    out = io.StringIO()
+    status(service.config.gateway.database, True, out)
+    meters = json.loads(out.getvalue())["meters"]
+    assert {m["serial_bad_lines"] for m in meters.values()} == {3}
+    out = io.StringIO()
+    status(service.config.gateway.database, False, out)
+    assert "serial board: 3 bad lines skipped" in out.getvalue()
 
 
 def test_a_better_heartbeat_offset_keeps_the_boards_edge_spacing(tmp_path) -> None:
