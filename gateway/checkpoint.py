@@ -83,6 +83,8 @@ class Checkpoint:
     skipped_before: int = 0  # edges earlier runs skipped as already counted
     published_wh: int = 0  # the highest total published so far
     committed_wh: int = 0  # the register as the database holds it: what MQTT may publish
+    committed_at_ns: int | None = None  # the meter's time that committed register is for
+    published_at_ns: int | None = None  # the time the total last published is for
     intervals: list[Interval] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     subintervals: list[SubInterval] = field(default_factory=list)

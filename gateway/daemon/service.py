@@ -371,22 +371,35 @@ class Service:
         total_increasing sensor as a meter reset and would count everything again.
         """
         checkpoint = runtime.checkpoint
+        name = runtime.settings.name
         reading = runtime.core.reading(runtime.now_ns)
         # Only what the database holds is published: edges counted since the last commit could
-        # still be lost to a crash, and the total must not come back lower after a restart.
+        # still be lost to a crash, and the total must not come back lower after a restart. Nor
+        # below what the broker retains (a fresh database with a reused gateway id).
         committed = min(reading.energy_wh, checkpoint.committed_wh)
-        energy_wh = max(committed, checkpoint.published_wh)
+        floor = checkpoint.published_wh
+        if self.mqtt is not None:
+            floor = max(floor, self.mqtt.retained_wh(name))
+        energy_wh = max(committed, floor)
         if energy_wh == 0:
             return None  # never a zero or unknown total at start-up
-        if committed < checkpoint.published_wh:
+        if committed < floor:
             logger.warning(
                 "%s: register %d Wh is below the %d Wh already published; holding",
-                runtime.settings.name,
+                name,
                 committed,
-                checkpoint.published_wh,
+                floor,
             )
+            # The total shown was reached before; when, this gateway may not know.
+            energy_time_ns = (
+                checkpoint.published_at_ns if energy_wh == checkpoint.published_wh else None
+            )
+        else:
+            energy_time_ns = checkpoint.committed_at_ns
         checkpoint.published_wh = energy_wh
-        return state_payload(reading, energy_wh, runtime.core.current_quality(runtime.now_ns))
+        checkpoint.published_at_ns = energy_time_ns
+        quality = runtime.core.current_quality(runtime.now_ns)
+        return state_payload(reading, energy_wh, quality, energy_time_ns)
 
     def handle_commands(self, commands: Sequence[Command]) -> None:
         for command in commands:
@@ -470,9 +483,11 @@ class Service:
         """Commit every meter's checkpoint in one transaction (``stamp``: see Store.commit)."""
         self._capturing(Capture.flush)
         batches = [runtime.batch() for runtime in self.meters]
+        counted_at = [runtime.now_ns for runtime in self.meters]  # what time each total is for
         self.store.commit(batches, self.timeline.now(), stamp=stamp)
-        for runtime, batch in zip(self.meters, batches, strict=True):
+        for runtime, batch, at_ns in zip(self.meters, batches, counted_at, strict=True):
             runtime.checkpoint.committed(batch)
+            runtime.checkpoint.committed_at_ns = at_ns
         if self.mqtt is not None and any(b.intervals or b.events or b.reads for b in batches):
             self.mqtt.outbox_changed()
 

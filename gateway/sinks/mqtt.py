@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 KNOWN_COMMANDS = ("reset_peak",)
 MAX_IN_FLIGHT = 50
 REFUSED_RETRY_S = 30
+RETAINED_GRACE_S = 0.5  # after our SUBACK, retained messages have arrived (sent right after it)
 OUTBOX_BATCH = 200
 
 
@@ -99,6 +100,10 @@ class MqttPublisher:
         self._done_pending: list[int] = []  # acknowledged rows whose deletion must be retried
         self._outbox_dirty = True  # look at the outbox only when something may be waiting
         self._refused: dict[int, float] = {}  # refused row id -> when to offer it again
+        self._retained_wh: dict[str, int] = {}  # meter -> the broker's retained total
+        self._state_sub_mid: int | None = None
+        self._retained_checked_at: float | None = None
+        self._states_sent = False  # the states were (re-)sent since the last connect
         self.client = self._make_client()
 
     # -- paho, and only here -----------------------------------------------------------------
@@ -133,6 +138,7 @@ class MqttPublisher:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         return client
 
     def _on_connect(
@@ -153,9 +159,14 @@ class MqttPublisher:
             client.subscribe(f"{prefix}/status", qos=1)
         for name in self.settings.commands:
             client.subscribe(f"{self.base}/+/cmd/{name}", qos=1)
+        # What the broker retains of our own totals: never publish below it (a fresh database
+        # with a reused gateway id would otherwise send Home Assistant's total backwards).
+        _, mid = client.subscribe(f"{self.base}/+/state", qos=1)
         with self._lock:
             self._connected = True
             self._fresh_connection = True
+            self._state_sub_mid = mid
+            self._retained_checked_at = None
 
     def _on_disconnect(
         self, _client: paho.Client, _userdata: Any, _flags: Any, reason: Any, _properties: Any
@@ -185,8 +196,20 @@ class MqttPublisher:
             else:
                 self._acked.append(mid)
 
+    def _on_subscribe(
+        self, _client: paho.Client, _userdata: Any, mid: int, _codes: Any, _properties: Any
+    ) -> None:
+        with self._lock:
+            if mid == self._state_sub_mid:
+                self._retained_checked_at = time.monotonic()
+
     def _on_message(self, _client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
         payload = message.payload.decode("utf-8", errors="replace").strip()
+        parts = message.topic.split("/")
+        if parts[:-2] == self.base.split("/") and parts[-1] == "state":
+            if message.retain:  # what the broker held when we subscribed, not our own echo
+                self._note_retained(parts[-2], payload)
+            return
         prefix = self.settings.discovery_prefix
         if prefix and message.topic == f"{prefix}/status":
             if payload == "online":
@@ -233,12 +256,43 @@ class MqttPublisher:
         with self._lock:
             return self._connected
 
+    def _note_retained(self, meter: str, payload: str) -> None:
+        try:
+            energy_wh = int(json.loads(payload)["energy_wh"])
+        except (ValueError, KeyError, TypeError):
+            return
+        with self._lock:
+            self._retained_wh[meter] = max(self._retained_wh.get(meter, 0), energy_wh)
+
+    def retained_wh(self, meter: str) -> int:
+        """Return the highest total the broker was found to retain for a meter (0: none)."""
+        with self._lock:
+            return self._retained_wh.get(meter, 0)
+
+    def _states_may_go(self) -> bool:
+        """Connected, and the broker's retained totals had their moment to arrive."""
+        with self._lock:
+            checked = self._retained_checked_at
+            connected = self._connected
+        return connected and checked is not None and time.monotonic() - checked >= RETAINED_GRACE_S
+
     def publish_state(self, meter: str, payload: dict[str, Any]) -> None:
-        """Publish a meter's retained state (only while connected; the last is re-sent on
-        reconnect)."""
+        """Publish a meter's retained state, never below what the broker retains.
+
+        Held until the broker's retained totals were read after a connect; the last state is
+        sent then (and again after every reconnect).
+        """
         text = json.dumps(payload, separators=(",", ":"))
+        if int(payload.get("energy_wh", 0)) < self.retained_wh(meter):
+            logger.warning(
+                "%s: %s Wh is below the %d Wh the broker retains; not published",
+                meter,
+                payload.get("energy_wh"),
+                self.retained_wh(meter),
+            )
+            return
         self._last_state[meter] = text
-        if self.connected:
+        if self._states_may_go() and self._states_sent:
             self._publish(f"{self.base}/{meter}/state", text, qos=1, retain=True)
 
     def publish_now(self, meter: str, kind: str, payload: dict[str, Any]) -> None:
@@ -289,8 +343,13 @@ class MqttPublisher:
         if connected and fresh:
             self._publish(self.status_topic, "online", qos=1, retain=True)
             self._send_discovery()
+            self._states_sent = False
+        if not self._states_sent and self._states_may_go():
+            self._states_sent = True
             for meter, text in self._last_state.items():
-                self._publish(f"{self.base}/{meter}/state", text, qos=1, retain=True)
+                held = json.loads(text).get("energy_wh", 0)
+                if held >= self.retained_wh(meter):
+                    self._publish(f"{self.base}/{meter}/state", text, qos=1, retain=True)
         elif connected and ha_online:
             self._send_discovery()
         if connected and (fresh or self._outbox_dirty):

@@ -26,12 +26,20 @@ class MeterInfo:
     model: str
 
 
-def state_payload(reading: Reading, energy_wh: int, quality: str) -> dict[str, Any]:
-    """Return a meter's state message; ``energy_wh`` is the total it may show (see the service)."""
+def state_payload(
+    reading: Reading, energy_wh: int, quality: str, energy_time_ns: int | None
+) -> dict[str, Any]:
+    """Return a meter's state message.
+
+    ``energy_wh`` is the total it may show (the committed one: see the service) and
+    ``energy_time_ns`` the meter's time that total is for, which lags ``time`` (the reading's,
+    for power and demand) by up to a commit interval; None when not known.
+    """
     peak = reading.peak
     return {
         "time": format_iso(reading.t_ns),
         "energy_wh": energy_wh,
+        "energy_time": None if energy_time_ns is None else format_iso(energy_time_ns),
         "energy_kwh": energy_wh / 1000,
         "power_kw": round(reading.power_kw, 3),
         "demand_kw": float(round_kw(reading.demand_kw)),

@@ -100,7 +100,11 @@ def test_bill_after_replay_by_hand_over_a_dst_change(cli, imported: str) -> None
         "meters": {"unit-101": NOVEMBER},
     }
     october = _bill(cli, imported, "--period", "2026-10")["meters"]["unit-101"]
-    assert (october["energy_wh"], october["register_wh"], october["quality"]) == (595, 595, "partial")
+    assert (october["energy_wh"], october["register_wh"], october["quality"]) == (
+        595,
+        595,
+        "partial",
+    )
     assert (october["gap_minutes"], october["peak_demand_kw"]) == (44580.0, 0.6)
     assert october["peak_demand_end"] == "2026-11-01T03:20:00Z"
     # The latest period read is the default; CSV carries the same figures.
@@ -128,9 +132,7 @@ def test_importing_again_reads_nothing_twice(cli, tmp_path: Path, imported: str)
     assert status["meters"]["unit-101"]["last_read"]["seq"] == 2
 
 
-def test_the_live_daemon_reads_at_the_same_instants_and_publishes_them(
-    cli, tmp_path: Path
-) -> None:
+def test_the_live_daemon_reads_at_the_same_instants_and_publishes_them(cli, tmp_path: Path) -> None:
     profile = tmp_path / "profile.csv"
     profile.write_text(PROFILE)
     broker = Broker(tmp_path)
@@ -261,8 +263,7 @@ def test_the_kept_green_button_example_has_the_xsd_structure() -> None:
     root = ET.parse(path).getroot()
     assert root.tag == "{http://www.w3.org/2005/Atom}feed"
     contents = [
-        next(iter(content)).tag
-        for content in root.iter("{http://www.w3.org/2005/Atom}content")
+        next(iter(content)).tag for content in root.iter("{http://www.w3.org/2005/Atom}content")
     ]
     assert set(contents) == {
         f"{ESPI}{name}"
