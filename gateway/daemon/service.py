@@ -252,7 +252,8 @@ class Service:
                 self.tick()
                 if signals.reopen.is_set():
                     signals.reopen.clear()
-                    self._capturing(lambda c: c.reopen(self.timeline.now()))
+                    now_by_meter = {m.settings.name: m.now_ns for m in self.meters}
+                    self._capturing(partial(Capture.reopen, now_by_meter=now_by_meter))
                 signals.wait(POLL_INTERVAL_S)
             logger.info("stopping on %s", ", ".join(signal_names(signals.received)) or "request")
         finally:

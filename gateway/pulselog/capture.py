@@ -1,7 +1,10 @@
 """Capture: every raw edge the daemon receives, before any filtering, as pulse logs.
 
-Files are ``capture-YYYYMMDDTHHMMSSZ.csv.gz`` in ``[gateway] capture_dir``, in the SPEC section 3
-format (so ``amr-gateway replay`` reads them back). A new file starts at each start of the
+Files are ``capture-YYYYMMDDTHHMMSSZ-METER.csv.gz`` in ``[gateway] capture_dir``, one per meter,
+in the SPEC section 3 format (so ``amr-gateway replay`` reads them back). Each meter's files are
+named and stamped in that meter's own clock: the wall clock for GPIO and serial, the simulated or
+replayed clock for the others (a file stamped in wall time would make a replay of a simulated
+meter's edges invent hours of empty intervals, issue #11). A new file starts at each start of the
 gateway, at each UTC midnight (by edge time) and on SIGHUP (for log rotation tools); files older
 than ``capture_keep_days`` are deleted. Each file carries ``start=`` metadata and is flushed at
 every commit, so a crash loses at most what the database also lost; the reader takes what a
@@ -12,9 +15,9 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,12 +29,20 @@ from gateway.timefmt import NS_PER_S, format_iso
 
 logger = logging.getLogger(__name__)
 
-NAME_RE = re.compile(r"^capture-(\d{8}T\d{6}Z)\.csv\.gz$")
 DAY_NS = 86_400 * NS_PER_S
 
 
+@dataclass
+class _File:
+    """One meter's open capture file."""
+
+    writer: PulseLogWriter
+    day: int
+    path: Path
+
+
 class Capture:
-    """Write raw edges to daily gzip pulse logs."""
+    """Write raw edges to daily gzip pulse logs, one file per meter."""
 
     def __init__(self, directory: str, keep_days: int, gateway_id: str) -> None:
         self.directory = Path(directory)
@@ -43,65 +54,71 @@ class Capture:
             raise ConfigError(f"gateway.capture_dir {directory}: {exc.strerror or exc}") from None
         if not os.access(self.directory, os.W_OK):
             raise ConfigError(f"gateway.capture_dir {directory}: not writable")
-        self._writer: PulseLogWriter | None = None
-        self._day: int | None = None
-        self.path: Path | None = None
+        self._files: dict[str, _File] = {}
 
-    def _open(self, t_ns: int) -> None:
-        self.close()
+    @property
+    def paths(self) -> list[Path]:
+        """The files open now."""
+        return [f.path for f in self._files.values()]
+
+    def _open(self, meter: str, t_ns: int) -> _File:
+        self._close(meter)
         stamp = datetime.fromtimestamp(t_ns // NS_PER_S, tz=UTC).strftime("%Y%m%dT%H%M%SZ")
-        path = self.directory / f"capture-{stamp}.csv.gz"
+        path = self.directory / f"capture-{stamp}-{meter}.csv.gz"
         n = 1
         while path.exists():
-            path = self.directory / f"capture-{stamp}-{n}.csv.gz"
+            path = self.directory / f"capture-{stamp}-{meter}-{n}.csv.gz"
             n += 1
         comments = [
-            f"amr-gateway capture gateway={self.gateway_id}",
+            f"amr-gateway capture gateway={self.gateway_id} meter={meter}",
             f"start={format_iso(t_ns)}",
         ]
-        self._writer = PulseLogWriter(path, comments)
-        self._day = t_ns // DAY_NS
-        self.path = path
-        logger.info("capturing raw edges to %s", path)
+        opened = self._files[meter] = _File(PulseLogWriter(path, comments), t_ns // DAY_NS, path)
+        logger.info("capturing %s's raw edges to %s", meter, path)
         self.prune()
+        return opened
 
     def write(self, edges: Sequence[Edge], now_ns: int) -> None:
-        """Append raw edges (in time order); start a new file at UTC midnight.
-
-        A file that cannot be written (disk full, read-only) raises SinkError.
-        """
-        with sink_errors(f"capture {self.path or self.directory}"):
-            self._write(edges, now_ns)
-
-    def _write(self, edges: Sequence[Edge], now_ns: int) -> None:
-        start = 0
-        while start < len(edges):
-            first = edges[start].t_ns
-            if self._writer is None or first // DAY_NS != self._day:
-                self._open(first if self._writer is not None else now_ns)
-            assert self._writer is not None and self._day is not None
-            stop = start + 1
-            while stop < len(edges) and edges[stop].t_ns // DAY_NS == self._day:
-                stop += 1
-            self._writer.write_edges(edges[start:stop])
-            start = stop
+        """Append one meter's raw edges (in time order), ``now_ns`` in that meter's clock; start
+        a new file at UTC midnight. A file that cannot be written raises SinkError."""
+        with sink_errors(f"capture {self.directory}"):
+            start = 0
+            while start < len(edges):
+                meter, first = edges[start].meter, edges[start].t_ns
+                current = self._files.get(meter)
+                if current is None:
+                    current = self._open(meter, min(now_ns, first))
+                elif first // DAY_NS != current.day:
+                    current = self._open(meter, first)
+                stop = start + 1
+                while (
+                    stop < len(edges)
+                    and edges[stop].meter == meter
+                    and edges[stop].t_ns // DAY_NS == current.day
+                ):
+                    stop += 1
+                current.writer.write_edges(edges[start:stop])
+                start = stop
 
     def flush(self) -> None:
-        if self._writer is not None:
-            with sink_errors(f"capture {self.path}"):
-                self._writer.flush()
-
-    def reopen(self, now_ns: int) -> None:
-        """Start a new file (SIGHUP): the old one can be moved or compressed away."""
         with sink_errors(f"capture {self.directory}"):
-            self._open(now_ns)
+            for current in self._files.values():
+                current.writer.flush()
+
+    def reopen(self, now_by_meter: Mapping[str, int]) -> None:
+        """Start new files (SIGHUP), each at its meter's "now": the old ones can be moved away."""
+        with sink_errors(f"capture {self.directory}"):
+            for meter in list(self._files):
+                if meter in now_by_meter:
+                    self._open(meter, now_by_meter[meter])
 
     def prune(self, now_s: float | None = None) -> list[Path]:
         """Delete capture files older than ``keep_days``; return what was deleted."""
         cutoff = (time.time() if now_s is None else now_s) - self.keep_days * 86_400
         removed = []
+        open_now = set(self.paths)
         for path in self.directory.glob("capture-*.csv.gz"):
-            if path == self.path:
+            if path in open_now:
                 continue
             try:
                 if path.stat().st_mtime < cutoff:
@@ -111,8 +128,12 @@ class Capture:
                 logger.warning("could not prune %s", path, exc_info=True)
         return removed
 
+    def _close(self, meter: str) -> None:
+        current = self._files.pop(meter, None)
+        if current is not None:
+            with sink_errors(f"capture {current.path}"):
+                current.writer.close()
+
     def close(self) -> None:
-        if self._writer is not None:
-            writer, self._writer = self._writer, None
-            with sink_errors(f"capture {self.path}"):
-                writer.close()
+        for meter in list(self._files):
+            self._close(meter)
