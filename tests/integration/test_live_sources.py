@@ -556,3 +556,29 @@ def test_capture_files_older_than_the_limit_are_pruned(tmp_path) -> None:
     capture.write([Edge(t0 + 86_400 * 10**9, "m", "10", 0)], t0)
     capture.close()
     assert len(list(directory.glob("capture-2025112*.csv.gz"))) == 2
+
+
+def test_capture_files_are_named_and_stamped_in_each_meters_own_clock(tmp_path) -> None:
+    """A simulated meter's clock runs years away from the wall clock: its capture must say its
+    own time, or a replay of it invents empty intervals between the two (issue #11)."""
+    import gzip
+
+    from gateway.core.edge import Edge
+    from gateway.pulselog.capture import Capture
+    from gateway.timefmt import format_iso
+
+    capture = Capture(str(tmp_path / "capture"), keep_days=30, gateway_id="t")
+    simulated = 1_700_000_000 * 10**9  # 2023-11-14T22:13:20Z
+    wall = time.time_ns()
+    capture.write([Edge(simulated + 10**9, "sim", "10", 1)], simulated + 2 * 10**9)
+    capture.write([Edge(wall - 10**9, "live", "10", 1)], wall)
+    capture.reopen({"sim": simulated + 3600 * 10**9, "live": wall + 10**9})  # SIGHUP
+    capture.close()
+    starts: dict[str, list[str]] = {}
+    for path in sorted((tmp_path / "capture").glob("capture-*.csv.gz")):
+        with gzip.open(path, "rt") as handle:
+            head = handle.read()
+        meter = "sim" if path.name.endswith("-sim.csv.gz") else "live"
+        starts.setdefault(meter, []).append(head.split("start=")[1].split()[0])
+    assert starts["sim"] == [format_iso(simulated + 10**9), format_iso(simulated + 3600 * 10**9)]
+    assert starts["live"][0] == format_iso(wall - 10**9) and len(starts["live"]) == 2
