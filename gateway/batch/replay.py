@@ -41,20 +41,26 @@ def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
     out: queue.Queue[object] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
+    def put(item: object) -> bool:
+        """Hand ``item`` over; return False once the consumer has stopped."""
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
+        # Every put gives up once the consumer stops: a plain put of the end marker into a
+        # full queue would block forever, and the consumer's join with it.
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        out.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(item):
                     return
-            out.put(_DONE)
+            put(_DONE)
         except BaseException as exc:  # handed to the consumer, raised there
-            out.put(exc)
+            put(exc)
 
     worker = threading.Thread(target=produce, name="replay-reader", daemon=True)
     worker.start()
