@@ -2,8 +2,10 @@
 
 Logs are read chunk by chunk (:mod:`gateway.pulselog.scan`) and fed to one :class:`MeterCore` per
 meter through its vectorised path. Memory stays flat while each meter's rows come in time order
-across chunks and files, as the gateway's own capture writes them. A log whose rows are out of order
-beyond one chunk is read again and sorted in memory (about 14 bytes per edge), so any order works.
+across chunks and files, as the gateway's own capture writes them. Logs whose rows are out of order
+beyond one chunk are read again and sorted in bounded memory (:mod:`gateway.batch.extsort`: sorted
+runs spilled to temporary files, then merged), and the sorted rows are fed chunk by chunk the same
+way, so any order works and gives the same result.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from gateway.batch.extsort import RunSorter
 from gateway.core.edge import CHANNEL_1K, CHANNEL_10
 from gateway.core.hygiene import skip_seen
 from gateway.core.intervals import IntervalBatch
@@ -78,7 +81,7 @@ def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
 
 
 class _NeedsSort(Exception):
-    """Rows of a meter came out of order across chunks: start again, sorting in memory."""
+    """Rows of a meter came out of order across chunks: start again, sorting them."""
 
 
 @dataclass
@@ -88,7 +91,7 @@ class BatchResult:
     cores: dict[str, MeterCore]
     intervals: dict[str, IntervalBatch]
     rows: int
-    sorted_in_memory: bool = False
+    sort_runs: int = 0  # 0: rows came in order; 1: sorted in memory; more: spilled and merged
     files: list[str] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
 
@@ -170,6 +173,7 @@ def replay_logs(
     *,
     finish: bool = True,
     settings: dict[str, CoreSettings] | None = None,
+    spill_dir: str | None = None,
 ) -> BatchResult:
     """Reconstruct every meter in ``paths``; ``progress(bytes_done, bytes_total, rows)``.
 
@@ -177,12 +181,15 @@ def replay_logs(
     import into the database); edges it has already seen are skipped and counted. With
     ``finish`` the input ends with the logs; without it (an import, as live operation would do)
     time only passes to each meter's last edge, and the cores keep their open state.
+    Rows out of order are sorted through temporary files in ``spill_dir`` (None: ``$TMPDIR``
+    or ``/tmp``).
     """
     make_core = make_core or _fresh_cores(settings or {})
     try:
-        return _replay(paths, make_core, progress, sort=False, finish=finish)
+        return _replay(paths, make_core, progress, finish=finish)
     except _NeedsSort:
-        return _replay(paths, make_core, progress, sort=True, finish=finish)
+        with RunSorter(spill_dir) as sorter:
+            return _replay(paths, make_core, progress, finish=finish, sorter=sorter)
 
 
 def _window(scanners: list[LogScanner]) -> tuple[int | None, int | None]:
@@ -196,16 +203,16 @@ def _replay(
     make_core: CoreFactory,
     progress: Callable[[int, int, int], None] | None,
     *,
-    sort: bool,
     finish: bool,
+    sorter: RunSorter | None = None,
 ) -> BatchResult:
+    """Read the logs; feed each chunk as it comes, or with a ``sorter`` all rows sorted."""
     total = sum(file_size(p) for p in paths)
     done_before = 0
     rows = 0
     scanners: list[LogScanner] = []
     names: list[str] = []  # meter names across files, by global index
     feeder: _Feeder | None = None
-    held: list[tuple[I64, npt.NDArray[np.int32], I8, I8]] = []
     for path in paths:
         scanner = LogScanner(path)
         scanners.append(scanner)
@@ -219,28 +226,20 @@ def _replay(
             local_to_global = np.array([_index(names, m) for m in scanner.meters], np.int32)
             chunk.meter = local_to_global[chunk.meter]
             rows += len(chunk.t_ns)
-            if sort:
-                held.append((chunk.t_ns, chunk.meter, chunk.channel, chunk.level))
+            if sorter is not None:
+                sorter.add(chunk)
                 continue
             if feeder is None:
                 feeder = _Feeder(_starting_at(make_core, _window(scanners)[0]))
             feeder.feed(names, chunk, check_order=True)
         done_before += file_size(path)
     start, end = _window(scanners)
-    if sort:
+    if sorter is not None:
         feeder = _Feeder(_starting_at(make_core, start))
-        if held:
-            t = np.concatenate([h[0] for h in held])
-            meter = np.concatenate([h[1] for h in held])
-            channel = np.concatenate([h[2] for h in held])
-            level = np.concatenate([h[3] for h in held])
-            held.clear()
-            order = np.lexsort((level, channel, t, meter))
-            feeder.feed(
-                names,
-                Chunk(t[order], meter[order], channel[order], level[order]),
-                check_order=False,
-            )
+        # Each meter's rows in time order, chunk by chunk: the core's result does not depend
+        # on where the chunks are cut.
+        for chunk in sorter.chunks():
+            feeder.feed(names, chunk, check_order=False)
     if feeder is None:
         feeder = _Feeder(_starting_at(make_core, start))
     intervals = {}
@@ -253,7 +252,8 @@ def _replay(
             batch = core.advance(now) if now else None
         if batch is not None:
             intervals[name] = batch
-    return BatchResult(feeder.cores, intervals, rows, sort, list(paths), feeder.skipped)
+    sort_runs = 0 if sorter is None else max(1, len(sorter.runs))
+    return BatchResult(feeder.cores, intervals, rows, sort_runs, list(paths), feeder.skipped)
 
 
 def _fresh_cores(settings: dict[str, CoreSettings]) -> CoreFactory:
