@@ -188,8 +188,10 @@ def replay_logs(
     try:
         return _replay(paths, make_core, progress, finish=finish)
     except _NeedsSort:
-        with RunSorter(spill_dir) as sorter:
-            return _replay(paths, make_core, progress, finish=finish, sorter=sorter)
+        pass
+    # Out of the handler, whose traceback would hold the first pass (its cores, its last chunk).
+    with RunSorter(spill_dir) as sorter:
+        return _replay(paths, make_core, progress, finish=finish, sorter=sorter)
 
 
 def _window(scanners: list[LogScanner]) -> tuple[int | None, int | None]:
