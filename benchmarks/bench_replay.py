@@ -3,14 +3,17 @@
 - Speed: the whole command (start-up, read, parse, validate, reconstruct, intervals, demand,
   output) over a 2-million-edge log, against a straightforward csv-module loop that only sums
   edges over the same file, in the same run. Goals: 3x the loop (5x beyond), 1M edges/s.
-- Memory: peak RSS over a 20-million-edge log (goal: under 300 MB, flat with file size).
+- Memory: peak RSS over a 20-million-edge log, in time order (goal: under 300 MB, flat with file
+  size) and reversed, the worst order, which replay sorts through temporary files in $TMPDIR
+  (goal: well under 300 MB, about 200 MB at most).
 
-    python benchmarks/bench_replay.py [--runs N] [--skip-memory]
+    python benchmarks/bench_replay.py [--runs N] [--memory-runs N] [--skip-memory]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from pathlib import Path
 
@@ -32,6 +35,39 @@ def make_log(name: str, minutes: int, power_mw_at) -> str:  # type: ignore[no-un
     return str(log)
 
 
+def reversed_log(path: str) -> str:
+    """Write a copy of ``path`` with its rows in reverse order (the worst case for replay).
+
+    Read backwards block by block, so the copy takes little memory whatever the log's size.
+    """
+    out = Path(path).with_name(Path(path).stem + "-reversed.csv")
+    if out.exists():
+        return str(out)
+    block_bytes = 16 << 20
+    tmp = out.with_suffix(".tmp")
+    with open(path, "rb") as src, open(tmp, "wb") as dst:
+        while True:  # comments and the header stay first
+            line = src.readline()
+            dst.write(line)
+            if not line.startswith(b"#"):
+                break
+        body = src.tell()
+        position = src.seek(0, 2)
+        carry = b""  # the start of a line whose rest was in the block read before
+        while position > body:
+            step = min(block_bytes, position - body)
+            position -= step
+            src.seek(position)
+            data = src.read(step) + carry
+            carry = b""
+            if position > body:
+                cut = data.index(b"\n") + 1
+                carry, data = data[:cut], data[cut:]
+            dst.writelines(reversed(data.splitlines(keepends=True)))
+    tmp.replace(out)
+    return str(out)
+
+
 def count_edges(path: str) -> int:
     with open(path, "rb") as handle:
         return sum(1 for line in handle if line[:1].isdigit())
@@ -40,6 +76,7 @@ def count_edges(path: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--memory-runs", type=int, default=3)
     parser.add_argument("--skip-memory", action="store_true")
     args = parser.parse_args()
 
@@ -66,9 +103,17 @@ def main() -> None:
     if not args.skip_memory:
         # About 20 million edges: a steady 60 kW for 70 days.
         big = make_log("replay-20m", 70 * 24 * 60, lambda _t_us: 60_000_000)
-        for path in (log, big):
-            seconds, rss_mb = run_timed(gateway("replay", path, "--json"))
-            print(f"replay {path}: {seconds:.2f} s, peak RSS {rss_mb:.0f} MB")
+        backwards = reversed_log(big)
+        print(f"{big}: {count_edges(big):,} edges; {backwards}: the same, last row first")
+        for path in (log, big, backwards):
+            runs = [run_timed(gateway("replay", path, "--json")) for _ in range(args.memory_runs)]
+            rss = [mb for _, mb in runs]
+            report(
+                f"replay {Path(path).name}",
+                [seconds for seconds, _ in runs],
+                f"; peak RSS median {statistics.median(rss):.0f} MB "
+                f"({', '.join(f'{mb:.0f}' for mb in rss)})",
+            )
 
 
 if __name__ == "__main__":

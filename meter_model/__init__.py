@@ -36,6 +36,7 @@ _EXPORTS = {
     "Edge": "outputs",
     "ProfileEdges": "outputs",
     "profile_edges": "outputs",
+    "split_steps": "outputs",
 }
 
 __all__ = [
@@ -65,6 +66,7 @@ __all__ = [
     "measure",
     "parse_model_number",
     "profile_edges",
+    "split_steps",
 ]
 
 if TYPE_CHECKING:
@@ -81,7 +83,14 @@ if TYPE_CHECKING:
     )
     from meter_model.errors import MeterModelError, OutOfRangeError, UnknownModelError
     from meter_model.meter import Meter
-    from meter_model.outputs import CHANNEL_1K, CHANNEL_10, Edge, ProfileEdges, profile_edges
+    from meter_model.outputs import (
+        CHANNEL_1K,
+        CHANNEL_10,
+        Edge,
+        ProfileEdges,
+        profile_edges,
+        split_steps,
+    )
 
 
 def __getattr__(name: str) -> Any:

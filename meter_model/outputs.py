@@ -25,7 +25,7 @@ EDGE_10_NJ = WH_PER_EDGE_10 * NJ_PER_WH  # 1.8e13 nJ
 CHANNEL_10 = "10"
 CHANNEL_1K = "1K"
 # Largest energy one vectorised step may hold, so int64 products never overflow.
-_MAX_STEP_NJ = 2**62
+MAX_STEP_NJ = 2**62
 
 I64 = npt.NDArray[np.int64]
 
@@ -75,10 +75,22 @@ class ProfileEdges:
         return np.asarray(self.n10[self.n10 % EDGES_10_PER_1K == 0] // EDGES_10_PER_1K, np.int64)
 
 
-def _split_long_steps(t_us: I64, power_mw: I64, end_us: int) -> tuple[I64, I64, I64]:
-    """Return (start, duration, power) with every step short enough for int64 energy."""
+def split_steps(
+    t_us: I64, power_mw: I64, end_us: int, max_step_nj: int | None = None
+) -> tuple[I64, I64, I64]:
+    """Return the profile as (start, duration, power) steps holding at most ``max_step_nj`` each.
+
+    Row i holds ``power_mw[i]`` from ``t_us[i]`` until ``t_us[i+1]``; the last until ``end_us``.
+    A step is cut only at whole microseconds, which moves no edge: the register is linear within
+    a step, so ``t0 + ceil((n·Q − E0) / P)`` is the same from either piece's start. So a profile
+    may be run piece by piece, carrying the energy from one piece to the next. The limit is at
+    most :data:`MAX_STEP_NJ` (the default), so a step's energy fits int64.
+    """
+    limit = MAX_STEP_NJ if max_step_nj is None else min(max_step_nj, MAX_STEP_NJ)
     duration: I64 = np.diff(np.append(t_us, np.int64(end_us))).astype(np.int64)
-    max_duration = np.where(power_mw > 0, _MAX_STEP_NJ // np.maximum(power_mw, 1), duration + 1)
+    max_duration = np.where(
+        power_mw > 0, np.maximum(1, limit // np.maximum(power_mw, 1)), duration + 1
+    )
     pieces = np.maximum(1, -(-duration // max_duration))
     if int(pieces.max(initial=1)) == 1:
         return t_us, duration, power_mw
@@ -103,7 +115,7 @@ def profile_edges(
     powers = np.asarray(power_mw, dtype=np.int64)
     if len(starts) == 0:
         return ProfileEdges(np.empty(0, np.int64), np.empty(0, np.int64), start_energy_nj)
-    starts, durations, powers = _split_long_steps(starts, powers, end_us)
+    starts, durations, powers = split_steps(starts, powers, end_us)
     step_nj = powers * durations
     # Energy at each step's start as quotient and remainder of EDGE_10_NJ, summed in chunks so
     # no running sum overflows int64.

@@ -2,8 +2,10 @@
 
 Logs are read chunk by chunk (:mod:`gateway.pulselog.scan`) and fed to one :class:`MeterCore` per
 meter through its vectorised path. Memory stays flat while each meter's rows come in time order
-across chunks and files, as the gateway's own capture writes them. A log whose rows are out of order
-beyond one chunk is read again and sorted in memory (about 14 bytes per edge), so any order works.
+across chunks and files, as the gateway's own capture writes them. Logs whose rows are out of order
+beyond one chunk are read again and sorted in bounded memory (:mod:`gateway.batch.extsort`: sorted
+runs spilled to temporary files, then merged), and the sorted rows are fed chunk by chunk the same
+way, so any order works and gives the same result.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from gateway.batch.extsort import RunSorter
 from gateway.core.edge import CHANNEL_1K, CHANNEL_10
 from gateway.core.hygiene import skip_seen
 from gateway.core.intervals import IntervalBatch
@@ -41,20 +44,26 @@ def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
     out: queue.Queue[object] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
+    def put(item: object) -> bool:
+        """Hand ``item`` over; return False once the consumer has stopped."""
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
+        # Every put gives up once the consumer stops: a plain put of the end marker into a
+        # full queue would block forever, and the consumer's join with it.
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        out.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(item):
                     return
-            out.put(_DONE)
+            put(_DONE)
         except BaseException as exc:  # handed to the consumer, raised there
-            out.put(exc)
+            put(exc)
 
     worker = threading.Thread(target=produce, name="replay-reader", daemon=True)
     worker.start()
@@ -72,7 +81,7 @@ def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
 
 
 class _NeedsSort(Exception):
-    """Rows of a meter came out of order across chunks: start again, sorting in memory."""
+    """Rows of a meter came out of order across chunks: start again, sorting them."""
 
 
 @dataclass
@@ -82,7 +91,7 @@ class BatchResult:
     cores: dict[str, MeterCore]
     intervals: dict[str, IntervalBatch]
     rows: int
-    sorted_in_memory: bool = False
+    sort_runs: int = 0  # 0: rows came in order; 1: sorted in memory; more: spilled and merged
     files: list[str] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
 
@@ -164,6 +173,7 @@ def replay_logs(
     *,
     finish: bool = True,
     settings: dict[str, CoreSettings] | None = None,
+    spill_dir: str | None = None,
 ) -> BatchResult:
     """Reconstruct every meter in ``paths``; ``progress(bytes_done, bytes_total, rows)``.
 
@@ -173,12 +183,17 @@ def replay_logs(
     meter's last edge and closes its intervals through its own logs' ``end=`` (or its last
     edge). Without ``finish`` (an import, which a later log may continue) the interval holding
     the end is returned all the same but stays open in the core (``MeterCore.tail_ns``).
+    Rows out of order are sorted through temporary files in ``spill_dir`` (None: ``$TMPDIR``
+    or ``/tmp``).
     """
     make_core = make_core or _fresh_cores(settings or {})
     try:
-        return _replay(paths, make_core, progress, sort=False, finish=finish)
+        return _replay(paths, make_core, progress, finish=finish)
     except _NeedsSort:
-        return _replay(paths, make_core, progress, sort=True, finish=finish)
+        pass
+    # Out of the handler, whose traceback would hold the first pass (its cores, its last chunk).
+    with RunSorter(spill_dir) as sorter:
+        return _replay(paths, make_core, progress, finish=finish, sorter=sorter)
 
 
 def _windows(scanners: list[LogScanner]) -> dict[str, tuple[int | None, int | None]]:
@@ -208,16 +223,16 @@ def _replay(
     make_core: CoreFactory,
     progress: Callable[[int, int, int], None] | None,
     *,
-    sort: bool,
     finish: bool,
+    sorter: RunSorter | None = None,
 ) -> BatchResult:
+    """Read the logs; feed each chunk as it comes, or with a ``sorter`` all rows sorted."""
     total = sum(file_size(p) for p in paths)
     done_before = 0
     rows = 0
     scanners: list[LogScanner] = []
     names: list[str] = []  # meter names across files, by global index
     started: dict[str, int | None] = {}  # the window start each core was made with
-    held: list[tuple[I64, npt.NDArray[np.int32], I8, I8]] = []
 
     def starting_at(name: str, first_ns: int) -> MeterCore:
         start = _windows(scanners).get(name, (None, None))[0]
@@ -238,26 +253,19 @@ def _replay(
             local_to_global = np.array([_index(names, m) for m in scanner.meters], np.int32)
             chunk.meter = local_to_global[chunk.meter]
             rows += len(chunk.t_ns)
-            if sort:
-                held.append((chunk.t_ns, chunk.meter, chunk.channel, chunk.level))
+            if sorter is not None:
+                sorter.add(chunk)
                 continue
             feeder.feed(names, chunk, check_order=True)
         done_before += file_size(path)
     windows = _windows(scanners)
-    if not sort and any(windows[name][0] != start for name, start in started.items()):
+    if sorter is None and any(windows[name][0] != start for name, start in started.items()):
         raise _NeedsSort  # a later log moved a meter's start back: start again, knowing it
-    if sort and held:
-        t = np.concatenate([h[0] for h in held])
-        meter = np.concatenate([h[1] for h in held])
-        channel = np.concatenate([h[2] for h in held])
-        level = np.concatenate([h[3] for h in held])
-        held.clear()
-        order = np.lexsort((level, channel, t, meter))
-        feeder.feed(
-            names,
-            Chunk(t[order], meter[order], channel[order], level[order]),
-            check_order=False,
-        )
+    if sorter is not None:
+        # Each meter's rows in time order, chunk by chunk: the core's result does not depend
+        # on where the chunks are cut.
+        for chunk in sorter.chunks():
+            feeder.feed(names, chunk, check_order=False)
     intervals = {}
     for name, core in feeder.cores.items():
         end = windows.get(name, (None, None))[1]
@@ -266,7 +274,8 @@ def _replay(
         batch = core.finish(end, keep_open=not finish)
         if batch is not None:
             intervals[name] = batch
-    return BatchResult(feeder.cores, intervals, rows, sort, list(paths), feeder.skipped)
+    sort_runs = 0 if sorter is None else max(1, len(sorter.runs))
+    return BatchResult(feeder.cores, intervals, rows, sort_runs, list(paths), feeder.skipped)
 
 
 def _fresh_cores(settings: dict[str, CoreSettings]) -> CoreFactory:

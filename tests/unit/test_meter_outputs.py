@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from meter_model import CHANNEL_1K, CHANNEL_10, Edge, Meter, MeterConfig, profile_edges
 from meter_model import outputs as outputs_module
-from meter_model.outputs import EDGE_10_NJ, _split_long_steps, edges_10_before, segment_edges
+from meter_model.outputs import EDGE_10_NJ, edges_10_before, segment_edges, split_steps
 from meter_model.profiles import (
     STEP_S,
     builtin_power_mw,
@@ -174,10 +174,10 @@ def test_no_power_or_no_time_makes_no_edges() -> None:
 # -- very long steps --------------------------------------------------------------------------
 
 
-def test_split_long_steps_keeps_every_piece_within_int64() -> None:
+def testsplit_steps_keeps_every_piece_within_int64() -> None:
     power = np.array([10**12, 0, 5], dtype=np.int64)
     t_us = np.array([0, 10**7, 2 * 10**7], dtype=np.int64)
-    start, duration, p = _split_long_steps(t_us, power, 3 * 10**7)
+    start, duration, p = split_steps(t_us, power, 3 * 10**7)
     assert len(start) > 3  # the 1 GW step (1e19 nJ > 2**62) was split
     assert (p * duration <= 2**62).all()
     # The pieces tile the profile with no gap or overlap, keeping each step's power.
@@ -191,7 +191,7 @@ def test_split_long_steps_keeps_every_piece_within_int64() -> None:
 def test_short_steps_are_not_split() -> None:
     t_us = np.array([0, 100], dtype=np.int64)
     power = np.array([KW12_MW, 0], dtype=np.int64)
-    start, duration, p = _split_long_steps(t_us, power, 250)
+    start, duration, p = split_steps(t_us, power, 250)
     assert start.tolist() == [0, 100]
     assert duration.tolist() == [100, 150]
     assert p.tolist() == [KW12_MW, 0]
@@ -314,11 +314,38 @@ def test_forced_splitting_changes_nothing(
 ) -> None:
     t_us, power_mw, end_us, start_nj = profile
     whole = profile_edges(t_us, power_mw, end_us, start_energy_nj=start_nj)
-    with mock.patch.object(outputs_module, "_MAX_STEP_NJ", max_step_nj):
+    with mock.patch.object(outputs_module, "MAX_STEP_NJ", max_step_nj):
         split = profile_edges(t_us, power_mw, end_us, start_energy_nj=start_nj)
     assert split.t10_us.tolist() == whole.t10_us.tolist()
     assert split.n10.tolist() == whole.n10.tolist()
     assert split.end_energy_nj == whole.end_energy_nj
+
+
+@settings(max_examples=150, deadline=None)
+@given(profiles(), st.integers(Q // 2, 40 * Q), st.lists(st.integers(1, 60), max_size=8))
+def test_a_profile_run_piece_by_piece_gives_the_same_edges(
+    profile: tuple[list[int], list[int], int, int], max_step_nj: int, cuts: list[int]
+) -> None:
+    """Cut into short steps, run in pieces carrying the energy: the same edges (simulate's blocks)."""
+    t_us, power_mw, end_us, start_nj = profile
+    whole = profile_edges(t_us, power_mw, end_us, start_energy_nj=start_nj)
+    starts, durations, powers = split_steps(
+        np.array(t_us, np.int64), np.array(power_mw, np.int64), end_us, max_step_nj
+    )
+    assert (powers * durations <= max(max_step_nj, int(max(power_mw)))).all()
+    bounds = sorted({0, len(starts), *(c for c in cuts if c < len(starts))})
+    t10: list[int] = []
+    n10: list[int] = []
+    energy_nj = start_nj
+    for lo, hi in itertools.pairwise(bounds):
+        stop = int(starts[hi - 1] + durations[hi - 1])
+        piece = profile_edges(starts[lo:hi], powers[lo:hi], stop, start_energy_nj=energy_nj)
+        t10 += piece.t10_us.tolist()
+        n10 += piece.n10.tolist()
+        energy_nj = piece.end_energy_nj
+    assert t10 == whole.t10_us.tolist()
+    assert n10 == whole.n10.tolist()
+    assert energy_nj == whole.end_energy_nj
 
 
 # -- the built-in load profile ----------------------------------------------------------------
