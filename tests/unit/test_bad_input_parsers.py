@@ -48,6 +48,7 @@ def scan(path: Path) -> tuple[list[Edge], dict[str, str]]:
 
 def reference(path: Path, text: str) -> list[Edge] | int:
     """The oracle: the rows the reference parser reads, or the line it rejects first."""
+    text = text.removeprefix("\ufeff")  # a leading byte-order mark is no content (issue #12)
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()

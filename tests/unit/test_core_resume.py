@@ -235,4 +235,7 @@ def test_the_plans_reach_what_a_restore_could_lose() -> None:
         seen["record"] += plan.record_subintervals
 
     collect()
-    assert all(seen.values()), seen
+    # Since the cross-check judges a `1K` edge once time passes its tolerance (issue #11), a
+    # `1K` edge waits in it for at most 22 ms: the plans seldom split inside that, and the
+    # property covers it when they do; every other state must be reached.
+    assert all(v for k, v in seen.items() if k != "pending1k"), seen
