@@ -105,6 +105,7 @@ class MeterRuntime:
     now_ns: int
     finished: bool = False
     last_sub_end_us: int | None = None
+    holding: bool = False  # the published total is held above the register
 
     def batch(self) -> MeterBatch:
         """Return everything not yet committed (see :class:`Checkpoint`)."""
@@ -385,17 +386,21 @@ class Service:
         if energy_wh == 0:
             return None  # never a zero or unknown total at start-up
         if committed < floor:
-            logger.warning(
-                "%s: register %d Wh is below the %d Wh already published; holding",
-                name,
-                committed,
-                floor,
-            )
+            if not runtime.holding:  # said once a hold, not at every state
+                logger.warning(
+                    "%s: register %d Wh is below the %d Wh already published; holding until "
+                    "it is above",
+                    name,
+                    committed,
+                    floor,
+                )
+            runtime.holding = True
             # The total shown was reached before; when, this gateway may not know.
             energy_time_ns = (
                 checkpoint.published_at_ns if energy_wh == checkpoint.published_wh else None
             )
         else:
+            runtime.holding = False
             energy_time_ns = checkpoint.committed_at_ns
         checkpoint.published_wh = energy_wh
         checkpoint.published_at_ns = energy_time_ns
