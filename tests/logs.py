@@ -10,6 +10,11 @@ from gateway.pulselog.scan import LogScanner
 
 def read_log(path: str | Path) -> list[Edge]:
     """Return every row of a pulse log, in file order."""
+    return read_log_and_metadata(path)[0]
+
+
+def read_log_and_metadata(path: str | Path) -> tuple[list[Edge], dict[str, str]]:
+    """Return every row of a pulse log, in file order, and its ``start=``/``end=`` metadata."""
     scanner = LogScanner(str(path))
     edges = []
     for chunk in scanner.chunks():
@@ -21,4 +26,4 @@ def read_log(path: str | Path) -> list[Edge]:
             strict=True,
         ):
             edges.append(Edge(t, scanner.meters[meter], CHANNELS[channel], level))
-    return edges
+    return edges, scanner.metadata

@@ -152,13 +152,9 @@ class CrossCheck:
         limit = now_ns - self.tolerance_ns - self.margin_ns
         if self._pending1k[0] > limit:
             return
-        ready = int(np.searchsorted(np.fromiter(self._pending1k, np.int64), limit, "right"))
-        while ready and self._pending_inferred[ready - 1]:
-            ready -= 1
-        if ready:
-            judged = np.array([self._pending1k.popleft() for _ in range(ready)], np.int64)
-            inferred = np.array([self._pending_inferred.popleft() for _ in range(ready)], np.bool_)
-            self._judge_many(judged, inferred)
+        self._judge_first(
+            int(np.searchsorted(np.fromiter(self._pending1k, np.int64), limit, "right"))
+        )
         self._judge(final=False)  # trims the `10` edges no `1K` edge can need any more
 
     @property
@@ -209,18 +205,14 @@ class CrossCheck:
 
     def _judge(self, *, final: bool) -> None:
         last10 = int(self._recent10[-1]) if len(self._recent10) else None
-        ready = len(self._pending1k)
-        if not final:
+        if final:
+            self._judge_first(len(self._pending1k), wait_for_real=False)
+        else:
             # A `1K` edge is judged once a `10` edge later than its tolerance has been seen.
             limit = -1 if last10 is None else last10 - self.tolerance_ns
-            ready = int(np.searchsorted(np.fromiter(self._pending1k, np.int64), limit, "left"))
-            # An inferred edge waits for the real edge after it, which is judged for both.
-            while ready and self._pending_inferred[ready - 1]:
-                ready -= 1
-        if ready:
-            judged = np.array([self._pending1k.popleft() for _ in range(ready)], np.int64)
-            inferred = np.array([self._pending_inferred.popleft() for _ in range(ready)], np.bool_)
-            self._judge_many(judged, inferred)
+            self._judge_first(
+                int(np.searchsorted(np.fromiter(self._pending1k, np.int64), limit, "left"))
+            )
         # Keep only the `10` edges a pending or future `1K` edge can still need: hygiene hands
         # over a `1K` edge at most the glitch width (the margin) after later `10` edges.
         if self._pending1k:
@@ -233,6 +225,19 @@ class CrossCheck:
         if keep_from:
             self._base10 += keep_from
             self._recent10 = self._recent10[keep_from:]
+
+    def _judge_first(self, ready: int, *, wait_for_real: bool = True) -> None:
+        """Judge the first ``ready`` pending `1K` edges.
+
+        An inferred edge waits for the real edge after it, which is judged for both (unless
+        the input has ended: ``wait_for_real`` False).
+        """
+        while wait_for_real and ready and self._pending_inferred[ready - 1]:
+            ready -= 1
+        if ready:
+            judged = np.array([self._pending1k.popleft() for _ in range(ready)], np.int64)
+            inferred = np.array([self._pending_inferred.popleft() for _ in range(ready)], np.bool_)
+            self._judge_many(judged, inferred)
 
     def _judge_many(self, all_t: I64, inferred: npt.NDArray[np.bool_]) -> None:
         """Judge `1K` edges whose `10` neighbours are all known; loop only over anomalies."""

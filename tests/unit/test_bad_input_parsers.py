@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from logs import read_log_and_metadata
 
 from gateway.config import BOUNDS, core_settings, meter_config, parse_config
 from gateway.core.edge import CHANNELS, Edge
 from gateway.errors import ConfigError, PulseLogError
 from gateway.loadprofile import read_profile
 from gateway.pulselog import HEADER, parse_row
-from gateway.pulselog.scan import LogScanner
 from gateway.timefmt import MAX_TIME_NS, NS_PER_S, format_epoch, format_iso, parse_time_ns
 
 FUZZ = settings(
@@ -32,18 +32,7 @@ T0 = 1_764_057_600  # 2025-11-25T08:00:00Z
 
 
 def scan(path: Path) -> tuple[list[Edge], dict[str, str]]:
-    scanner = LogScanner(str(path))
-    edges = []
-    for chunk in scanner.chunks():
-        for t, meter, channel, level in zip(
-            chunk.t_ns.tolist(),
-            chunk.meter.tolist(),
-            chunk.channel.tolist(),
-            chunk.level.tolist(),
-            strict=True,
-        ):
-            edges.append(Edge(t, scanner.meters[meter], CHANNELS[channel], level))
-    return edges, scanner.metadata
+    return read_log_and_metadata(path)
 
 
 def reference(path: Path, text: str) -> list[Edge] | int:
