@@ -99,10 +99,10 @@ def run(meters: int, rate: int, hours: float, commit_interval_s: float) -> dict[
         commits = 0
         original = service.commit
 
-        def timed_commit() -> None:
+        def timed_commit(*, stamp: bool = False) -> None:
             nonlocal commit_cpu, commits
             start = time.process_time()
-            original()
+            original(stamp=stamp)
             commit_cpu += time.process_time() - start
             commits += 1
             waiting = outbox.head(1000)
