@@ -17,6 +17,7 @@ from gateway.sinks.database import Database
 from gateway.sinks.readback import Readback, StoredMeter
 from gateway.sinks.reads import stored_reads
 from gateway.sinks.redact import redact
+from gateway.sinks.schema import IntervalRow
 from gateway.sinks.store import Store
 from gateway.timefmt import NS_PER_S, NS_PER_US, format_iso, parse_time_ns
 from meter_model.units import lcd_kwh, round_kw
@@ -167,6 +168,15 @@ def status(url: str, as_json: bool, out: TextIO = sys.stdout) -> None:
             )
 
 
+def meter_intervals(
+    readback: Readback, meter: str | None, start_ns: int | None, end_ns: int | None
+) -> list[tuple[str, IntervalRow]]:
+    """Return the stored intervals an export asks for; an unknown ``--meter`` is an error."""
+    if meter is not None and readback.find_meter(meter) is None:
+        raise ConfigError(f"--meter {meter}: no such meter in the database")
+    return readback.intervals(meter, start_ns, end_ns)
+
+
 def _time_option(option: str, text: str | None) -> int | None:
     if text is None:
         return None
@@ -189,10 +199,7 @@ def export(
     start_ns, end_ns = _time_option("--from", start), _time_option("--to", end)
     database = open_database(url)
     try:
-        readback = Readback(database)
-        if meter is not None and readback.find_meter(meter) is None:
-            raise ConfigError(f"--meter {meter}: no such meter in the database")
-        rows = readback.intervals(meter, start_ns, end_ns)
+        rows = meter_intervals(Readback(database), meter, start_ns, end_ns)
     finally:
         database.close()
     writer = csv.writer(out, lineterminator="\n")

@@ -21,8 +21,7 @@ from collections.abc import Sequence
 from itertools import groupby
 from typing import Any, TextIO
 
-from gateway.commands.database import _time_option, open_database
-from gateway.errors import ConfigError
+from gateway.commands.database import _time_option, meter_intervals, open_database
 from gateway.sinks.readback import Readback
 from gateway.sinks.reads import StoredRead, peak_kw, stored_reads
 from gateway.timefmt import NS_PER_S, format_iso
@@ -211,10 +210,7 @@ def export_espi(
     start_ns, end_ns = _time_option("--from", start), _time_option("--to", end)
     database = open_database(url)
     try:
-        readback = Readback(database)
-        if meter is not None and readback.find_meter(meter) is None:
-            raise ConfigError(f"--meter {meter}: no such meter in the database")
-        rows = readback.intervals(meter, start_ns, end_ns)
+        rows = meter_intervals(Readback(database), meter, start_ns, end_ns)
         reads = [
             r
             for r in stored_reads(database, meter)
