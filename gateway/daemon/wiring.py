@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,11 +25,12 @@ class SourceContext:
     serial_opener: Any = None
 
 
-def check_inputs(config: Config) -> None:
+def check_inputs(config: Config, *, ports: bool = True) -> None:
     """Check every file the configuration names, before anything is created (issue #12).
 
-    A file that cannot be read is a ConfigError naming the configuration file and the key; a
-    profile or replay log that is malformed is a PulseLogError naming its file and line.
+    A file that cannot be read (or a serial port that is not there, with ``ports``) is a
+    ConfigError naming the configuration file and the key; a profile or replay log that is
+    malformed is a PulseLogError naming its file and line.
     """
     from gateway.loadprofile import read_profile
     from gateway.pulselog.scan import LogScanner
@@ -36,6 +38,8 @@ def check_inputs(config: Config) -> None:
     where = f"{config.path or 'config'}:"
     for index, meter in enumerate(config.meters):
         key = f"{where} meters[{index}]"
+        if ports and meter.source == "serial" and not os.path.exists(meter.port or ""):
+            raise ConfigError(f"{key}.port: {meter.port} does not exist")
         if meter.source == "simulate" and meter.profile is not None:
             _readable(f"{key}.profile", meter.profile)
             read_profile(meter.profile)
