@@ -35,6 +35,16 @@ def report(name: str, seconds: list[float], extra: str = "") -> float:
     return median
 
 
+def report_runs(name: str, runs: list[tuple[float, float]]) -> float:
+    """Report ``run_timed`` results: the median time, and the median peak RSS."""
+    rss = [mb for _, mb in runs]
+    return report(
+        name,
+        [seconds for seconds, _ in runs],
+        f"; peak RSS median {statistics.median(rss):.0f} MB ({', '.join(f'{mb:.0f}' for mb in rss)})",
+    )
+
+
 def write_profile(path: Path, start_s: int, minutes: int, power_mw_at) -> None:  # type: ignore[no-untyped-def]
     """Write a one-minute-step load profile ``time,kw``."""
     with open(path, "w") as handle:

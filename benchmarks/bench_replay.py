@@ -13,11 +13,10 @@
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
-from _common import DATA, gateway, report, run_timed, write_profile
+from _common import DATA, gateway, report, report_runs, run_timed, write_profile
 
 from meter_model.profiles import builtin_power_mw
 
@@ -107,13 +106,7 @@ def main() -> None:
         print(f"{big}: {count_edges(big):,} edges; {backwards}: the same, last row first")
         for path in (log, big, backwards):
             runs = [run_timed(gateway("replay", path, "--json")) for _ in range(args.memory_runs)]
-            rss = [mb for _, mb in runs]
-            report(
-                f"replay {Path(path).name}",
-                [seconds for seconds, _ in runs],
-                f"; peak RSS median {statistics.median(rss):.0f} MB "
-                f"({', '.join(f'{mb:.0f}' for mb in rss)})",
-            )
+            report_runs(f"replay {Path(path).name}", runs)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,8 @@ Goals: under 5 seconds for the whole command on the development machine (issue 2
 from __future__ import annotations
 
 import argparse
-import statistics
 
-from _common import DATA, gateway, report, run_timed, write_profile
+from _common import DATA, gateway, report_runs, run_timed, write_profile
 
 from meter_model.profiles import builtin_power_mw
 
@@ -38,13 +37,7 @@ def main() -> None:
             run_timed(gateway("simulate", "--profile", profile, "--out", out))
             for _ in range(args.runs)
         ]
-        rss = [mb for _, mb in runs]
-        report(
-            f"simulate 1 year -> {suffix}",
-            [seconds for seconds, _ in runs],
-            f"; peak RSS median {statistics.median(rss):.0f} MB "
-            f"({', '.join(f'{mb:.0f}' for mb in rss)})",
-        )
+        report_runs(f"simulate 1 year -> {suffix}", runs)
 
 
 if __name__ == "__main__":
