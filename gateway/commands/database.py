@@ -23,6 +23,7 @@ from gateway.timefmt import NS_PER_S, NS_PER_US, format_iso, parse_time_ns
 from meter_model.units import lcd_kwh, round_kw
 
 RECENT_EVENTS_S = 24 * 3600
+EXPORT_COLUMNS = ("meter", "start", "end", "energy_wh", "edges", "demand_kw", "quality")
 
 
 def database_url(config: str | None, db: str | None) -> str:
@@ -199,15 +200,20 @@ def export(
     start_ns, end_ns = _time_option("--from", start), _time_option("--to", end)
     database = open_database(url)
     try:
-        rows = meter_intervals(Readback(database), meter, start_ns, end_ns)
+        readback = Readback(database)
+        rows = meter_intervals(readback, meter, start_ns, end_ns)
+        estimates = readback.estimates(meter, start_ns, end_ns)
     finally:
         database.close()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["meter", "start", "end", "energy_wh", "edges", "demand_kw", "quality"])
+    # The SPEC's columns, then the estimate of the interval's unwatched time (empty when it
+    # was watched or cannot be estimated), never added to energy_wh.
+    writer.writerow([*EXPORT_COLUMNS, "estimated_wh", "estimate_method"])
     from fractions import Fraction
 
     for name, row in rows:
         demand = Fraction(row.energy_wh * 3600 * NS_PER_S, (row.end_ns - row.start_ns) * 1000)
+        estimate = estimates.get(name, {}).get(row.start_ns)
         writer.writerow(
             [
                 name,
@@ -217,6 +223,8 @@ def export(
                 row.edges,
                 round_kw(demand),
                 row.quality,
+                "" if estimate is None else estimate.estimated_wh,
+                "" if estimate is None else estimate.method,
             ]
         )
     return len(rows)

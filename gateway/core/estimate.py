@@ -54,14 +54,14 @@ def _half_up(value: Fraction) -> int:
     return int((value + Fraction(1, 2)).__floor__())
 
 
-def max_wh(max_power_w: int | None, seconds: int) -> int | None:
+def max_wh(max_power_w: float | None, seconds: int) -> int | None:
     """Return the most energy (whole Wh) the meter can carry in ``seconds``; None: unbounded."""
     if max_power_w is None:
         return None
-    return max_power_w * seconds // J_PER_WH
+    return int(Fraction(max_power_w) * seconds / J_PER_WH)
 
 
-def _bounded(value: Fraction, unwatched_s: int, max_power_w: int | None) -> int:
+def _bounded(value: Fraction, unwatched_s: int, max_power_w: float | None) -> int:
     wh = max(0, _half_up(value))
     most = max_wh(max_power_w, unwatched_s)
     return wh if most is None else min(wh, most)
@@ -77,7 +77,7 @@ def _rate(item: Watched | None, interval_s: int) -> Fraction | None:
 def estimate_gaps(
     intervals: Sequence[Watched],
     interval_s: int,
-    max_power_w: int | None,
+    max_power_w: float | None,
     *,
     short_gap_s: int = SHORT_GAP_S,
     weeks: int = HISTORY_WEEKS,

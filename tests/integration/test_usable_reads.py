@@ -1,0 +1,178 @@
+"""Reads and bills people can use (issue 16): estimates for unwatched time, every meter on the
+bill, one meaning of peak, anomalies that need a look; all through the command line."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+NS = 1_000_000_000
+T0 = 1_793_491_200  # 2026-11-01T00:00:00Z, a Sunday
+DAY = 86_400
+GAP_MARKING = "needs gap marking from branch holes"
+
+
+def iso(t: float) -> str:
+    from gateway.timefmt import format_iso
+
+    return format_iso(int(t * NS), 0)
+
+
+def write_log(path: Path, meter: str, start: int, end: int, every_s: float, *, level: int = 1):
+    """A `10`-only log from ``start`` to ``end`` with an edge every ``every_s`` seconds, half a
+    period after each mark (so none falls on an interval boundary); return the next level."""
+    lines = [f"# start={iso(start)} end={iso(end)}\n", "time,meter,channel,level\n"]
+    t = start + every_s / 2
+    while t < end:
+        lines.append(f"{t:.6f},{meter},10,{level}\n")
+        level ^= 1
+        t += every_s
+    path.write_text("".join(lines))
+    return level
+
+
+# By hand. u1 at 400 W: a 5 Wh edge every 45 s, 20 edges (100 Wh) per 15-minute interval, from
+# Sunday 1 November 00:00Z. Three logs on Monday 23 November: a (to 10:00Z), b (10:30Z-12:00Z,
+# at 800 W: 200 Wh per interval), c (from 14:00Z to 1 December 00:30Z, 400 W again). So:
+# - 10:00-10:30Z is a short gap (two intervals, 30 minutes): interpolated linearly between
+#   100 Wh before and 200 Wh after: 100 + 100 x 1/3 = 133.33 -> 133 Wh, 100 + 100 x 2/3 =
+#   166.67 -> 167 Wh (ESPI quality 9);
+# - 12:00-14:00Z is a long gap (eight intervals): each the average of the same time on the
+#   Mondays 16, 9 and 2 November, all watched at 100 Wh: 100 Wh each, 800 Wh (quality 8).
+# The period 2026-11 (UTC, read on the 1st at 00:00) then holds 1,100 Wh of estimate.
+SHORT_GAP = (T0 + 22 * DAY + 10 * 3600, T0 + 22 * DAY + 10 * 3600 + 1800)
+LONG_GAP = (T0 + 22 * DAY + 12 * 3600, T0 + 22 * DAY + 14 * 3600)
+END = T0 + 30 * DAY + 1800
+
+
+def three_logs(tmp_path: Path) -> list[str]:
+    a, b, c = (tmp_path / f"{n}.csv" for n in "abc")
+    level = write_log(a, "u1", T0, SHORT_GAP[0], 45)
+    level = write_log(b, "u1", SHORT_GAP[1], LONG_GAP[0], 22.5, level=level)
+    write_log(c, "u1", LONG_GAP[1], END, 45, level=level)
+    return [str(a), str(b), str(c)]
+
+
+CONFIG = """
+[billing]
+timezone = "UTC"
+
+[[meters]]
+name = "u1"
+model = "2O208-4W"
+source = "replay"
+file = "{log}"
+{more}
+"""
+
+
+def imported(cli, tmp_path: Path, more: str = "") -> tuple[str, Path]:
+    logs = three_logs(tmp_path)
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG.format(log=logs[0], more=more))
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    result = cli("replay", *logs, "--db", url, "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    return url, config
+
+
+def mark_gaps_as_stored(url: str) -> None:
+    """Store the two gaps' intervals as gap marking stores them: quality gap, 0 Wh, 0 edges
+    (what replay --db writes once the gap-marking work lands; it writes complete 0 Wh today)."""
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
+        for a, b in (SHORT_GAP, LONG_GAP):
+            changed = db.execute(
+                "UPDATE intervals SET quality = 'gap' WHERE start_ns >= ? AND end_ns <= ?"
+                " AND edges = 0",
+                (a * NS, b * NS),
+            ).rowcount
+            assert changed == (b - a) // 900
+
+
+def exported(cli, url: str, *args: str) -> list[dict[str, str]]:
+    result = cli("export", "--db", url, "--format", "csv", *args)
+    assert result.returncode == 0, result.stderr
+    return list(csv.DictReader(io.StringIO(result.stdout)))
+
+
+EXPECTED_ESTIMATES = [
+    ("2026-11-23T10:00:00Z", "133", "linear"),
+    ("2026-11-23T10:15:00Z", "167", "linear"),
+    *[(iso(LONG_GAP[0] + 900 * k), "100", "history") for k in range(8)],
+]
+
+
+def check_export_estimates(rows: list[dict[str, str]]) -> None:
+    header = list(rows[0])
+    # The SPEC's columns first, in their order; the estimate appended.
+    assert header == [
+        "meter",
+        "start",
+        "end",
+        "energy_wh",
+        "edges",
+        "demand_kw",
+        "quality",
+        "estimated_wh",
+        "estimate_method",
+    ]
+    estimated = [(r["start"], r["estimated_wh"], r["estimate_method"]) for r in rows if r["estimate_method"]]
+    assert estimated == EXPECTED_ESTIMATES
+    # Never mixed into the measured energy: the gap intervals still measure 0 Wh.
+    by_start = {r["start"]: r for r in rows}
+    assert all(by_start[s]["energy_wh"] == "0" for s, _, _ in EXPECTED_ESTIMATES)
+    assert all(by_start[s]["quality"] == "gap" for s, _, _ in EXPECTED_ESTIMATES)
+    # Watched intervals carry no estimate.
+    assert by_start["2026-11-23T09:45:00Z"]["energy_wh"] == "100"
+    assert by_start["2026-11-23T09:45:00Z"]["estimated_wh"] == ""
+
+
+def test_export_marks_estimates_of_stored_gaps_in_appended_columns(cli, tmp_path: Path) -> None:
+    url, _ = imported(cli, tmp_path)
+    mark_gaps_as_stored(url)
+    check_export_estimates(exported(cli, url))
+    # A window sees the history before it: the long gap alone still takes the previous weeks.
+    rows = exported(cli, url, "--from", "2026-11-23T12:00:00Z", "--to", "2026-11-23T14:00:00Z")
+    assert [(r["estimated_wh"], r["estimate_method"]) for r in rows] == [("100", "history")] * 8
+
+
+@pytest.mark.xfail(strict=True, reason=GAP_MARKING)
+def test_export_estimates_the_time_between_imported_logs(cli, tmp_path: Path) -> None:
+    url, _ = imported(cli, tmp_path)
+    check_export_estimates(exported(cli, url))
+
+
+def bill_json(cli, *args: str) -> dict:
+    result = cli("bill", "--format", "json", *args)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_bill_shows_the_estimate_apart_from_the_measured_energy(cli, tmp_path: Path) -> None:
+    url, _ = imported(cli, tmp_path)
+    mark_gaps_as_stored(url)
+    november = bill_json(cli, "--db", url, "--period", "2026-11")["meters"]["u1"]
+    # Measured: 30 days at 400 W (288 kWh) less the 2.5 h of gaps (1,000 Wh) plus 1.5 h at
+    # 800 W instead of 400 W (+600 Wh): 287,600 Wh, as counted.
+    assert november["energy_wh"] == 287_600
+    assert (november["estimated_wh"], november["estimate_method"]) == (1100, "history+linear")
+    result = cli("bill", "--db", url, "--period", "2026-11")
+    (row,) = csv.DictReader(io.StringIO(result.stdout))
+    assert (row["energy_wh"], row["estimated_wh"], row["estimate_method"]) == (
+        "287600",
+        "1100",
+        "history+linear",
+    )
+
+
+@pytest.mark.xfail(strict=True, reason=GAP_MARKING)
+def test_bill_estimates_the_time_between_imported_logs(cli, tmp_path: Path) -> None:
+    url, _ = imported(cli, tmp_path)
+    november = bill_json(cli, "--db", url, "--period", "2026-11")["meters"]["u1"]
+    assert november["quality"] == "partial" and november["gap_minutes"] == 150.0
+    assert (november["estimated_wh"], november["estimate_method"]) == (1100, "history+linear")
