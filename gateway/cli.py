@@ -238,10 +238,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_bill(args: argparse.Namespace) -> int:
-    from gateway.commands.bill import bill
+    from gateway.commands.bill import bill, configured_meters
     from gateway.commands.database import database_url
 
-    bill(database_url(args.config, args.db), args.period, args.meter, args.format)
+    meters = configured_meters(args.config, args.db)
+    bill(
+        database_url(args.config, args.db), args.period, args.meter, args.format, configured=meters
+    )
     return EXIT_OK
 
 

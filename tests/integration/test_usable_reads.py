@@ -59,6 +59,9 @@ def three_logs(tmp_path: Path) -> list[str]:
 
 
 CONFIG = """
+[gateway]
+database = "{url}"
+
 [billing]
 timezone = "UTC"
 
@@ -74,8 +77,8 @@ file = "{log}"
 def imported(cli, tmp_path: Path, more: str = "") -> tuple[str, Path]:
     logs = three_logs(tmp_path)
     config = tmp_path / "config.toml"
-    config.write_text(CONFIG.format(log=logs[0], more=more))
     url = f"sqlite:///{tmp_path / 'g.db'}"
+    config.write_text(CONFIG.format(url=url, log=logs[0], more=more))
     result = cli("replay", *logs, "--db", url, "--config", str(config))
     assert result.returncode == 0, result.stderr
     return url, config
@@ -176,3 +179,53 @@ def test_bill_estimates_the_time_between_imported_logs(cli, tmp_path: Path) -> N
     november = bill_json(cli, "--db", url, "--period", "2026-11")["meters"]["u1"]
     assert november["quality"] == "partial" and november["gap_minutes"] == 150.0
     assert (november["estimated_wh"], november["estimate_method"]) == (1100, "history+linear")
+
+
+TWO_METERS = """
+[[meters]]
+name = "u2"
+model = "2O208-4W"
+source = "replay"
+file = "{log}"
+
+[[meters]]
+name = "u3"
+model = "2O208-4W"
+source = "gpio"
+pin_10 = 17
+"""
+
+
+def test_bill_lists_every_meter_a_read_is_missing_for(cli, tmp_path: Path) -> None:
+    # u2 was counted 1-10 November only: the database knows it, no read ends its November.
+    # u3 is configured but never ran. Each still gets a row that says so.
+    u2 = tmp_path / "u2.csv"
+    write_log(u2, "u2", T0, T0 + 9 * DAY, 45)
+    url, config = imported(cli, tmp_path, TWO_METERS.format(log=u2))
+    result = cli("replay", str(u2), "--db", url, "--config", str(config))
+    assert result.returncode == 0, result.stderr
+
+    by_db = bill_json(cli, "--db", url, "--period", "2026-11")["meters"]
+    assert sorted(by_db) == ["u1", "u2"]
+    assert by_db["u2"]["quality"] == "no read" and by_db["u2"]["energy_wh"] is None
+    assert (by_db["u2"]["start"], by_db["u2"]["end"]) == (
+        "2026-11-01T00:00:00Z",
+        "2026-12-01T00:00:00Z",
+    )
+    assert by_db["u1"]["quality"] == "complete" and by_db["u1"]["energy_wh"] == 288_000 - 1000 + 600
+
+    by_config = bill_json(cli, "--config", str(config), "--period", "2026-11")["meters"]
+    assert sorted(by_config) == ["u1", "u2", "u3"]
+    assert by_config["u3"]["quality"] == "no read"
+    assert by_config["u3"]["start_local"] == "2026-11-01T00:00:00+00:00"
+
+    result = cli("bill", "--config", str(config), "--period", "2026-11")
+    assert result.returncode == 0, result.stderr
+    rows = {r["meter"]: r for r in csv.DictReader(io.StringIO(result.stdout))}
+    assert sorted(rows) == ["u1", "u2", "u3"]
+    assert (rows["u3"]["quality"], rows["u3"]["energy_wh"], rows["u3"]["end_local"]) == (
+        "no read",
+        "",
+        "2026-12-01T00:00:00+00:00",
+    )
+    assert rows["u1"]["energy_wh"] == "287600"
