@@ -284,3 +284,24 @@ def test_the_kept_green_button_example_has_the_xsd_structure() -> None:
         for name in ("UsagePoint", "MeterReading", "ReadingType", "IntervalBlock", "UsageSummary")
     }
     assert _check_order(root) > 5
+
+
+def test_the_whole_feed_validates_and_a_partial_read_is_not_valid(
+    cli, tmp_path: Path, imported: str
+) -> None:
+    from espi_schema import validate_feed
+
+    result = cli("export", "--db", imported, "--format", "espi")
+    assert result.returncode == 0, result.stderr
+    feed = tmp_path / "feed.xml"
+    feed.write_text(result.stdout)
+    validate_feed(feed, tmp_path)
+    # October was watched from 03:00Z on 1 November only: partial, so its summary's
+    # qualityOfReading is questionable (10), not valid (0); November's is valid.
+    quality = {
+        summary.findtext(f"{ESPI}billingPeriod/{ESPI}start"): summary.findtext(
+            f"{ESPI}qualityOfReading"
+        )
+        for summary in ET.parse(feed).getroot().iter(f"{ESPI}UsageSummary")
+    }
+    assert quality == {"1790827200": "10", "1793505600": "0"}  # 1 October 04:00Z, 1 November
