@@ -88,6 +88,7 @@ def meter_status(readback: Readback, stored: StoredMeter, now_ns: int) -> dict[s
         "demand_kw": 0.0,
         "peak_demand_kw": None,
         "peak_demand_end": None,
+        "peak_demand_since": None,
     }
     if core is not None:
         # "now" for a live meter is the wall clock; a replayed or simulated one stops at its
@@ -101,6 +102,8 @@ def meter_status(readback: Readback, stored: StoredMeter, now_ns: int) -> dict[s
             if demand.peak is not None:
                 status["peak_demand_kw"] = float(round_kw(demand.peak.demand_kw))
                 status["peak_demand_end"] = format_iso(demand.peak.window_end_us * NS_PER_US)
+        if core.peak_since_ns is not None:
+            status["peak_demand_since"] = format_iso(core.peak_since_ns)
         status["glitches"] = core.glitches
         status["inferred_edges"] = core.inferred_edges
         status["duplicates"] = core.duplicates
@@ -145,7 +148,8 @@ def status(url: str, as_json: bool, out: TextIO = sys.stdout) -> None:
         out.write(f"no meters in {redact(url)}\n")
     for name, m in meters.items():
         peak = (
-            f"{m['peak_demand_kw']:.2f} kW (window ending {m['peak_demand_end']})"
+            f"{m['peak_demand_kw']:.2f} kW since {m['peak_demand_since']} "
+            f"(window ending {m['peak_demand_end']})"
             if m["peak_demand_kw"] is not None
             else "-"
         )

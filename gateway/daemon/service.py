@@ -61,6 +61,8 @@ def format_reading(reading: Reading) -> str:
     if reading.peak is not None:
         window_end = format_iso(reading.peak.window_end_us * NS_PER_US)
         peak = f"{round_kw(reading.peak.demand_kw)} kW (window ending {window_end})"
+        if reading.peak_since_ns is not None:
+            peak += f" since {format_iso(reading.peak_since_ns, 0)}"
     return (
         f"{format_iso(reading.t_ns, 0)} {reading.meter}: "
         f"{reading.energy_wh / 1000:.3f} kWh (LCD {lcd_kwh(reading.energy_wh)}), "

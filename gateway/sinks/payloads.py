@@ -45,6 +45,11 @@ def state_payload(
         "demand_kw": float(round_kw(reading.demand_kw)),
         "peak_demand_kw": float(round_kw(peak.demand_kw)) if peak else 0.0,
         "peak_demand_end": format_iso(peak.window_end_us * NS_PER_US) if peak else None,
+        # Since when the peak was measured: counting's start or the last reset (a billing
+        # read, the key switch, an MQTT command), so two peaks can be compared.
+        "peak_demand_since": None
+        if reading.peak_since_ns is None
+        else format_iso(reading.peak_since_ns),
         "lcd_kwh": lcd_kwh(energy_wh),
         "quality": quality,
     }

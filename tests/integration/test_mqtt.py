@@ -40,9 +40,11 @@ def test_topics_payloads_and_retained_flags(tmp_path, broker) -> None:
         "demand_kw",
         "peak_demand_kw",
         "peak_demand_end",
+        "peak_demand_since",  # added by issue 16: since when the peak was measured
         "lcd_kwh",
         "quality",
     }
+    assert all(s["peak_demand_since"] is not None for s in states)
     energies = [s["energy_wh"] for s in states]
     assert energies == sorted(energies) and energies[0] > 0  # never zero, never backwards
     assert all(s["energy_kwh"] == s["energy_wh"] / 1000 for s in states)

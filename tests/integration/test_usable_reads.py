@@ -124,7 +124,9 @@ def check_export_estimates(rows: list[dict[str, str]]) -> None:
         "estimated_wh",
         "estimate_method",
     ]
-    estimated = [(r["start"], r["estimated_wh"], r["estimate_method"]) for r in rows if r["estimate_method"]]
+    estimated = [
+        (r["start"], r["estimated_wh"], r["estimate_method"]) for r in rows if r["estimate_method"]
+    ]
     assert estimated == EXPECTED_ESTIMATES
     # Never mixed into the measured energy: the gap intervals still measure 0 Wh.
     by_start = {r["start"]: r for r in rows}
@@ -299,3 +301,54 @@ def test_green_button_of_the_time_between_imported_logs(cli, tmp_path: Path) -> 
         for s in ET.parse(feed).getroot().iter(f"{ESPI}UsageSummary")
     }
     assert quality[str(T0)] == "10"
+
+
+# -- one meaning of peak ------------------------------------------------------------------------
+
+# By hand: the NY tenant of test_billing (0.6 kW from 03:00Z on 1 November, one hour at 3 kW on
+# 15 November, until 06:00Z on 1 December). Over the whole log the peak is 3.00 kW (window ending
+# 15 November 12:15Z), measured since the log's start; but the read at 05:00Z on 1 December
+# reset it, so the stored meter's peak is 0.60 kW since then: both outputs now say since when.
+NY_PROFILE = """time,kw
+2026-11-01T03:00:00Z,0.6
+2026-11-15T12:00:00Z,3.0
+2026-11-15T13:00:00Z,0.6
+2026-12-01T06:00:00Z,0
+"""
+NY_CONFIG = """
+[billing]
+timezone = "America/New_York"
+
+[[meters]]
+name = "unit-101"
+model = "2O208-4W"
+source = "replay"
+file = "{log}"
+"""
+
+
+def test_every_peak_says_since_when(cli, tmp_path: Path) -> None:
+    profile = tmp_path / "profile.csv"
+    profile.write_text(NY_PROFILE)
+    log = tmp_path / "unit-101.csv"
+    result = cli("simulate", "--profile", str(profile), "--out", str(log), "--meter", "unit-101")
+    assert result.returncode == 0, result.stderr
+    config = tmp_path / "c.toml"
+    config.write_text(NY_CONFIG.format(log=log))
+
+    result = cli("replay", str(log), "--json", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    whole = json.loads(result.stdout)["meters"]["unit-101"]
+    assert (whole["peak_demand_kw"], whole["peak_demand_end"]) == (3.0, "2026-11-15T12:15:00Z")
+    assert whole["peak_demand_since"] == "2026-11-01T03:00:00Z"
+    text = cli("replay", str(log), "--config", str(config)).stdout
+    assert "peak demand 3.00 kW since 2026-11-01T03:00:00Z (window ending" in text
+
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    result = cli("replay", str(log), "--db", url, "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    status = json.loads(cli("status", "--db", url, "--json").stdout)["meters"]["unit-101"]
+    assert status["peak_demand_kw"] == 0.6
+    assert status["peak_demand_since"] == "2026-12-01T05:00:00Z"
+    text = cli("status", "--db", url).stdout
+    assert "peak 0.60 kW since 2026-12-01T05:00:00Z (window ending " in text

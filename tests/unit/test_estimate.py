@@ -39,7 +39,9 @@ def test_a_short_gap_is_interpolated_between_its_neighbours() -> None:
     }
 
 
-def test_a_half_watched_neighbour_counts_at_its_rate_and_only_unwatched_seconds_are_estimated() -> None:
+def test_a_half_watched_neighbour_counts_at_its_rate_and_only_unwatched_seconds_are_estimated() -> (
+    None
+):
     # Before: 60 Wh in the 450 s watched, a rate of 120 Wh per interval. After: 120 Wh.
     # The gap interval is unwatched for 300 s (it measured 30 Wh in the other 600 s):
     # 120 x 300 / 900 = 40 Wh. The half-watched interval's own 450 s: a short gap of its
