@@ -23,6 +23,25 @@ from gateway.timefmt import NS_PER_S, NS_PER_US, format_iso, parse_time_ns
 from meter_model.units import lcd_kwh, round_kw
 
 RECENT_EVENTS_S = 24 * 3600
+# Events that need someone to look (status counts and lists them): what the hygiene removed or
+# inferred, the cross-check's disagreements, edges faster than the meter can make, the model
+# disagreeing in simulation, storage and capture failures; and, from reconcile, LCD drift
+# beyond what the LCD's truncation explains. Not: restarts, peak resets (scheduled or by
+# command), gaps, link changes, clock steps, which status shows apart as notices.
+NEEDS_A_LOOK = frozenset(
+    {
+        "glitch",
+        "inferred",
+        "mismatch",
+        "count",
+        "coincidence",
+        "silent",
+        "noise",
+        "model",
+        "storage",
+        "capture",
+    }
+)
 EXPORT_COLUMNS = ("meter", "start", "end", "energy_wh", "edges", "demand_kw", "quality")
 
 
@@ -109,7 +128,7 @@ def meter_status(readback: Readback, stored: StoredMeter, now_ns: int) -> dict[s
         status["duplicates"] = core.duplicates
         status["crosscheck"] = core.crosscheck.summary()
     since = now_ns - RECENT_EVENTS_S * NS_PER_S
-    anomalies = [
+    recent = [
         {
             "time": format_iso(e.t_ns),
             "kind": e.kind,
@@ -121,12 +140,27 @@ def meter_status(readback: Readback, stored: StoredMeter, now_ns: int) -> dict[s
         if e.kind not in ("restart",)
         and (e.t_ns >= since or stored.source not in ("gpio", "serial"))
     ]
-    status["open_anomalies"] = anomalies[-20:]
+    anomalies = [e for e in recent if e["kind"] in NEEDS_A_LOOK]
     if stored.source == "serial":
         # Lines the pulse-counter board sent with a bad checksum or shape, skipped (SPEC 6).
         status["serial_bad_lines"] = int((stored.source_state or {}).get("bad_lines", 0))
     readings = readback.lcd_readings(stored.id)
     status["last_reconciliation"] = reconciliation(readings) if readings else None
+    last = status["last_reconciliation"]
+    if last is not None and not last["consistent"]:
+        anomalies.append(
+            {
+                "time": last["time"],
+                "kind": "lcd_drift",
+                "channel": None,
+                "detail": last["summary"],
+                "missed_wh": 0,
+            }
+        )
+        anomalies.sort(key=lambda e: str(e["time"]))
+    status["anomalies"] = len(anomalies)
+    status["open_anomalies"] = anomalies[-20:]
+    status["notices"] = [e for e in recent if e["kind"] not in NEEDS_A_LOOK][-20:]
     reads = stored_reads(readback.database, stored.name)
     status["last_read"] = reads[-1].payload() if reads else None  # the last billing read
     return status
@@ -157,8 +191,13 @@ def status(url: str, as_json: bool, out: TextIO = sys.stdout) -> None:
             f"{name} ({m['model']}, {m['source']}): {m['energy_wh']} Wh, LCD {m['lcd_kwh']} kWh; "
             f"edges {' '.join(f'{ch}={n}' for ch, n in m['edges'].items())}; "
             f"power {m['power_kw']:.2f} kW, demand {m['demand_kw']:.2f} kW, peak {peak}; "
-            f"{len(m['open_anomalies'])} anomalies\n"
+            f"{_anomalies(m['anomalies'])}\n"
         )
+        for anomaly in m["open_anomalies"]:
+            channel = f" {anomaly['channel']}" if anomaly["channel"] else ""
+            out.write(
+                f"  anomaly: {anomaly['time']} {anomaly['kind']}{channel}: {anomaly['detail']}\n"
+            )
         if "serial_bad_lines" in m:
             out.write(f"  serial board: {m['serial_bad_lines']} bad lines skipped\n")
         if m["last_reconciliation"]:
@@ -171,6 +210,10 @@ def status(url: str, as_json: bool, out: TextIO = sys.stdout) -> None:
                 f"register {read['register_wh']} Wh, peak "
                 f"{'-' if peak is None else f'{peak:.2f} kW'} reset, {read['quality']}\n"
             )
+
+
+def _anomalies(count: int) -> str:
+    return "no anomalies" if count == 0 else f"{count} anomal{'y' if count == 1 else 'ies'}"
 
 
 def meter_intervals(
@@ -253,9 +296,13 @@ def reconciliation(readings: list[Any]) -> dict[str, Any]:
     if len(readings) == 1:
         summary += f"offset {first_lo}..{first_lo + 999} Wh (the baseline)"
     else:
-        summary += f"drift {drift_lo}..{drift_hi} Wh since {format_iso(first.t_ns, 0)}: " + (
-            "consistent" if consistent else "the gateway has lost or gained energy"
-        )
+        summary += f"drift {drift_lo}..{drift_hi} Wh since {format_iso(first.t_ns, 0)}: "
+        if consistent:
+            summary += "consistent"
+        elif drift_lo > 0:  # the LCD moved further than the register: edges were missed
+            summary += f"the gateway counted {drift_lo}..{drift_hi} Wh less than the LCD"
+        else:
+            summary += f"the gateway counted {-drift_hi}..{-drift_lo} Wh more than the LCD"
     return {
         "time": format_iso(last.t_ns),
         "lcd_kwh": last.lcd_kwh,

@@ -23,12 +23,26 @@ def iso(t: float) -> str:
     return format_iso(int(t * NS), 0)
 
 
-def write_log(path: Path, meter: str, start: int, end: int, every_s: float, *, level: int = 1):
+def write_log(
+    path: Path,
+    meter: str,
+    start: int,
+    end: int,
+    every_s: float,
+    *,
+    level: int = 1,
+    glitch_at: float | None = None,
+):
     """A `10`-only log from ``start`` to ``end`` with an edge every ``every_s`` seconds, half a
-    period after each mark (so none falls on an interval boundary); return the next level."""
+    period after each mark (so none falls on an interval boundary), and a 1 ms glitch at
+    ``glitch_at``; return the next level."""
     lines = [f"# start={iso(start)} end={iso(end)}\n", "time,meter,channel,level\n"]
     t = start + every_s / 2
     while t < end:
+        if glitch_at is not None and t > glitch_at:
+            lines += [f"{glitch_at:.6f},{meter},10,{level}\n"]
+            lines += [f"{glitch_at + 0.001:.6f},{meter},10,{level ^ 1}\n"]
+            glitch_at = None
         lines.append(f"{t:.6f},{meter},10,{level}\n")
         level ^= 1
         t += every_s
@@ -50,11 +64,11 @@ LONG_GAP = (T0 + 22 * DAY + 12 * 3600, T0 + 22 * DAY + 14 * 3600)
 END = T0 + 30 * DAY + 1800
 
 
-def three_logs(tmp_path: Path) -> list[str]:
+def three_logs(tmp_path: Path, glitch_at: float | None = None) -> list[str]:
     a, b, c = (tmp_path / f"{n}.csv" for n in "abc")
     level = write_log(a, "u1", T0, SHORT_GAP[0], 45)
     level = write_log(b, "u1", SHORT_GAP[1], LONG_GAP[0], 22.5, level=level)
-    write_log(c, "u1", LONG_GAP[1], END, 45, level=level)
+    write_log(c, "u1", LONG_GAP[1], END, 45, level=level, glitch_at=glitch_at)
     return [str(a), str(b), str(c)]
 
 
@@ -74,8 +88,10 @@ file = "{log}"
 """
 
 
-def imported(cli, tmp_path: Path, more: str = "") -> tuple[str, Path]:
-    logs = three_logs(tmp_path)
+def imported(
+    cli, tmp_path: Path, more: str = "", glitch_at: float | None = None
+) -> tuple[str, Path]:
+    logs = three_logs(tmp_path, glitch_at)
     config = tmp_path / "config.toml"
     url = f"sqlite:///{tmp_path / 'g.db'}"
     config.write_text(CONFIG.format(url=url, log=logs[0], more=more))
@@ -352,3 +368,61 @@ def test_every_peak_says_since_when(cli, tmp_path: Path) -> None:
     assert status["peak_demand_since"] == "2026-12-01T05:00:00Z"
     text = cli("status", "--db", url).stdout
     assert "peak 0.60 kW since 2026-12-01T05:00:00Z (window ending " in text
+
+
+# -- anomalies: only what needs a look --------------------------------------------------------
+
+
+def test_status_counts_only_what_needs_a_look_and_reconcile_says_which_way(
+    cli, tmp_path: Path
+) -> None:
+    # One glitch at 00:20Z on 1 December, after the November read; the read itself reset the
+    # peak (a peak_reset event): not an anomaly.
+    url, _ = imported(cli, tmp_path, glitch_at=END - 600 + 0.25)
+    text = cli("status", "--db", url).stdout
+    assert "; 1 anomaly\n" in text
+    assert "  anomaly: 2026-12-01T00:15:00Z glitch: " in text  # stamped with its interval
+    status = json.loads(cli("status", "--db", url, "--json").stdout)["meters"]["u1"]
+    assert [a["kind"] for a in status["open_anomalies"]] == ["glitch"]
+    assert status["anomalies"] == 1
+    assert "peak_reset" in [n["kind"] for n in status["notices"]]
+
+    # The LCD: 1086 kWh at 10 November 00:00Z, when the gateway had counted 9 days x 9,600 Wh
+    # = 86,400 Wh: the meter's lifetime total is 999,600..1,000,599 Wh ahead. On 30 November
+    # 00:00Z (278,000 Wh counted: 29 x 9,600 less the gaps' 1,000 plus b's 600) it says
+    # 1281 kWh: 1,003,000..1,003,999 Wh ahead, so the gateway counted 2,401..4,399 Wh less.
+    result = cli(
+        "reconcile",
+        "--db",
+        url,
+        "--meter",
+        "u1",
+        "--lcd-kwh",
+        "1086",
+        "--time",
+        "2026-11-10T00:00:00Z",
+    )
+    assert result.returncode == 0, result.stderr
+    result = cli(
+        "reconcile",
+        "--db",
+        url,
+        "--meter",
+        "u1",
+        "--lcd-kwh",
+        "1281",
+        "--time",
+        "2026-11-30T00:00:00Z",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "the gateway counted 2401..4399 Wh less than the LCD" in result.stdout
+    text = cli("status", "--db", url).stdout
+    assert "; 2 anomalies\n" in text
+    assert "  anomaly: 2026-11-30T00:00:00Z lcd_drift: " in text
+    # A third reading, the other way: 1275 kWh is 997,000..997,999 Wh ahead: the gateway
+    # counted 1,601..3,599 Wh more than the meter registered.
+    result = cli(
+        "reconcile", "--db", url, "--meter", "u1", "--lcd-kwh", "1275", "--time",
+        "2026-11-30T00:00:00Z",
+    )  # fmt: skip
+    assert "the gateway counted 1601..3599 Wh more than the LCD" in result.stdout
