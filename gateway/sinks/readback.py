@@ -29,9 +29,12 @@ ESTIMATE_LOOKAHEAD_NS = 86_400 * NS_PER_S  # enough to tell a short gap from a l
 def unwatched_s(row: IntervalRow) -> int:
     """Return the seconds of a stored interval that nobody watched.
 
-    Interim: an interval inside a gap comes out with quality ``gap`` and no edge, so it is
-    taken as wholly unwatched; the gap-marking work replaces this with the stored figure.
+    Interim, until intervals keep the figure themselves: an interval inside a gap comes out
+    with quality ``gap`` and no edge, so it is taken as wholly unwatched.
     """
+    stored = getattr(row, "unwatched_s", None)  # the stored figure, where the schema has it
+    if stored is not None:
+        return int(stored)
     interval_s = (row.end_ns - row.start_ns) // NS_PER_S
     return interval_s if row.quality == "gap" and row.edges == 0 else 0
 

@@ -101,13 +101,16 @@ def imported(
 
 
 def mark_gaps_as_stored(url: str) -> None:
-    """Store the two gaps' intervals as gap marking stores them: quality gap, 0 Wh, 0 edges
-    (what replay --db writes once the gap-marking work lands; it writes complete 0 Wh today)."""
+    """Store the two gaps' intervals as gap marking stores them: quality gap, 0 Wh, 0 edges,
+    unwatched whole (what replay --db writes once the gap-marking work lands; it writes
+    complete 0 Wh intervals today)."""
     with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
+        columns = {row[1] for row in db.execute("PRAGMA table_info(intervals)")}
+        unwatched = ", unwatched_s = 900" if "unwatched_s" in columns else ""
         for a, b in (SHORT_GAP, LONG_GAP):
             changed = db.execute(
-                "UPDATE intervals SET quality = 'gap' WHERE start_ns >= ? AND end_ns <= ?"
-                " AND edges = 0",
+                f"UPDATE intervals SET quality = 'gap'{unwatched}"
+                " WHERE start_ns >= ? AND end_ns <= ? AND edges = 0",
                 (a * NS, b * NS),
             ).rowcount
             assert changed == (b - a) // 900
