@@ -239,14 +239,13 @@ def bill(
     database = open_database(url)
     try:
         readback = Readback(database)
-        reads = stored_reads(database, meter)
+        reads = stored_reads(database)
         stored = {m.name: m for m in readback.meters()}
-        if meter is not None and not reads:
-            raise ConfigError(f"--meter {meter}: no meter read of this meter in the database")
         if not reads:
             raise ConfigError("no meter read in the database yet (a read ends each billing period)")
-        if period is None:
-            period = max(r.columns["period"] for r in reads)
+        if period is None:  # the latest period read (of the meter asked for, if it has one)
+            own = [r for r in reads if r.meter == meter]
+            period = max(r.columns["period"] for r in own or reads)
         chosen = {r.meter: r for r in reads if r.columns["period"] == period}
         if not chosen:
             known = ", ".join(sorted({r.columns["period"] for r in reads}))
@@ -263,7 +262,10 @@ def bill(
             if name not in names and name in stored
         ]
         if meter is not None:
+            known = ", ".join(sorted(m.name for m in listed)) or "none"
             listed = [m for m in listed if m.name == meter]
+            if not listed:
+                raise ConfigError(f"--meter {meter}: no such meter to bill (meters: {known})")
         rows = []
         for billed in sorted(listed, key=lambda m: m.name):
             read = chosen.get(billed.name)

@@ -250,6 +250,11 @@ def test_bill_lists_every_meter_a_read_is_missing_for(cli, tmp_path: Path) -> No
         "2026-12-01T00:00:00+00:00",
     )
     assert rows["u1"]["energy_wh"] == "287600"
+    # One tenant asked for by name gets the row too; a name nobody knows is an error.
+    one = bill_json(cli, "--config", str(config), "--period", "2026-11", "--meter", "u3")
+    assert list(one["meters"]) == ["u3"] and one["meters"]["u3"]["quality"] == "no read"
+    result = cli("bill", "--config", str(config), "--period", "2026-11", "--meter", "u9")
+    assert result.returncode == 2 and "--meter u9" in result.stderr and "u3" in result.stderr
 
 
 ATOM = "{http://www.w3.org/2005/Atom}"
