@@ -112,7 +112,9 @@ class Readback:
         from_ns = None if start_ns is None else start_ns - ESTIMATE_LOOKBACK_NS
         to_ns = None if end_ns is None else end_ns + ESTIMATE_LOOKAHEAD_NS
         rows = self.intervals(meter, from_ns, to_ns)
-        max_power = {m.name: max_power_w(m) for m in self.meters()}
+        found_meter = None if meter is None else self.find_meter(meter)
+        meters = self.meters() if meter is None else [found_meter] if found_meter else []
+        max_power = {m.name: max_power_w(m) for m in meters}
         per_meter: dict[str, list[IntervalRow]] = {}
         for name, row in rows:
             per_meter.setdefault(name, []).append(row)
