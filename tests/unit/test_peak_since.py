@@ -58,3 +58,11 @@ def test_the_state_message_adds_since_and_keeps_its_keys() -> None:
         "lcd_kwh",
         "quality",
     }
+
+
+def test_the_daemons_reading_line_says_since_when() -> None:
+    from gateway.daemon.service import format_reading
+
+    core = counted()
+    core.reset_peak(T0 + 1800 * S)
+    assert "since 2026-11-01T00:30:00Z" in format_reading(core.reading(T0 + 3600 * S))
