@@ -381,7 +381,7 @@ def listen_address(listen: str, where: str) -> tuple[str, int]:
 
 
 def is_localhost(host: str) -> bool:
-    return host in LOCALHOST_NAMES or host.startswith("127.")
+    return host in LOCALHOST_NAMES
 
 
 def check_web(web: WebSettings, where: str) -> None:

@@ -192,7 +192,7 @@ class GatewayProvider(Provider):
         if kind == "intervals.csv":
             return "text/csv", _capture(export, self.url, "csv", name, start, end)
         if kind == "espi.xml":
-            text = _capture(export_espi, self.url, name, start, end, gateway=self.title)
+            text = _capture(export_espi, self.url, name, start, end)  # as the command writes it
             return "application/atom+xml", text
         raise NotFound(f"no download {kind!r}")
 
