@@ -29,6 +29,7 @@ def _page(title: str, body: str, script: str, meter: str | None = None) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_e(title)}</title>"
         '<link rel="stylesheet" href="/static/style.css">'
+        '<link rel="icon" href="/static/icon.svg" type="image/svg+xml">'
         f'<script src="/static/common.js" defer></script>'
         f'<script src="/static/{script}" defer></script>'
         f"</head><body{data}>{body}</body></html>\n"
@@ -136,13 +137,15 @@ def meter_page(title: str, data: dict[str, Any]) -> str:
         '<figure id="chart" class="chart"></figure>'
         f'<p><small><span id="chart-note">{len(data["intervals"])} intervals</span></small></p>'
         "</section>"
-        "<section><h2>Last days</h2><table><thead><tr><th>day (UTC)</th><th>Wh</th>"
-        f"<th>intervals</th><th>quality</th></tr></thead><tbody>{days}</tbody></table></section>"
+        '<section><h2>Last days</h2><div class="scroll"><table id="days"><thead>'
+        "<tr><th>day (UTC)</th><th>Wh</th>"
+        f"<th>intervals</th><th>quality</th></tr></thead><tbody>{days}</tbody></table></div></section>"
         "<section><h2>Billing reads</h2>"
         f'<p>current period: <span id="running">{_e(running["energy_wh"])}</span> Wh since '
         f"{_e(running['since'] or 'counting began')}</p>"
-        "<table><thead><tr><th>period</th><th>read at</th><th>Wh</th><th>peak kW</th>"
-        f"<th>quality</th><th></th></tr></thead><tbody>{reads}</tbody></table></section>"
+        '<div class="scroll"><table id="reads"><thead><tr><th>period</th><th>read at</th>'
+        "<th>Wh</th><th>peak kW</th>"
+        f"<th>quality</th><th></th></tr></thead><tbody>{reads}</tbody></table></div></section>"
         "<section><h2>Download</h2>"
         f'<form method="get" action="/api/meters/{q}/bill.csv"><label>bill of '
         f'<select name="period">{periods}</select></label> <button>bill CSV</button></form>'

@@ -48,6 +48,7 @@ STATIC = {
     "meter.js": "text/javascript; charset=utf-8",
     "common.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
+    "icon.svg": "image/svg+xml",
 }
 COOKIE = "amr_token"
 MAX_STREAMS = 16  # open SSE streams; more get a 503 (each holds a thread)

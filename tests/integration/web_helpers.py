@@ -54,15 +54,13 @@ def make_log(cli: Any, directory: Path, meter: str = METER) -> Path:
     return log
 
 
-def write_config(
-    directory: Path, meters: str, web: str = "", *, name: str = "config.toml"
-) -> Path:
+def write_config(directory: Path, meters: str, web: str = "", *, name: str = "config.toml") -> Path:
     config = directory / name
     config.write_text(
         f"""
 [gateway]
 id = "gw-web"
-database = "sqlite:///{directory / 'gateway.db'}"
+database = "sqlite:///{directory / "gateway.db"}"
 commit_interval_s = 0.5
 report_interval_s = 1
 

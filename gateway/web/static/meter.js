@@ -15,7 +15,10 @@
     var figure = document.getElementById("chart");
     while (figure.firstChild) { figure.removeChild(figure.firstChild); }
     var rows = data.intervals;
-    var w = 960, h = 260, left = 44, bottom = 24, top = 10;
+    // Drawn at the figure's own width, so labels stay readable on a phone.
+    var w = Math.max(300, Math.round(figure.clientWidth || 960)), h = Math.round(Math.min(260, w * 0.5));
+    var left = 40, bottom = 22, top = 10;
+    var step = w < 600 ? 6 : 3;
     var svg = node("svg", { viewBox: "0 0 " + w + " " + h, role: "img", "aria-label": "demand per interval" }, figure);
     var max = rows.reduce(function (m, r) { return Math.max(m, r.demand_kw); }, 0) || 1;
     var day = Date.parse(data.today + "T00:00:00Z");
@@ -26,9 +29,10 @@
       node("line", { x1: left, x2: w - 4, y1: y(v), y2: y(v), "class": "grid" }, svg);
       node("text", { x: left - 4, y: y(v) + 4, "class": "axis", "text-anchor": "end" }, svg).textContent = v.toFixed(1);
     }
-    for (var hour = 0; hour <= 24; hour += 3) {
+    for (var hour = 0; hour <= 24; hour += step) {
       var t = new Date(day + hour * 3600000).toISOString();
-      node("text", { x: x(t), y: h - 6, "class": "axis", "text-anchor": "middle" }, svg).textContent = String(hour).padStart(2, "0") + ":00";
+      var anchor = hour === 0 ? "start" : hour === 24 ? "end" : "middle";
+      node("text", { x: x(t), y: h - 6, "class": "axis", "text-anchor": anchor }, svg).textContent = String(hour).padStart(2, "0") + ":00";
     }
     rows.forEach(function (r) {
       var x0 = x(r.start), x1 = x(r.end);
@@ -36,7 +40,7 @@
         height: Math.max(0, y(0) - y(r.demand_kw)), "class": "bar q-" + r.quality }, svg);
       node("title", {}, bar).textContent = r.start + ": " + r.energy_wh + " Wh, " + r.demand_kw.toFixed(2) + " kW, " + r.quality;
     });
-    node("text", { x: left + 4, y: top + 10, "class": "axis" }, svg).textContent = "kW";
+    node("text", { x: 2, y: top + 4, "class": "axis" }, svg).textContent = "kW";
     var note = document.getElementById("chart-note");
     if (note) { note.textContent = rows.length + " intervals"; }
     figure.dataset.drawn = String(rows.length);
