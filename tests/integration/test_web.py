@@ -342,3 +342,112 @@ def test_a_port_in_use_exits_2_and_creates_nothing(tmp_path) -> None:
     assert result.returncode == 2, result.stderr
     assert f"web.listen: 127.0.0.1:{port}:" in result.stderr and "in use" in result.stderr
     assert not (tmp_path / "gateway.db").exists()
+
+
+def test_stalled_browsers_never_block_counting(tmp_path) -> None:
+    """Streams that never read fill their sockets; the loop counts and commits on, the server
+    answers others, and streams beyond the limit get a 503."""
+    from gateway.web.server import MAX_STREAMS
+
+    config = write_config(tmp_path, simulate_meter(speed=36000), 'listen = "127.0.0.1:0"')
+    daemon = Daemon(config, cwd=tmp_path)
+    host, port = daemon.url.removeprefix("http://").rstrip("/").rsplit(":", 1)
+    stalled = []
+    try:
+        for _ in range(MAX_STREAMS):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+            sock.connect((host, int(port)))
+            sock.sendall(f"GET /events HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            stalled.append(sock)  # never read
+        _, _, body = wait_for(
+            lambda: (r := request(daemon.url, "/events"))[0] == 503 and r, 30, "a 503"
+        )
+        assert b"too many open streams" in body
+        db = tmp_path / "gateway.db"
+
+        def register() -> int:
+            with sqlite3.connect(db) as connection:
+                row = connection.execute("select sum(edges) from channel_counters").fetchone()
+                return int(row[0] or 0)
+
+        counted = register()
+        wait_for(lambda: register() > counted + 100, 60, "commits to go on")
+        assert request(daemon.url, "/api/status")[0] == 200
+        wait_for(lambda: register() > counted + 200, 60, "commits to go on still")
+    finally:
+        for sock in stalled:
+            sock.close()
+        code, err = daemon.stop()
+    assert code == 0, err
+    assert "Traceback" not in err
+
+
+def _certificates(directory: Path) -> dict[str, Path]:
+    import subprocess
+
+    def openssl(*args: str | Path) -> None:
+        subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+
+    files = {n: directory / n for n in ("ca.key", "ca.crt")}
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", files["ca.key"],
+            "-out", files["ca.crt"], "-days", "2", "-subj", "/CN=amr-web-test-ca")  # fmt: skip
+    extensions = {"server": "subjectAltName=IP:127.0.0.2\n", "client": "extendedKeyUsage=clientAuth\n"}
+    for name, ext in extensions.items():
+        key, csr, crt = (directory / f"{name}.{s}" for s in ("key", "csr", "crt"))
+        (directory / f"{name}.ext").write_text(ext)
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
+                "-subj", f"/CN={name}")  # fmt: skip
+        openssl("x509", "-req", "-in", csr, "-CA", files["ca.crt"], "-CAkey", files["ca.key"],
+                "-CAcreateserial", "-out", crt, "-days", "2", "-extfile", directory / f"{name}.ext")  # fmt: skip
+        files[f"{name}.key"], files[f"{name}.crt"] = key, crt
+    return files
+
+
+def test_tls_client_certificates_beyond_localhost(tmp_path) -> None:
+    import http.client
+    import ssl
+
+    from gateway.config import WebSettings
+    from gateway.sinks.database import Database
+    from gateway.web.provider import GatewayProvider
+    from gateway.web.server import WebServer
+    from gateway.web.snapshot import GatewaySnapshot, SnapshotHolder
+
+    files = _certificates(tmp_path)
+    url = f"sqlite:///{tmp_path / 'tls.db'}"
+    Database(url).close()
+    holder = SnapshotHolder()
+    holder.publish(GatewaySnapshot(1, "gw", 0, 0, None, None, False, False, None, True, ()))
+    web = WebSettings(
+        listen="127.0.0.2:0",
+        cert_file=str(files["server.crt"]),
+        key_file=str(files["server.key"]),
+        client_ca_file=str(files["ca.crt"]),
+    )
+    server = WebServer(web, GatewayProvider(url, holder, "gw"))
+    server.start()
+    try:
+        assert server.url.startswith("https://127.0.0.2:")
+        port = int(server.url.rstrip("/").rsplit(":", 1)[1])
+
+        def get(with_certificate: bool) -> int:
+            context = ssl.create_default_context(cafile=str(files["ca.crt"]))
+            if with_certificate:
+                context.load_cert_chain(str(files["client.crt"]), str(files["client.key"]))
+            connection = http.client.HTTPSConnection("127.0.0.2", port, context=context, timeout=30)
+            try:
+                connection.request("GET", "/api/status")
+                response = connection.getresponse()
+                response.read()
+                return response.status
+            finally:
+                connection.close()
+
+        assert get(True) == 200
+        with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
+            get(False)
+        # The server lives on after a refused handshake.
+        assert get(True) == 200
+    finally:
+        server.stop()
