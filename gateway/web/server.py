@@ -15,6 +15,7 @@ token only a localhost ``Host`` is served (a page elsewhere cannot rebind a name
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
@@ -155,12 +156,24 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         # Never the query string: it may hold the token.
-        logger.debug("%s %s %s", self.address_string(), self.command, urlsplit(self.path).path)
+        path = urlsplit(getattr(self, "path", "")).path[:200]  # none before a request line
+        logger.debug("%s %s %s", self.address_string(), getattr(self, "command", None), path)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("do_"):  # every method but GET and HEAD: read-only
             return self._not_allowed
         raise AttributeError(name)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The base class's own errors (a malformed request line, headers too long): one
+        plain line with our headers, not its HTML page."""
+        self.close_connection = True
+        if self.request_version == "HTTP/0.9":  # not parsed yet: answer with a status line
+            self.request_version = "HTTP/1.0"
+        status = HTTPStatus(code)
+        text = f"{status.value} {message or status.phrase}\n"
+        with contextlib.suppress(OSError):  # the client may be gone
+            self._send_text(status, text, extra={"Connection": "close"})
 
     def _not_allowed(self) -> None:
         self._send_text(

@@ -392,7 +392,10 @@ def _certificates(directory: Path) -> dict[str, Path]:
     files = {n: directory / n for n in ("ca.key", "ca.crt")}
     openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", files["ca.key"],
             "-out", files["ca.crt"], "-days", "2", "-subj", "/CN=amr-web-test-ca")  # fmt: skip
-    extensions = {"server": "subjectAltName=IP:127.0.0.2\n", "client": "extendedKeyUsage=clientAuth\n"}
+    extensions = {
+        "server": "subjectAltName=IP:127.0.0.2\n",
+        "client": "extendedKeyUsage=clientAuth\n",
+    }
     for name, ext in extensions.items():
         key, csr, crt = (directory / f"{name}.{s}" for s in ("key", "csr", "crt"))
         (directory / f"{name}.ext").write_text(ext)
@@ -451,3 +454,18 @@ def test_tls_client_certificates_beyond_localhost(tmp_path) -> None:
         assert get(True) == 200
     finally:
         server.stop()
+
+
+def test_a_malformed_request_gets_one_plain_line(replayed) -> None:
+    daemon, _db = replayed
+    host, port = daemon.url.removeprefix("http://").rstrip("/").rsplit(":", 1)
+    for raw in (b"NONSENSE\r\n\r\n", b"GET / HTTP/9.9\r\n\r\n", b"GET /" + b"x" * 70000 + b"\r\n"):
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(raw)
+            received = b""
+            while chunk := sock.recv(65536):
+                received += chunk
+        head, _, body = received.partition(b"\r\n\r\n")
+        assert re.match(rb"HTTP/1\.[01] (4\d\d|505) ", head), head  # 505: HTTP/9.9
+        assert b"Content-Security-Policy: default-src 'none'" in head
+        assert b"<" not in body and len(body.decode().strip().splitlines()) == 1, body
