@@ -41,9 +41,13 @@ def _cell(key: str, value: str, unit: str = "") -> str:
 
 
 def peak_since(status: dict[str, Any]) -> str | None:
-    """The peak counts since the last billing read reset it, else since counting began."""
+    """The peak counts since it was last reset (a billing read or a command), else since
+    counting began (None)."""
+    times = [a["time"] for a in status.get("open_anomalies", []) if a["kind"] == "peak_reset"]
     read = status.get("last_read")
-    return None if not read else str(read["end"])
+    if read:
+        times.append(read["end"])
+    return max(times) if times else None
 
 
 def last_edge(status: dict[str, Any]) -> str | None:

@@ -11,6 +11,14 @@ var amr = {
     times.sort();
     return times.length ? times[times.length - 1] : null;
   },
+  // As pages.peak_since: the last reset (a billing read or a command), if any.
+  peakSince: function (status) {
+    var times = (status.open_anomalies || []).filter(function (a) { return a.kind === "peak_reset"; })
+      .map(function (a) { return a.time; });
+    if (status.last_read) { times.push(status.last_read.end); }
+    times.sort();
+    return times.length ? times[times.length - 1] : null;
+  },
   setText: function (root, attr, key, value) {
     var el = root.querySelector("[" + attr + "=\"" + key + "\"]");
     if (el && el.textContent !== value) { el.textContent = value; }
@@ -23,7 +31,7 @@ var amr = {
     set("demand_kw", amr.kw(status.demand_kw, 2));
     set("peak_demand_kw", amr.kw(status.peak_demand_kw, 2));
     set("peak_demand_end", amr.text(status.peak_demand_end));
-    set("peak_since", status.last_read ? status.last_read.end : "counting began");
+    set("peak_since", amr.peakSince(status) || "counting began");
     set("edges", Object.keys(status.edges || {}).map(function (ch) { return ch + "=" + status.edges[ch]; }).join(" "));
     set("last_edge", amr.text(amr.lastEdge(status)));
     if (live && live.quality) { set("quality", live.quality); }
