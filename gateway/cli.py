@@ -193,7 +193,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if config.web.listen is not None:
         from gateway.web import gateway_web
 
-        web, holder = gateway_web(config)  # bound before the database is touched
+        # Bound before the database is touched; a --web address's failure names --web.
+        web, holder = gateway_web(config, "--web" if args.web else None)
     try:
         service = Service(config, out=sys.stdout)
         if web is not None:

@@ -17,8 +17,9 @@ if TYPE_CHECKING:
 __all__ = ["gateway_web"]
 
 
-def gateway_web(config: Config) -> tuple[WebServer, SnapshotHolder]:
-    """Bind the daemon's web view (not yet serving); ConfigError naming the key when it cannot.
+def gateway_web(config: Config, where: str | None = None) -> tuple[WebServer, SnapshotHolder]:
+    """Bind the daemon's web view (not yet serving); ConfigError naming the key (or ``where``,
+    e.g. ``--web``) when it cannot.
 
     Called before the database is opened, so a bad ``[web]`` changes nothing.
     """
@@ -28,5 +29,5 @@ def gateway_web(config: Config) -> tuple[WebServer, SnapshotHolder]:
 
     holder = SnapshotHolder()
     provider = GatewayProvider(config.gateway.database, holder, config.gateway.id)
-    server = WebServer(config.web, provider, f"{config.path or 'config'}: web")
+    server = WebServer(config.web, provider, where or f"{config.path or 'config'}: web")
     return server, holder

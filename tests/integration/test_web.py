@@ -469,3 +469,47 @@ def test_a_malformed_request_gets_one_plain_line(replayed) -> None:
         assert re.match(rb"HTTP/1\.[01] (4\d\d|505) ", head), head  # 505: HTTP/9.9
         assert b"Content-Security-Policy: default-src 'none'" in head
         assert b"<" not in body and len(body.decode().strip().splitlines()) == 1, body
+
+
+def test_a_port_in_use_given_by_option_names_the_option(tmp_path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli(
+            "run", "--simulate", "--web", f"127.0.0.1:{port}", cwd=tmp_path, timeout=60
+        )
+    assert result.returncode == 2, result.stderr
+    assert f"--web.listen: 127.0.0.1:{port}:" in result.stderr
+    assert not (tmp_path / "gateway.db").exists()
+
+
+def test_on_postgresql_the_same_numbers_as_the_commands(tmp_path, postgres_url) -> None:
+    from gateway.config import WebSettings
+    from gateway.web.provider import GatewayProvider
+    from gateway.web.server import WebServer
+    from gateway.web.snapshot import GatewaySnapshot, SnapshotHolder
+
+    log = make_log(run_cli, tmp_path)
+    config = write_config(tmp_path, replay_meter(log))
+    result = run_cli("replay", str(log), "--db", postgres_url, "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    holder = SnapshotHolder()
+    holder.publish(GatewaySnapshot(1, "gw", 0, 0, None, None, False, False, None, True, ()))
+    server = WebServer(
+        WebSettings(listen="127.0.0.1:0"), GatewayProvider(postgres_url, holder, "gw")
+    )
+    server.start()
+    try:
+        status = get_json(server.url, "/api/status")
+        assert status == _cli_json("status", "--db", postgres_url, "--json")
+        assert status["meters"][METER]["energy_wh"] == TOTAL_WH
+        bill = get_json(server.url, "/api/bill?period=2026-10")
+        assert bill == _cli_json(
+            "bill", "--db", postgres_url, "--period", "2026-10", "--format", "json"
+        )
+        assert bill["meters"][METER]["energy_wh"] == OCTOBER_WH
+        data = get_json(server.url, f"/api/meters/{METER}")
+        assert data["current_period"]["energy_wh"] == TOTAL_WH - OCTOBER_WH
+    finally:
+        server.stop()
