@@ -513,3 +513,40 @@ def test_on_postgresql_the_same_numbers_as_the_commands(tmp_path, postgres_url) 
         assert data["current_period"]["energy_wh"] == TOTAL_WH - OCTOBER_WH
     finally:
         server.stop()
+
+
+def test_the_wheel_carries_every_asset(tmp_path) -> None:
+    """Works offline: every script, style and icon of the pages is inside the wheel."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    root = Path(__file__).resolve().parents[2]
+    source = tmp_path / "source"
+    shutil.copytree(
+        root,
+        source,
+        ignore=shutil.ignore_patterns(
+            "build", "dist", ".git", "*.egg-info", "__pycache__", ".*cache", ".hypothesis", "*.db*"
+        ),
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path), str(source)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (wheel,) = tmp_path.glob("amr_gateway-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assets = sorted((root / "gateway" / "web" / "static").iterdir())
+    assert assets
+    for asset in assets:
+        assert f"gateway/web/static/{asset.name}" in names, asset
+    # and the pages name no other origin
+    from gateway.web.server import STATIC
+
+    assert sorted(STATIC) == sorted(a.name for a in assets)
+    for asset in assets:
+        assert "http://" not in asset.read_text().replace("http://www.w3.org/2000/svg", "")
+        assert "https://" not in asset.read_text()
