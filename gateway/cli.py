@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--simulate", action="store_true", help="simulate one meter (embedded defaults)"
     )
     run.add_argument("--speed", type=_speed, metavar="X", help="run simulated time X times faster")
+    run.add_argument(
+        "--web", metavar="HOST:PORT", help="serve the web view and /metrics here ([web] listen)"
+    )
 
     simulate = commands.add_parser(
         "simulate", help="run the meter model over a load profile and write its pulse log"
@@ -181,7 +184,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
             for m in config.meters
         )
         config = dataclasses.replace(config, meters=meters)
-    return Service(config, out=sys.stdout).run(signals)
+    if args.web:
+        from gateway.config import check_web
+
+        config = dataclasses.replace(config, web=dataclasses.replace(config.web, listen=args.web))
+        check_web(config.web, "--web")
+    web = None
+    if config.web.listen is not None:
+        from gateway.web import gateway_web
+
+        # Bound before the database is touched; a --web address's failure names --web.
+        web, holder = gateway_web(config, "--web" if args.web else None)
+    try:
+        service = Service(config, out=sys.stdout)
+        if web is not None:
+            service.observers.append(holder.observe)
+            web.start()
+            print(f"web view on {web.url}", file=sys.stdout, flush=True)
+        return service.run(signals)
+    finally:
+        if web is not None:
+            web.stop()
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:

@@ -173,6 +173,10 @@ class Service:
             self.capture = Capture(
                 config.gateway.capture_dir, config.gateway.capture_keep_days, config.gateway.id
             )
+        # Called on the loop's thread after each commit and each reading line (the web view
+        # takes an immutable snapshot there; nothing else may read the loop's objects).
+        self.observers: list[Callable[[Service], None]] = []
+        self.last_commit: tuple[int, float] | None = None  # (UTC ns, seconds it took)
         self.mqtt: MqttPublisher | None = None
         if config.mqtt.enabled:
             from gateway.sinks.mqtt import MqttPublisher
@@ -480,6 +484,7 @@ class Service:
 
     def commit(self, *, stamp: bool = False) -> None:
         """Commit every meter's checkpoint in one transaction (``stamp``: see Store.commit)."""
+        started_ns = self._monotonic_ns()
         self._capturing(Capture.flush)
         batches = [runtime.batch() for runtime in self.meters]
         counted_at = [runtime.now_ns for runtime in self.meters]  # what time each total is for
@@ -489,6 +494,8 @@ class Service:
             runtime.checkpoint.committed_at_ns = at_ns
         if self.mqtt is not None and any(b.intervals or b.events or b.reads for b in batches):
             self.mqtt.outbox_changed()
+        self.last_commit = (self.timeline.now(), (self._monotonic_ns() - started_ns) / 1e9)
+        self._observe()
 
     def report(self) -> None:
         """Print each meter's reading line (and, while it fails, that the database does)."""
@@ -496,3 +503,11 @@ class Service:
             print(format_reading(runtime.core.reading(runtime.now_ns)), file=self.out, flush=True)
         if self.storage_error is not None:
             print(f"not committed: {self.storage_error}; counting in memory", file=self.out)
+        self._observe()
+
+    def _observe(self) -> None:
+        for observer in self.observers:
+            try:
+                observer(self)
+            except Exception:  # a view must never stop the counting
+                logger.exception("an observer of the loop failed")
