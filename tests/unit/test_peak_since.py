@@ -64,5 +64,10 @@ def test_the_daemons_reading_line_says_since_when() -> None:
     from gateway.daemon.service import format_reading
 
     core = counted()
-    core.reset_peak(T0 + 1800 * S)
-    assert "since 2026-11-01T00:30:00Z" in format_reading(core.reading(T0 + 3600 * S))
+    core.reset_peak(T0 + 3600 * S)
+    for k in range(121, 180):  # 0.6 kW again, from 01:00:30Z
+        core.push(Edge(T0 + 30 * k * S, "m", "10", k % 2))
+    core.advance(T0 + 5400 * S)
+    line = format_reading(core.reading(T0 + 5400 * S))
+    # [01:05, 01:20) is the first window wholly at 0.6 kW: 30 edges, 150 Wh in 15 minutes.
+    assert "peak 0.60 kW (window ending 2026-11-01T01:20:00Z) since 2026-11-01T01:00:00Z" in line
