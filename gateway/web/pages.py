@@ -43,6 +43,8 @@ def _cell(key: str, value: str, unit: str = "") -> str:
 def peak_since(status: dict[str, Any]) -> str | None:
     """The peak counts since it was last reset (a billing read or a command), else since
     counting began (None)."""
+    if status.get("peak_demand_since"):  # status says it itself
+        return str(status["peak_demand_since"])
     times = [a["time"] for a in status.get("open_anomalies", []) if a["kind"] == "peak_reset"]
     read = status.get("last_read")
     if read:

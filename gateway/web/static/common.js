@@ -13,6 +13,7 @@ var amr = {
   },
   // As pages.peak_since: the last reset (a billing read or a command), if any.
   peakSince: function (status) {
+    if (status.peak_demand_since) { return status.peak_demand_since; }
     var times = (status.open_anomalies || []).filter(function (a) { return a.kind === "peak_reset"; })
       .map(function (a) { return a.time; });
     if (status.last_read) { times.push(status.last_read.end); }
