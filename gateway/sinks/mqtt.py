@@ -52,6 +52,7 @@ from gateway.sinks.payloads import (
     judge_retained_state,
     signed_state,
 )
+from gateway.trouble import Trouble
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +123,11 @@ class MqttPublisher:
         self._retained: dict[str, OwnState] = {}  # meter -> our highest state the broker retains
         self._conflicts: list[tuple[str, str]] = []  # (meter, detail) to report as events
         self._said: set[tuple[str, ...]] = set()  # what was logged once already
+        # What fails at every pass while it fails: said once, and once when it clears.
+        self._removing = Trouble(logger, "removing acknowledged messages")
+        self._reading = Trouble(logger, "reading the outbox")
+        self._refusing = Trouble(logger, "offering outbox messages", level=logging.WARNING)
+        self._connecting = Trouble(logger, "connecting to the broker", level=logging.WARNING)
         self._state_sub_mid: int | None = None
         self._retained_checked_at: float | None = None
         self._states_sent = False  # the states were (re-)sent since the last connect
@@ -192,13 +198,14 @@ class MqttPublisher:
         self, client: paho.Client, _userdata: Any, _flags: Any, reason: Any, _properties: Any
     ) -> None:
         if reason.is_failure:
-            logger.warning(
-                "broker %s:%d refused the connection: %s",
+            self._connecting.failed(
+                "broker %s:%d refused the connection: %s; will keep trying",
                 self.settings.host,
                 self.settings.port,
                 reason,
             )
             return
+        self._connecting.cleared()
         self._failures = 0
         logger.info("connected to %s:%d", self.settings.host, self.settings.port)
         prefix = self.settings.discovery_prefix
@@ -405,7 +412,7 @@ class MqttPublisher:
                 # would refuse again at once, many times a second.
                 self._handed.discard(row)
                 self._refused[row] = now + REFUSED_RETRY_S
-                logger.warning(
+                self._refusing.failed(
                     "the broker refused outbox message %d (%s); kept, offered again in %d s",
                     row,
                     why,
@@ -414,13 +421,19 @@ class MqttPublisher:
         if self._refused and min(self._refused.values()) <= now:
             self._refused = {row: t for row, t in self._refused.items() if t > now}
             self._outbox_dirty = True
-        self._done_pending += [self._in_flight.pop(mid) for mid in acked if mid in self._in_flight]
+        delivered = [self._in_flight.pop(mid) for mid in acked if mid in self._in_flight]
+        if delivered:
+            self._refusing.cleared()
+        self._done_pending += delivered
         if self._done_pending and self.outbox is not None:
             try:
                 self.outbox.done(self._done_pending)
             except SinkError as exc:
-                logger.error("could not remove acknowledged messages (will retry): %s", exc)
+                self._removing.failed(
+                    "could not remove acknowledged messages (will retry): %s", exc
+                )
             else:
+                self._removing.cleared()
                 self._handed.difference_update(self._done_pending)
                 self._done_pending = []
                 self._outbox_dirty = True  # room in flight again
@@ -445,8 +458,10 @@ class MqttPublisher:
                 m.name for m in self.meters
             }:
                 accepted.append(command)
-            else:
+            elif self._once("ignored command"):  # anyone may send them: said once, then DEBUG
                 logger.warning("ignored command %s for %s", command.name, command.meter)
+            else:
+                logger.debug("ignored command %s for %s", command.name, command.meter)
         return accepted
 
     def _send_discovery(self) -> None:
@@ -469,9 +484,10 @@ class MqttPublisher:
             limit = OUTBOX_BATCH + len(self._handed) + len(self._refused)
             messages = self.outbox.head(limit)
         except SinkError as exc:
-            logger.error("could not read the outbox (will retry): %s", exc)
+            self._reading.failed("could not read the outbox (will retry): %s", exc)
             self._outbox_dirty = True
             return
+        self._reading.cleared()
         waiting = [m for m in messages if m.id not in self._handed and m.id not in self._refused]
         if len(waiting) > room or len(messages) == limit:
             self._outbox_dirty = True  # more waits than goes now: come back next pass
