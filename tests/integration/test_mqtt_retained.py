@@ -187,3 +187,17 @@ def test_an_exception_in_a_paho_callback_never_ends_publishing(broker, monkeypat
         sub.close()
     failures = [r for r in caplog.records if "MQTT on_message failed" in r.getMessage()]
     assert len(failures) == 1 and failures[0].levelname == "ERROR"  # said once
+
+
+def test_a_total_an_older_version_stored_from_the_broker_is_not_published(tmp_path, broker) -> None:
+    """A database the old bug poisoned (published_wh far above its register) heals at start."""
+    config = gateway_config(tmp_path, broker)
+    run_until_states(config, broker, 2)
+    db = tmp_path / "gateway.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("update meter_state set published_wh = 999999999999")
+    retain(broker, TOPIC, None)  # the message itself is long gone
+    result, err = run_until_states(config, broker, 2)
+    register, _ = stored(db)
+    assert 0 < max(s["energy_wh"] for s in result[:-1]) <= register < 10**9
+    assert err.count("came from the broker, not from this meter") == 1, err
