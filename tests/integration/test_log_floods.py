@@ -81,7 +81,7 @@ def test_outbox_failures_are_said_once_and_once_when_they_clear(
             publisher.pump()
         assert len(lines(caplog, "could not read the outbox")) == 1
         sql(db, "alter table mqtt_outbox_away rename to mqtt_outbox")
-        store.commit([batch(intervals=4)], T0 + 1)  # a fourth interval waits
+        store.commit([batch(intervals=1)], T0 + 1)  # a fourth message waits
         publisher.outbox_changed()
         wait_for(lambda: publisher.pump() is not None and len(sub.messages) == 4, 30, "fourth")
         assert len(lines(caplog, "reading the outbox works again")) == 1
