@@ -35,23 +35,27 @@ class Trouble:
     def failing(self) -> bool:
         return self.since is not None
 
-    def failed(self, message: str, *args: object) -> None:
-        """Log a failure: at ``level`` if it starts a run of failures, else at DEBUG."""
+    def failed(self, message: str, *args: object, now_s: float | None = None) -> None:
+        """Log a failure: at ``level`` if it starts a run of failures, else at DEBUG.
+
+        ``now_s``: the caller's own monotonic clock, if it has one (else this one's).
+        """
         self.tries += 1
         if self.since is None:
-            self.since = self._monotonic()
+            self.since = self._monotonic() if now_s is None else now_s
             self.logger.log(self.level, message, *args)
         else:
             self.logger.debug(message, *args)
 
-    def cleared(self) -> None:
+    def cleared(self, *, now_s: float | None = None) -> None:
         """Say, once, that it works again (nothing if it was not failing)."""
         if self.since is None:
             return
+        now_s = self._monotonic() if now_s is None else now_s
         self.logger.warning(
             "%s works again after %.0f s (%d failed %s)",
             self.what,
-            self._monotonic() - self.since,
+            now_s - self.since,
             self.tries,
             "try" if self.tries == 1 else "tries",
         )
