@@ -90,3 +90,32 @@ def test_outbox_failures_are_said_once_and_once_when_they_clear(
         publisher.stop()
         sub.close()
         database.close()
+
+
+def test_capture_files_that_cannot_be_pruned_are_said_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Pruning runs at every new capture file of every meter; a stuck file is said once."""
+    import os
+    import time
+
+    from gateway.pulselog.capture import Capture
+
+    caplog.set_level(logging.DEBUG, logger="gateway")
+    month_ago = time.time() - 30 * 86_400
+    stuck = [tmp_path / f"capture-20200101T000000Z-m{n}.csv.gz" for n in range(3)]
+    for path in stuck:
+        path.mkdir()  # unlink fails (EISDIR), as a file on a card gone read-only would
+        os.utime(path, (month_ago, month_ago))
+    capture = Capture(str(tmp_path), keep_days=7, gateway_id="gw")
+    for _ in range(5):
+        capture.prune()
+    warned = lines(caplog, "could not prune")
+    assert len(warned) == 1 and warned[0].startswith("could not prune 3 old capture file(s)")
+    assert "Is a directory" in warned[0]
+    assert not [r for r in caplog.records if r.exc_info]  # one line, no traceback
+    for path in stuck:
+        path.rmdir()
+    capture.prune()
+    capture.prune()
+    assert len(lines(caplog, "pruning old capture files works again")) == 1
