@@ -327,7 +327,10 @@ class MqttPublisher:
                     verdict.detail,
                 )
         elif isinstance(verdict, Conflict):
-            if self._once("conflict", meter, verdict.database_id or verdict.detail):
+            # Once per meter and kind (another id, no id, our id unsigned): whoever sends them
+            # cannot fill the log or the database by varying the id.
+            kind = "another id" if verdict.database_id else verdict.detail
+            if self._once("conflict", meter, kind):
                 logger.warning(
                     "%s: %s on %s: another database publishes as this gateway (is the gateway "
                     "id unique? a new database?); its total is not taken, this gateway's is "

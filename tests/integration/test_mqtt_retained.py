@@ -72,7 +72,7 @@ def test_a_retained_total_from_elsewhere_is_a_conflict_never_a_floor(tmp_path, b
     energies = [s["energy_wh"] for s in states]
     assert 0 < max(energies) <= register < 10**9, energies
     assert published <= register  # nothing received is stored
-    assert err.count("another database") == 1, err  # said once
+    assert err.count("publishes as this gateway") == 1, err  # said once
     assert [e for e in events if e["kind"] == "conflict"], events
     # Cleared and restarted: the true total, still never the forged one.
     retain(broker, TOPIC, None)
@@ -201,3 +201,36 @@ def test_a_total_an_older_version_stored_from_the_broker_is_not_published(tmp_pa
     register, _ = stored(db)
     assert 0 < max(s["energy_wh"] for s in result[:-1]) <= register < 10**9
     assert err.count("came from the broker, not from this meter") == 1, err
+
+
+def test_a_second_gateway_publishing_as_this_one_is_reported_once(tmp_path, broker) -> None:
+    """Live states of other databases on our topic, each with another id: one line, one event."""
+    sub = Subscriber(broker, [TOPIC, "amr/gwt/unit-101/event"], client_id=uuid.uuid4().hex)
+    gw = Gateway(gateway_config(tmp_path, broker)).start()
+    client = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+    try:
+        wait_for(lambda: len(own_states(sub)) >= 2, 60, "two states")
+        client.connect("127.0.0.1", broker.port)
+        client.loop_start()
+        for n in range(5):
+            other = {"energy_wh": 5 + n, "database_id": f"{n:032x}", "signature": "0" * 32}
+            client.publish(TOPIC, json.dumps(other), qos=1).wait_for_publish(10)
+        wait_for(
+            lambda: [m for m in sub.on("amr/gwt/unit-101/event") if m.json()["kind"] == "conflict"],
+            30,
+            "the conflict event",
+        )
+        seen = len(own_states(sub))
+        wait_for(lambda: len(own_states(sub)) >= seen + 2, 30, "two more states")
+    finally:
+        client.loop_stop()
+        client.disconnect()
+        status = gw.stop()
+    sub.close()
+    err = gw.stderr.decode()
+    assert status == 0, err
+    assert err.count("publishes as this gateway") == 1, err
+    conflicts = [
+        m.json() for m in sub.on("amr/gwt/unit-101/event") if m.json()["kind"] == "conflict"
+    ]
+    assert len(conflicts) == 1 and "a state of another database" in conflicts[0]["detail"]
