@@ -159,11 +159,11 @@ def _configure_logging(verbose: bool) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    # Handlers first: a SIGTERM during start-up still ends in a clean, committed stop.
-    from gateway.daemon.signals import Signals
+    # Handlers first (main installed them before parsing): a SIGTERM during start-up still
+    # ends in a clean, committed stop.
+    from gateway.daemon.signals import installed
 
-    signals = Signals()
-    signals.install()
+    signals = installed()
 
     import dataclasses
 
@@ -189,6 +189,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         config = dataclasses.replace(config, web=dataclasses.replace(config.web, listen=args.web))
         check_web(config.web, "--web")
+    if signals.stop.is_set():  # asked to stop before anything was opened
+        logger.info("stopped before starting")
+        return EXIT_OK
     web = None
     if config.web.listen is not None:
         from gateway.web import gateway_web
@@ -292,6 +295,10 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
+    from gateway.daemon.signals import install_early, run_requested
+
+    if run_requested(list(sys.argv[1:] if argv is None else argv)):
+        install_early()  # the console script's first chance (python -m gateway's came earlier)
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
