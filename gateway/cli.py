@@ -225,6 +225,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     from gateway.batch.command import replay
+    from gateway.config import check_database_url
+
+    if args.db is not None:
+        check_database_url(args.db, "--db")
 
     replay(
         args.logs,
@@ -238,9 +242,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _cmd_db(args: argparse.Namespace) -> int:
-    from gateway.commands.database import database_url, db_upgrade
+    from gateway.commands.database import db_upgrade, upgrade_url
 
-    db_upgrade(database_url(args.config, args.db))
+    db_upgrade(upgrade_url(args.config, args.db))
     return EXIT_OK
 
 

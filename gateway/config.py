@@ -40,6 +40,23 @@ def default_database_url() -> str:
     return f"sqlite:///{directory / DATABASE_FILE}"
 
 
+URL_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+._-]*://")
+
+
+def check_database_url(url: str, option: str) -> str:
+    """Return ``url``; a bare file path is a ConfigError that says the SQLite URL for it.
+
+    ``option`` names where the URL came from: ``--db`` or ``FILE: gateway.database``.
+    """
+    if not URL_SCHEME_RE.match(url):
+        flag = option.startswith("--")
+        raise ConfigError(
+            f"{option}{' ' if flag else ': '}{url if flag else repr(url)}: not a database URL;"
+            f" for an SQLite file use {option + ' ' if flag else ''}sqlite:///{url}"
+        )
+    return url
+
+
 def default_gateway_id() -> str:
     """Return the host name made safe for MQTT topics and Home Assistant ids."""
     return re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:64] or "amr-gateway"
@@ -207,6 +224,7 @@ def parse_config(data: dict[str, Any], path: str = "config") -> Config:
     if not 1 <= mqtt.port <= 65535:
         raise ConfigError(f"{path}: mqtt.port: {mqtt.port} is not a port number")
     _check_names(gateway, mqtt, path)
+    check_database_url(gateway.database, f"{path}: gateway.database")
     for section, settings in (("gateway", gateway), ("mqtt", mqtt)):
         for key, (lo, hi) in BOUNDS[section].items():
             _bounded(f"{path}: {section}.{key}", getattr(settings, key), lo, hi)

@@ -9,7 +9,13 @@ import sys
 import time
 from typing import Any, TextIO
 
-from gateway.config import DEFAULT_CONFIG_PATH, default_database_url, load_config
+from gateway.config import (
+    DATABASE_FILE,
+    DEFAULT_CONFIG_PATH,
+    check_database_url,
+    default_database_url,
+    load_config,
+)
 from gateway.core.meter import CoreSettings, MeterCore
 from gateway.core.state import restore
 from gateway.errors import ConfigError
@@ -29,12 +35,31 @@ def database_url(config: str | None, db: str | None) -> str:
     """Return the database a command reads: ``--db``, else the configuration's, else the
     default configuration's when it exists, else ``gateway.db`` in the working directory."""
     if db:
-        return db
+        return check_database_url(db, "--db")
     if config:
         return load_config(config).gateway.database
     if os.path.exists(DEFAULT_CONFIG_PATH):
         return load_config(DEFAULT_CONFIG_PATH).gateway.database
     return default_database_url()
+
+
+def upgrade_url(config: str | None, db: str | None) -> str:
+    """Return the database ``db upgrade`` migrates; never create one nobody named.
+
+    With neither ``--db`` nor a configuration, an existing ``gateway.db`` here is upgraded, but
+    none is created: a typo'd directory would otherwise hold a new, empty database.
+    """
+    url = database_url(config, db)
+    if db or config or os.path.exists(DEFAULT_CONFIG_PATH):
+        return url
+    path = url.removeprefix("sqlite:///")
+    if not os.path.exists(path):
+        raise ConfigError(
+            f"db upgrade: no database named (no --db, no --config, no {DEFAULT_CONFIG_PATH}) and"
+            f" no {DATABASE_FILE} here; to create one on purpose:"
+            f" amr-gateway db upgrade --db sqlite:///{DATABASE_FILE} (or --config FILE)"
+        )
+    return url
 
 
 def open_database(url: str) -> Database:
