@@ -127,8 +127,20 @@ def build_parser() -> argparse.ArgumentParser:
     where(export)
     export.add_argument("--format", default="csv", choices=["csv", "espi"])
     export.add_argument("--meter", metavar="NAME")
-    export.add_argument("--from", dest="start", metavar="T", help="intervals starting at or after")
-    export.add_argument("--to", dest="end", metavar="T", help="intervals ending at or before")
+    export.add_argument(
+        "--from",
+        dest="start",
+        metavar="T",
+        help="intervals starting at or after (a date: 00:00 UTC)",
+    )
+    export.add_argument(
+        "--to", dest="end", metavar="T", help="intervals ending at or before (a date: 00:00 UTC)"
+    )
+    export.add_argument(
+        "--period",
+        metavar="YYYY-MM",
+        help="each meter's billing period (by its read schedule), as bill --period",
+    )
 
     bill = commands.add_parser("bill", help="billing determinants of each meter for a period")
     where(bill)
@@ -261,9 +273,22 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.format == "espi":
         from gateway.commands.espi import export_espi
 
-        export_espi(database_url(args.config, args.db), args.meter, args.start, args.end)
+        export_espi(
+            database_url(args.config, args.db),
+            args.meter,
+            args.start,
+            args.end,
+            period=args.period,
+        )
         return EXIT_OK
-    export(database_url(args.config, args.db), args.format, args.meter, args.start, args.end)
+    export(
+        database_url(args.config, args.db),
+        args.format,
+        args.meter,
+        args.start,
+        args.end,
+        period=args.period,
+    )
     return EXIT_OK
 
 

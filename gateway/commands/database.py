@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import calendar
 import csv
+import datetime
 import json
 import os
+import re
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 from gateway.config import (
@@ -17,11 +21,12 @@ from gateway.config import (
     load_config,
 )
 from gateway.core.meter import CoreSettings, MeterCore
+from gateway.core.schedule import ReadSchedule, parse_period
 from gateway.core.state import restore
 from gateway.errors import ConfigError
 from gateway.sinks.database import Database
 from gateway.sinks.readback import Readback, StoredMeter
-from gateway.sinks.reads import stored_reads
+from gateway.sinks.reads import StoredRead, stored_reads
 from gateway.sinks.redact import redact
 from gateway.sinks.schema import IntervalRow
 from gateway.sinks.store import Store
@@ -29,6 +34,7 @@ from gateway.timefmt import NS_PER_S, NS_PER_US, format_iso, parse_time_ns
 from meter_model.units import lcd_kwh, round_kw
 
 RECENT_EVENTS_S = 24 * 3600
+DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 
 
 def database_url(config: str | None, db: str | None) -> str:
@@ -193,13 +199,44 @@ def status(url: str, as_json: bool, out: TextIO = sys.stdout) -> None:
             )
 
 
-def meter_intervals(
-    readback: Readback, meter: str | None, start_ns: int | None, end_ns: int | None
-) -> list[tuple[str, IntervalRow]]:
-    """Return the stored intervals an export asks for; an unknown ``--meter`` is an error."""
-    if meter is not None and readback.find_meter(meter) is None:
-        raise ConfigError(f"--meter {meter}: no such meter in the database")
-    return readback.intervals(meter, start_ns, end_ns)
+@dataclass(frozen=True)
+class ExportWindow:
+    """What an export holds: intervals in ``[start_ns, end_ns]``, or a billing period's."""
+
+    start_ns: int | None = None
+    end_ns: int | None = None
+    period: str | None = None  # YYYY-MM: each meter's own period, by its read schedule
+
+    def holds_read(self, read: StoredRead) -> bool:
+        """Return whether a billing read belongs in the export: the period's own read, or one
+        taken (its end) inside the window."""
+        if self.period is not None:
+            return bool(read.columns["period"] == self.period)
+        t_ns = int(read.columns["t_ns"])
+        return (self.start_ns is None or t_ns >= self.start_ns) and (
+            self.end_ns is None or t_ns <= self.end_ns
+        )
+
+
+def export_window(start: str | None, end: str | None, period: str | None) -> ExportWindow:
+    """Check ``--from``/``--to``/``--period`` and return the window they ask for.
+
+    A date (``2026-11-01``) is midnight UTC, like every time the export writes; a period in the
+    meter's own zone is ``--period``.
+    """
+    if period is not None:
+        for option, value in (("--from", start), ("--to", end)):
+            if value is not None:
+                raise ConfigError(f"--period {period}: give it or {option}, not both")
+        try:
+            parse_period(period)
+        except ValueError as exc:
+            raise ConfigError(f"--period: {exc}") from None
+        return ExportWindow(period=period)
+    start_ns, end_ns = _export_time("--from", start), _export_time("--to", end)
+    if start_ns is not None and end_ns is not None and start_ns >= end_ns:
+        raise ConfigError(f"--from {start} is not before --to {end}: nothing could be exported")
+    return ExportWindow(start_ns, end_ns)
 
 
 def _time_option(option: str, text: str | None) -> int | None:
@@ -211,6 +248,36 @@ def _time_option(option: str, text: str | None) -> int | None:
         raise ConfigError(f"{option}: {exc}") from None
 
 
+def _export_time(option: str, text: str | None) -> int | None:
+    if text is not None and DATE_RE.fullmatch(text):
+        try:
+            day = datetime.date.fromisoformat(text)
+        except ValueError:
+            raise ConfigError(f"{option} {text}: not a date (YYYY-MM-DD)") from None
+        return calendar.timegm(day.timetuple()) * NS_PER_S
+    return _time_option(option, text)
+
+
+def meter_intervals(
+    readback: Readback, meter: str | None, window: ExportWindow
+) -> list[tuple[str, IntervalRow]]:
+    """Return the stored intervals an export asks for; an unknown ``--meter`` is an error."""
+    if meter is not None and readback.find_meter(meter) is None:
+        raise ConfigError(f"--meter {meter}: no such meter in the database")
+    if window.period is None:
+        return readback.intervals(meter, window.start_ns, window.end_ns)
+    year, month = parse_period(window.period)
+    rows: list[tuple[str, IntervalRow]] = []
+    for stored in readback.meters():
+        core = _core(stored)
+        if core is None or meter not in (None, stored.name):
+            continue
+        settings = core.settings
+        schedule = settings.read_schedule or ReadSchedule(align_s=settings.demand.sub_interval_s)
+        rows += readback.intervals(stored.name, *schedule.bounds(year, month))
+    return sorted(rows, key=lambda pair: (pair[0], pair[1].start_ns))
+
+
 def export(
     url: str,
     fmt: str,
@@ -218,13 +285,15 @@ def export(
     start: str | None,
     end: str | None,
     out: TextIO = sys.stdout,
+    *,
+    period: str | None = None,
 ) -> int:
     if fmt != "csv":
         raise ConfigError(f"--format {fmt}: only csv is supported")
-    start_ns, end_ns = _time_option("--from", start), _time_option("--to", end)
+    window = export_window(start, end, period)
     database = open_database(url)
     try:
-        rows = meter_intervals(Readback(database), meter, start_ns, end_ns)
+        rows = meter_intervals(Readback(database), meter, window)
     finally:
         database.close()
     writer = csv.writer(out, lineterminator="\n")

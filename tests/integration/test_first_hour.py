@@ -160,11 +160,11 @@ def test_a_missing_postgresql_database_says_how_to_create_it(postgres_admin, com
 
 @pytest.fixture(scope="module")
 def stored(tmp_path_factory) -> str:
-    """A database holding meter m from 02:00Z to 06:00Z on 1 November 2026, at 1.2 kW, read on
-    the 1st at midnight in New York (04:00Z that day)."""
+    """A database holding meter m from 02:00Z to 05:59:59Z on 1 November 2026 at 1.2 kW (an edge
+    every 15 s, the last at 05:59:45), read on the 1st at midnight in New York (04:00Z)."""
     tmp = tmp_path_factory.mktemp("export")
     profile = tmp / "p.csv"
-    profile.write_text(f"time,kw\n{T_0200},1.2\n{T_0600},0\n")
+    profile.write_text(f"time,kw\n{T_0200},1.2\n{T_0600 - 1},0\n")
     log = tmp / "m.csv"
     made = run("simulate", "--profile", str(profile), "--out", str(log), "--meter", "m")
     assert made.returncode == 0, made.stderr
