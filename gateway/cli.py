@@ -182,6 +182,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from gateway.config import DEFAULT_CONFIG_PATH, embedded_defaults, load_config
     from gateway.daemon.service import Service
 
+    if args.config and args.simulate:
+        # Which meters would be simulated, and where would they be stored? Say so, never guess.
+        raise ConfigError(
+            "run: --simulate runs the embedded defaults and --config FILE the file's meters;"
+            ' give one (a simulated meter in a file is source = "simulate")'
+        )
     if args.config:
         config = load_config(args.config)
     elif args.simulate:
@@ -196,6 +202,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             for m in config.meters
         )
         config = dataclasses.replace(config, meters=meters)
+    if any(m.source == "gpio" for m in config.meters):
+        from gateway.sources.gpio import check_lgpio
+
+        check_lgpio()  # before anything is opened: a restart cannot install it
     if args.web:
         from gateway.config import check_web
 

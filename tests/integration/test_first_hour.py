@@ -4,6 +4,7 @@ command line (exit status 2, one line naming the option, key or variable, nothin
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import os
 import signal
@@ -252,6 +253,19 @@ def test_gpio_without_lgpio_is_refused_at_start_saying_what_to_install(tmp_path)
     line = one_error(result)
     assert result.stdout == ""  # no reading line: refused before anything ran
     assert "lgpio" in line and "sudo apt install python3-lgpio" in line and "pip" in line
+    assert not (tmp_path / "g.db").exists()
+
+
+@pytest.mark.skipif(bool(glob.glob("/dev/gpiochip*")), reason="this machine has GPIO chips")
+def test_gpio_without_a_gpio_chip_is_refused_at_start(tmp_path) -> None:
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "lgpio.py").write_text("")  # the library is there; the hardware is not
+    path = config(tmp_path)
+    path.write_text(path.read_text().replace('"simulate"', '"gpio"\npin_10 = 17'))
+    env = {"PYTHONPATH": os.pathsep.join([str(fake), os.environ.get("PYTHONPATH", "")])}
+    line = one_error(run("run", "--config", str(path), env=env, timeout=60))
+    assert "/dev/gpiochip*" in line and "Raspberry Pi" in line
     assert not (tmp_path / "g.db").exists()
 
 
