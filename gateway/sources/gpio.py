@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import glob
+import importlib
 import logging
 import os
 from collections import deque
@@ -40,7 +41,7 @@ def check_lgpio() -> None:
     installation's fault, and a service restarted every few seconds cannot fix it (exit 2).
     """
     try:
-        import lgpio  # noqa: F401
+        importlib.import_module("lgpio")
     except ImportError as exc:
         raise ConfigError(f"source gpio needs the lgpio library ({exc}): {INSTALL_LGPIO}") from None
     chips = sorted(glob.glob(os.path.join(GPIOCHIP_DIR, "gpiochip*")))
