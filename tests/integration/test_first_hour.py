@@ -88,6 +88,21 @@ def test_a_good_tz_is_the_host_zone(monkeypatch, tz) -> None:
     assert host_timezone() == "America/Chicago"
 
 
+def test_the_host_zone_without_tz_is_etc_localtime_then_etc_timezone(monkeypatch, tmp_path) -> None:
+    from gateway.config import host_timezone
+
+    monkeypatch.delenv("TZ", raising=False)
+    link, name = tmp_path / "localtime", tmp_path / "timezone"
+    link.symlink_to("/usr/share/zoneinfo/Europe/Paris")
+    name.write_text("America/Denver\n")
+    assert host_timezone(str(link), str(name)) == "Europe/Paris"
+    link.unlink()
+    link.write_bytes(b"TZif")  # a copied file, as some images have: no name in it
+    assert host_timezone(str(link), str(name)) == "America/Denver"
+    name.write_text("Nowhere/Special\n")
+    assert host_timezone(str(link), str(name)) == "UTC"
+
+
 # -- model numbers --------------------------------------------------------------------------
 
 
