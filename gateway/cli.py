@@ -179,7 +179,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     import dataclasses
 
-    from gateway.config import DEFAULT_CONFIG_PATH, embedded_defaults, load_config
+    from gateway.config import (
+        DEFAULT_CONFIG_PATH,
+        embedded_defaults,
+        load_config,
+        read_schedule,
+    )
     from gateway.daemon.service import Service
 
     if args.config and args.simulate:
@@ -202,6 +207,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             for m in config.meters
         )
         config = dataclasses.replace(config, meters=meters)
+    for index, meter in enumerate(config.meters):
+        # The file's meters were checked when it was read; the embedded ones are checked here,
+        # so a bad TZ stops start-up before the database is created.
+        read_schedule(config.billing, meter, f"{config.path or 'defaults'}: meters[{index}]")
     if any(m.source == "gpio" for m in config.meters):
         from gateway.sources.gpio import check_lgpio
 

@@ -69,6 +69,12 @@ def test_a_misspelled_tz_is_an_error_naming_tz(tmp_path, command) -> None:
     assert not (tmp_path / "g.db").exists()
 
 
+def test_a_misspelled_tz_stops_run_simulate_before_anything_is_created(tmp_path) -> None:
+    line = one_error(run("run", "--simulate", cwd=tmp_path, env={"TZ": "America/NewYork"}))
+    assert "TZ" in line and "America/NewYork" in line
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_tz_is_not_needed_when_the_file_names_the_zone(tmp_path) -> None:
     path = config(tmp_path, billing='[billing]\ntimezone = "America/New_York"\n')
     log = tmp_path / "a.csv"
