@@ -131,10 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--from",
         dest="start",
         metavar="T",
-        help="intervals starting at or after (a date: 00:00 UTC)",
+        help="intervals starting at or after (a date: its 00:00 UTC)",
     )
     export.add_argument(
-        "--to", dest="end", metavar="T", help="intervals ending at or before (a date: 00:00 UTC)"
+        "--to", dest="end", metavar="T", help="intervals ending at or before (a date: its end, UTC)"
     )
     export.add_argument(
         "--period",

@@ -221,8 +221,8 @@ class ExportWindow:
 def export_window(start: str | None, end: str | None, period: str | None) -> ExportWindow:
     """Check ``--from``/``--to``/``--period`` and return the window they ask for.
 
-    A date (``2026-11-01``) is midnight UTC, like every time the export writes; a period in the
-    meter's own zone is ``--period``.
+    A date (``2026-11-01``) is in UTC, like every time the export writes: ``--from`` its start,
+    ``--to`` its end (the day is included). A period in the meter's own zone is ``--period``.
     """
     if period is not None:
         for option, value in (("--from", start), ("--to", end)):
@@ -233,7 +233,7 @@ def export_window(start: str | None, end: str | None, period: str | None) -> Exp
         except ValueError as exc:
             raise ConfigError(f"--period: {exc}") from None
         return ExportWindow(period=period)
-    start_ns, end_ns = _export_time("--from", start), _export_time("--to", end)
+    start_ns, end_ns = _export_time("--from", start), _export_time("--to", end, days=1)
     if start_ns is not None and end_ns is not None and start_ns >= end_ns:
         raise ConfigError(f"--from {start} is not before --to {end}: nothing could be exported")
     return ExportWindow(start_ns, end_ns)
@@ -248,11 +248,13 @@ def _time_option(option: str, text: str | None) -> int | None:
         raise ConfigError(f"{option}: {exc}") from None
 
 
-def _export_time(option: str, text: str | None) -> int | None:
+def _export_time(option: str, text: str | None, days: int = 0) -> int | None:
+    """Return an export bound; a date is that day's 00:00 UTC, or with ``days=1`` the next
+    day's (a ``--to`` date includes its day, as in the web view)."""
     if text is not None and DATE_RE.fullmatch(text):
         try:
-            day = datetime.date.fromisoformat(text)
-        except ValueError:
+            day = datetime.date.fromisoformat(text) + datetime.timedelta(days=days)
+        except (ValueError, OverflowError):
             raise ConfigError(f"{option} {text}: not a date (YYYY-MM-DD)") from None
         return calendar.timegm(day.timetuple()) * NS_PER_S
     return _time_option(option, text)

@@ -203,14 +203,17 @@ def starts(result: subprocess.CompletedProcess[str]) -> list[str]:
     return [r["start"] for r in rows]
 
 
-def test_export_from_a_date_starts_at_utc_midnight(stored) -> None:
+def test_export_dates_are_whole_utc_days(stored) -> None:
     everything = starts(run("export", "--db", stored))
     assert len(everything) == 16  # 4 h of 15-minute intervals
     assert everything[0] == "2026-11-01T02:00:00Z"
-    got = starts(run("export", "--db", stored, "--from", "2026-11-01", "--to", "2026-11-02"))
+    # --to a date includes that day (up to the next 00:00 UTC), as the web view's date inputs do.
+    got = starts(run("export", "--db", stored, "--from", "2026-11-01", "--to", "2026-11-01"))
     assert got == everything
-    assert starts(run("export", "--db", stored, "--to", "2026-11-01")) == []
+    assert starts(run("export", "--db", stored, "--to", "2026-10-31")) == []
     assert starts(run("export", "--db", stored, "--from", "2026-11-02")) == []
+    morning = run("export", "--db", stored, "--from", "2026-11-01", "--to", "2026-11-01T03:00:00Z")
+    assert starts(morning) == everything[:4]
 
 
 @pytest.mark.parametrize(
