@@ -237,6 +237,10 @@ def test_export_period_is_the_meters_billing_period(stored) -> None:
     assert len(october) == 8 and october[0] == "2026-11-01T02:00:00Z"
     assert len(november) == 8 and november[0] == "2026-11-01T04:00:00Z"
     assert starts(run("export", "--db", stored, "--period", "2026-12")) == []
+    assert starts(run("export", "--db", stored, "--period", "2026-11", "--meter", "m")) == november
+    assert "--meter nosuch" in one_error(
+        run("export", "--db", stored, "--period", "2026-11", "--meter", "nosuch")
+    )
     feed = run("export", "--db", stored, "--format", "espi", "--period", "2026-11")
     assert feed.returncode == 0, feed.stderr
     assert str(T_0400) in feed.stdout and f"<start>{T_0200}</start>" not in feed.stdout
@@ -272,7 +276,10 @@ def test_gpio_without_lgpio_is_refused_at_start_saying_what_to_install(tmp_path)
     (hide / "lgpio.py").write_text("raise ImportError(\"No module named 'lgpio'\")\n")
     path = config(tmp_path)
     path.write_text(path.read_text().replace('"simulate"', '"gpio"\npin_10 = 17'))
-    env = {"PYTHONPATH": os.pathsep.join([str(hide), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        "PYTHONPATH": os.pathsep.join([str(hide), os.environ.get("PYTHONPATH", "")]),
+        "GPIOZERO_PIN_FACTORY": "lgpio",  # as the systemd unit sets it
+    }
     result = run("run", "--config", str(path), env=env, timeout=60)
     line = one_error(result)
     assert result.stdout == ""  # no reading line: refused before anything ran
