@@ -127,8 +127,20 @@ def build_parser() -> argparse.ArgumentParser:
     where(export)
     export.add_argument("--format", default="csv", choices=["csv", "espi"])
     export.add_argument("--meter", metavar="NAME")
-    export.add_argument("--from", dest="start", metavar="T", help="intervals starting at or after")
-    export.add_argument("--to", dest="end", metavar="T", help="intervals ending at or before")
+    export.add_argument(
+        "--from",
+        dest="start",
+        metavar="T",
+        help="intervals starting at or after (a date: its 00:00 UTC)",
+    )
+    export.add_argument(
+        "--to", dest="end", metavar="T", help="intervals ending at or before (a date: its end, UTC)"
+    )
+    export.add_argument(
+        "--period",
+        metavar="YYYY-MM",
+        help="each meter's billing period (by its read schedule), as bill --period",
+    )
 
     bill = commands.add_parser("bill", help="billing determinants of each meter for a period")
     where(bill)
@@ -167,9 +179,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     import dataclasses
 
-    from gateway.config import DEFAULT_CONFIG_PATH, embedded_defaults, load_config
+    from gateway.config import (
+        DEFAULT_CONFIG_PATH,
+        embedded_defaults,
+        load_config,
+        read_schedule,
+    )
     from gateway.daemon.service import Service
 
+    if args.config and args.simulate:
+        # Which meters would be simulated, and where would they be stored? Say so, never guess.
+        raise ConfigError(
+            "run: --simulate runs the embedded defaults and --config FILE the file's meters;"
+            ' give one (a simulated meter in a file is source = "simulate")'
+        )
     if args.config:
         config = load_config(args.config)
     elif args.simulate:
@@ -184,6 +207,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
             for m in config.meters
         )
         config = dataclasses.replace(config, meters=meters)
+    for index, meter in enumerate(config.meters):
+        # The file's meters were checked when it was read; the embedded ones are checked here,
+        # so a bad TZ stops start-up before the database is created.
+        read_schedule(config.billing, meter, f"{config.path or 'defaults'}: meters[{index}]")
+    if any(m.source == "gpio" for m in config.meters):
+        from gateway.sources.gpio import check_lgpio
+
+        check_lgpio()  # before anything is opened: a restart cannot install it
     if args.web:
         from gateway.config import check_web
 
@@ -225,6 +256,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     from gateway.batch.command import replay
+    from gateway.config import check_database_url
+
+    if args.db is not None:
+        check_database_url(args.db, "--db")
 
     replay(
         args.logs,
@@ -238,9 +273,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _cmd_db(args: argparse.Namespace) -> int:
-    from gateway.commands.database import database_url, db_upgrade
+    from gateway.commands.database import db_upgrade, upgrade_url
 
-    db_upgrade(database_url(args.config, args.db))
+    db_upgrade(upgrade_url(args.config, args.db))
     return EXIT_OK
 
 
@@ -257,9 +292,22 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.format == "espi":
         from gateway.commands.espi import export_espi
 
-        export_espi(database_url(args.config, args.db), args.meter, args.start, args.end)
+        export_espi(
+            database_url(args.config, args.db),
+            args.meter,
+            args.start,
+            args.end,
+            period=args.period,
+        )
         return EXIT_OK
-    export(database_url(args.config, args.db), args.format, args.meter, args.start, args.end)
+    export(
+        database_url(args.config, args.db),
+        args.format,
+        args.meter,
+        args.start,
+        args.end,
+        period=args.period,
+    )
     return EXIT_OK
 
 

@@ -40,6 +40,23 @@ def default_database_url() -> str:
     return f"sqlite:///{directory / DATABASE_FILE}"
 
 
+URL_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+._-]*://")
+
+
+def check_database_url(url: str, option: str) -> str:
+    """Return ``url``; a bare file path is a ConfigError that says the SQLite URL for it.
+
+    ``option`` names where the URL came from: ``--db`` or ``FILE: gateway.database``.
+    """
+    if not URL_SCHEME_RE.match(url):
+        flag = option.startswith("--")
+        raise ConfigError(
+            f"{option}{' ' if flag else ': '}{url if flag else repr(url)}: not a database URL;"
+            f" for an SQLite file use {option + ' ' if flag else ''}sqlite:///{url}"
+        )
+    return url
+
+
 def default_gateway_id() -> str:
     """Return the host name made safe for MQTT topics and Home Assistant ids."""
     return re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:64] or "amr-gateway"
@@ -207,6 +224,7 @@ def parse_config(data: dict[str, Any], path: str = "config") -> Config:
     if not 1 <= mqtt.port <= 65535:
         raise ConfigError(f"{path}: mqtt.port: {mqtt.port} is not a port number")
     _check_names(gateway, mqtt, path)
+    check_database_url(gateway.database, f"{path}: gateway.database")
     for section, settings in (("gateway", gateway), ("mqtt", mqtt)):
         for key, (lo, hi) in BOUNDS[section].items():
             _bounded(f"{path}: {section}.{key}", getattr(settings, key), lo, hi)
@@ -293,6 +311,7 @@ def _check_meter(meter: MeterSettings, where: str) -> None:
         raise ConfigError(f"{where}.name: {meter.name!r}: use 1-64 of A-Z a-z 0-9 _ -")
     for key, (lo, hi) in BOUNDS["meters"].items():
         _bounded(f"{where}.{key}", getattr(meter, key), lo, hi)
+    meter_config(meter, where)  # a mistyped model number stops start-up, with the closest one
     if meter.window_s % meter.sub_interval_s:
         raise ConfigError(
             f"{where}.sub_interval_s: {meter.sub_interval_s} s must divide window_s "
@@ -436,20 +455,47 @@ def meter_config(settings: MeterSettings, where: str) -> MeterConfig:
         raise ConfigError(f"{where}.model: {exc}") from None
 
 
-def host_timezone() -> str:
-    """Return the host's IANA time zone name (``TZ``, then /etc/localtime), else UTC."""
+def _zone_key(name: str) -> str:
+    """Return the IANA key in a TZ value or a zoneinfo path (``:Europe/Paris``, a file path)."""
+    name = name.strip().lstrip(":")
+    return name.split("zoneinfo/", 1)[1] if "zoneinfo/" in name else name
+
+
+def _is_zone(key: str) -> bool:
     from zoneinfo import ZoneInfo
 
-    names = [os.environ.get("TZ", "").lstrip(":")]
+    try:
+        ZoneInfo(key)
+    except (ValueError, KeyError, OSError):  # KeyError: ZoneInfoNotFoundError
+        return False
+    return True
+
+
+def host_timezone(localtime: str = "/etc/localtime", timezone: str = "/etc/timezone") -> str:
+    """Return the host's IANA time zone: ``TZ``, else /etc/localtime's link, else
+    /etc/timezone (Debian's name for a copied /etc/localtime), else UTC.
+
+    A ``TZ`` that names no zone is a ConfigError: billing silently on UTC instead of the zone
+    meant would shift every read by hours (issue 16).
+    """
+    tz = os.environ.get("TZ", "")
+    if tz.strip():
+        key = _zone_key(tz)
+        if not _is_zone(key):
+            raise ConfigError(
+                f"TZ={tz!r} (from the environment) is not a known time zone: use an IANA name"
+                " such as America/New_York, or set [billing] timezone"
+            )
+        return key
+    names: list[str] = []
     with contextlib.suppress(OSError):
-        names.append(os.readlink("/etc/localtime").split("zoneinfo/", 1)[-1])
+        names.append(os.readlink(localtime))
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        names.append(Path(timezone).read_text().strip())
     for name in names:
-        try:
-            if name:
-                ZoneInfo(name)
-                return name
-        except (ValueError, KeyError):  # not a zone key (KeyError: ZoneInfoNotFoundError)
-            continue
+        key = _zone_key(name)
+        if key and _is_zone(key):
+            return key
     return "UTC"
 
 

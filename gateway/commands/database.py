@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import calendar
 import csv
+import datetime
 import json
 import os
+import re
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any, TextIO
 
-from gateway.config import DEFAULT_CONFIG_PATH, default_database_url, load_config
+from gateway.config import (
+    DATABASE_FILE,
+    DEFAULT_CONFIG_PATH,
+    check_database_url,
+    default_database_url,
+    load_config,
+)
+from gateway.core.estimate import Estimate
 from gateway.core.meter import CoreSettings, MeterCore
+from gateway.core.schedule import ReadSchedule, parse_period
 from gateway.core.state import restore
 from gateway.errors import ConfigError
 from gateway.sinks.database import Database
 from gateway.sinks.readback import Readback, StoredMeter
-from gateway.sinks.reads import stored_reads
+from gateway.sinks.reads import StoredRead, stored_reads
 from gateway.sinks.redact import redact
 from gateway.sinks.schema import IntervalRow
 from gateway.sinks.store import Store
@@ -43,18 +55,38 @@ NEEDS_A_LOOK = frozenset(
     }
 )
 EXPORT_COLUMNS = ("meter", "start", "end", "energy_wh", "edges", "demand_kw", "quality")
+DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 
 
 def database_url(config: str | None, db: str | None) -> str:
     """Return the database a command reads: ``--db``, else the configuration's, else the
     default configuration's when it exists, else ``gateway.db`` in the working directory."""
     if db:
-        return db
+        return check_database_url(db, "--db")
     if config:
         return load_config(config).gateway.database
     if os.path.exists(DEFAULT_CONFIG_PATH):
         return load_config(DEFAULT_CONFIG_PATH).gateway.database
     return default_database_url()
+
+
+def upgrade_url(config: str | None, db: str | None) -> str:
+    """Return the database ``db upgrade`` migrates; never create one nobody named.
+
+    With neither ``--db`` nor a configuration, an existing ``gateway.db`` here is upgraded, but
+    none is created: a typo'd directory would otherwise hold a new, empty database.
+    """
+    url = database_url(config, db)
+    if db or config or os.path.exists(DEFAULT_CONFIG_PATH):
+        return url
+    path = url.removeprefix("sqlite:///")
+    if not os.path.exists(path):
+        raise ConfigError(
+            f"db upgrade: no database named (no --db, no --config, no {DEFAULT_CONFIG_PATH}) and"
+            f" no {DATABASE_FILE} here; to create one on purpose:"
+            f" amr-gateway db upgrade --db sqlite:///{DATABASE_FILE} (or --config FILE)"
+        )
+    return url
 
 
 def open_database(url: str) -> Database:
@@ -216,13 +248,44 @@ def _anomalies(count: int) -> str:
     return "no anomalies" if count == 0 else f"{count} anomal{'y' if count == 1 else 'ies'}"
 
 
-def meter_intervals(
-    readback: Readback, meter: str | None, start_ns: int | None, end_ns: int | None
-) -> list[tuple[str, IntervalRow]]:
-    """Return the stored intervals an export asks for; an unknown ``--meter`` is an error."""
-    if meter is not None and readback.find_meter(meter) is None:
-        raise ConfigError(f"--meter {meter}: no such meter in the database")
-    return readback.intervals(meter, start_ns, end_ns)
+@dataclass(frozen=True)
+class ExportWindow:
+    """What an export holds: intervals in ``[start_ns, end_ns]``, or a billing period's."""
+
+    start_ns: int | None = None
+    end_ns: int | None = None
+    period: str | None = None  # YYYY-MM: each meter's own period, by its read schedule
+
+    def holds_read(self, read: StoredRead) -> bool:
+        """Return whether a billing read belongs in the export: the period's own read, or one
+        taken (its end) inside the window."""
+        if self.period is not None:
+            return bool(read.columns["period"] == self.period)
+        t_ns = int(read.columns["t_ns"])
+        return (self.start_ns is None or t_ns >= self.start_ns) and (
+            self.end_ns is None or t_ns <= self.end_ns
+        )
+
+
+def export_window(start: str | None, end: str | None, period: str | None) -> ExportWindow:
+    """Check ``--from``/``--to``/``--period`` and return the window they ask for.
+
+    A date (``2026-11-01``) is in UTC, like every time the export writes: ``--from`` its start,
+    ``--to`` its end (the day is included). A period in the meter's own zone is ``--period``.
+    """
+    if period is not None:
+        for option, value in (("--from", start), ("--to", end)):
+            if value is not None:
+                raise ConfigError(f"--period {period}: give it or {option}, not both")
+        try:
+            parse_period(period)
+        except ValueError as exc:
+            raise ConfigError(f"--period: {exc}") from None
+        return ExportWindow(period=period)
+    start_ns, end_ns = _export_time("--from", start), _export_time("--to", end, days=1)
+    if start_ns is not None and end_ns is not None and start_ns >= end_ns:
+        raise ConfigError(f"--from {start} is not before --to {end}: nothing could be exported")
+    return ExportWindow(start_ns, end_ns)
 
 
 def _time_option(option: str, text: str | None) -> int | None:
@@ -234,6 +297,49 @@ def _time_option(option: str, text: str | None) -> int | None:
         raise ConfigError(f"{option}: {exc}") from None
 
 
+def _export_time(option: str, text: str | None, days: int = 0) -> int | None:
+    """Return an export bound; a date is that day's 00:00 UTC, or with ``days=1`` the next
+    day's (a ``--to`` date includes its day, as in the web view)."""
+    if text is not None and DATE_RE.fullmatch(text):
+        try:
+            day = datetime.date.fromisoformat(text) + datetime.timedelta(days=days)
+        except (ValueError, OverflowError):
+            raise ConfigError(f"{option} {text}: not a date (YYYY-MM-DD)") from None
+        return calendar.timegm(day.timetuple()) * NS_PER_S
+    return _time_option(option, text)
+
+
+def meter_intervals(
+    readback: Readback, meter: str | None, window: ExportWindow
+) -> list[tuple[str, IntervalRow]]:
+    """Return the stored intervals an export asks for; an unknown ``--meter`` is an error."""
+    if meter is not None and readback.find_meter(meter) is None:
+        raise ConfigError(f"--meter {meter}: no such meter in the database")
+    if window.period is None:
+        return readback.intervals(meter, window.start_ns, window.end_ns)
+    year, month = parse_period(window.period)
+    rows: list[tuple[str, IntervalRow]] = []
+    for stored in readback.meters():
+        core = _core(stored)
+        if core is None or meter not in (None, stored.name):
+            continue
+        settings = core.settings
+        schedule = settings.read_schedule or ReadSchedule(align_s=settings.demand.sub_interval_s)
+        rows += readback.intervals(stored.name, *schedule.bounds(year, month))
+    return sorted(rows, key=lambda pair: (pair[0], pair[1].start_ns))
+
+
+def export_estimates(
+    readback: Readback, meter: str | None, window: ExportWindow, rows: list[tuple[str, IntervalRow]]
+) -> dict[str, dict[int, Estimate]]:
+    """Return the estimates of unwatched time for the intervals an export holds."""
+    start_ns, end_ns = window.start_ns, window.end_ns
+    if window.period is not None and rows:  # each meter's own period: the rows' span
+        start_ns = min(row.start_ns for _, row in rows)
+        end_ns = max(row.start_ns for _, row in rows)
+    return readback.estimates(meter, start_ns, end_ns)
+
+
 def export(
     url: str,
     fmt: str,
@@ -241,15 +347,17 @@ def export(
     start: str | None,
     end: str | None,
     out: TextIO = sys.stdout,
+    *,
+    period: str | None = None,
 ) -> int:
     if fmt != "csv":
         raise ConfigError(f"--format {fmt}: only csv is supported")
-    start_ns, end_ns = _time_option("--from", start), _time_option("--to", end)
+    window = export_window(start, end, period)
     database = open_database(url)
     try:
         readback = Readback(database)
-        rows = meter_intervals(readback, meter, start_ns, end_ns)
-        estimates = readback.estimates(meter, start_ns, end_ns)
+        rows = meter_intervals(readback, meter, window)
+        estimates = export_estimates(readback, meter, window, rows)
     finally:
         database.close()
     writer = csv.writer(out, lineterminator="\n")

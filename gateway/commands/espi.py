@@ -25,7 +25,12 @@ from collections.abc import Sequence
 from itertools import groupby
 from typing import Any, TextIO
 
-from gateway.commands.database import _time_option, meter_intervals, open_database
+from gateway.commands.database import (
+    export_estimates,
+    export_window,
+    meter_intervals,
+    open_database,
+)
 from gateway.core.estimate import HISTORY, LINEAR, Estimate
 from gateway.sinks.readback import Readback
 from gateway.sinks.reads import StoredRead, peak_kw, stored_reads
@@ -244,24 +249,20 @@ def export_espi(
     *,
     gateway: str = "amr-gateway",
     now_ns: int | None = None,
+    period: str | None = None,
 ) -> int:
     """Write the feed of the stored intervals in ``[start, end]`` and of the billing reads
     taken in it; return how many intervals it holds."""
     import time
 
-    start_ns, end_ns = _time_option("--from", start), _time_option("--to", end)
+    window = export_window(start, end, period)
     database = open_database(url)
     try:
         readback = Readback(database)
-        rows = meter_intervals(readback, meter, start_ns, end_ns)
-        estimates = readback.estimates(meter, start_ns, end_ns)
-        reads = [
-            r
-            for r in stored_reads(database, meter)
-            # a billing period belongs to the window its read (its end) falls in
-            if (start_ns is None or r.columns["t_ns"] >= start_ns)
-            and (end_ns is None or r.columns["t_ns"] <= end_ns)
-        ]
+        rows = meter_intervals(readback, meter, window)
+        estimates = export_estimates(readback, meter, window, rows)
+        # a billing period belongs to the window its read (its end) falls in
+        reads = [r for r in stored_reads(database, meter) if window.holds_read(r)]
     finally:
         database.close()
     intervals: dict[str, list[Any]] = {}

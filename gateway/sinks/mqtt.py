@@ -29,7 +29,9 @@ import contextlib
 import json
 import logging
 import secrets
+import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -70,6 +72,32 @@ class Command:
     meter: str
     name: str
     payload: str
+
+
+def unreachable(settings: MqttSettings, exc: BaseException | None) -> str:
+    """Say why the broker cannot be reached, as far as the connection's failure tells."""
+    host, port = settings.host, settings.port
+    if isinstance(exc, socket.gaierror):
+        why = f"the name {host} does not resolve ({exc.strerror})"
+    elif isinstance(exc, ssl.SSLCertVerificationError):
+        why = f"the TLS handshake failed: its certificate is not trusted ({exc.verify_message})"
+    elif isinstance(exc, ssl.SSLError) or (
+        (settings.tls or settings.ca_file) and isinstance(exc, ConnectionError)
+    ):
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+        why = f"the TLS handshake failed ({reason}: is port {port} a TLS listener?)"
+    elif isinstance(exc, ConnectionRefusedError):
+        why = "the connection was refused (nothing listens there)"
+    elif isinstance(exc, TimeoutError):
+        why = "no answer (timed out)"
+    elif isinstance(exc, OSError):
+        why = exc.strerror or str(exc)
+    else:
+        why = "the connection failed"
+    return (
+        f"cannot reach the broker at {host}:{port}: {why}; will keep trying"
+        " (data waits in the outbox)"
+    )
 
 
 def read_password(path: str) -> str:
@@ -234,11 +262,8 @@ class MqttPublisher:
     def _on_connect_fail(self, _client: paho.Client, _userdata: Any) -> None:
         # Said once, then every 60th try, so an absent broker is visible but not noisy.
         if self._failures % 60 == 0:
-            logger.warning(
-                "cannot reach the broker at %s:%d; will keep trying (data waits in the outbox)",
-                self.settings.host,
-                self.settings.port,
-            )
+            # paho calls this inside its `except OSError`: that exception says what went wrong.
+            logger.warning("%s", unreachable(self.settings, sys.exc_info()[1]))
         self._failures += 1
 
     def _on_publish(
