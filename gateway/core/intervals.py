@@ -1,9 +1,11 @@
 """Interval data: energy per UTC-aligned interval of length I, with a quality mark.
 
-Quality: ``gap`` where edges were inferred, glitches removed, noise seen or a cross-check failed
-in the interval; else ``partial`` where the interval was not wholly observed (counting started or
-stopped inside it, or the gateway was down for part of it); else ``complete``. Gap wins over
-partial: it says more about whether to trust the figure.
+Quality: ``gap`` where nobody watched the whole interval (the gateway was down, no log covered
+it: SPEC 2, never ``complete`` with 0 Wh), or where edges were inferred, glitches removed, noise
+seen or a cross-check failed in it; else ``partial`` where the interval was not wholly observed
+(counting started or stopped inside it, or the gateway was down for part of it); else
+``complete``. Gap wins over partial: it says more about whether to trust the figure. Each interval
+also carries how many of its seconds nobody watched (``unwatched_s``), for an estimate.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class Interval:
     edges: int
     quality: str
     flags: tuple[str, ...] = ()
+    unwatched_s: int = 0  # seconds of the interval nobody watched (rounded up)
 
     @property
     def demand_kw(self) -> Fraction:
@@ -70,6 +73,7 @@ class IntervalBatch(Sequence[Interval]):
         quality: npt.NDArray[np.uint8],
         flags: dict[int, dict[str, int]],
         first_index: int,
+        unwatched_ns: I64 | None = None,
     ) -> None:
         self.meter = meter
         self.length_ns = length_ns
@@ -79,6 +83,7 @@ class IntervalBatch(Sequence[Interval]):
         self.quality = quality
         self._flags = flags
         self._first_index = first_index
+        self.unwatched_ns = np.zeros(len(start_ns), np.int64) if unwatched_ns is None else unwatched_ns
 
     @property
     def energy_wh(self) -> I64:
@@ -110,6 +115,7 @@ class IntervalBatch(Sequence[Interval]):
             n,
             QUALITIES[self.quality[i]],
             tuple(sorted(self._flags.get(self._first_index + i, ()))),
+            -(-int(self.unwatched_ns[i]) // NS_PER_S),
         )
 
     def extend(self, later: IntervalBatch) -> IntervalBatch:
@@ -127,6 +133,7 @@ class IntervalBatch(Sequence[Interval]):
             np.concatenate([self.quality, later.quality]),
             {**self._flags, **later._flags},
             self._first_index,
+            np.concatenate([self.unwatched_ns, later.unwatched_ns]),
         )
 
     def csv_lines(self, lo: int = 0, hi: int | None = None) -> list[str]:
@@ -240,9 +247,10 @@ class IntervalAccumulator:
             per_flag[flag] = per_flag.get(flag, 0) + n
 
     def mark_unobserved(self, from_ns: int, to_ns: int) -> None:
-        """Record a stretch when nothing was watched: its intervals become partial."""
+        """Record a stretch when nothing was watched: intervals it covers whole become gap,
+        those it covers in part partial."""
         if to_ns > from_ns:
-            self._gaps.append((from_ns, to_ns))
+            self._gaps = _merged([*self._gaps, (from_ns, to_ns)])
 
     def open_quality(self, now_ns: int) -> str:
         """Return the quality the interval now open would have if it closed now."""
@@ -280,15 +288,40 @@ class IntervalAccumulator:
         for k in [k for k in self._flags if k < stop]:
             flags[k] = self._flags.pop(k)
         starts = index * length
-        whole = starts >= self.start_ns
+        ends = starts + length
+        # Nobody watched before the observation began, after it ended, nor in a gap (the gaps
+        # are merged, so no second is counted twice).
+        unwatched = np.clip(self.start_ns - starts, 0, length)
         if end_ns is not None:
-            whole &= starts + length <= end_ns
+            unwatched += np.clip(ends - np.maximum(end_ns, starts), 0, length)
         for gap_from, gap_to in self._gaps:
-            whole &= ~((starts < gap_to) & (starts + length > gap_from))
+            lo = np.maximum(starts, max(gap_from, self.start_ns))
+            hi = np.minimum(ends, gap_to if end_ns is None else min(gap_to, end_ns))
+            unwatched += np.clip(hi - lo, 0, length)
         self._gaps = [(a, b) for a, b in self._gaps if b > stop * length]
-        quality = np.where(whole, np.uint8(0), np.uint8(1)).astype(np.uint8)  # QUALITIES codes
+        # QUALITIES codes: complete 0, partial 1, gap 2.
+        quality = np.where(unwatched == 0, 0, np.where(unwatched >= length, 2, 1)).astype(np.uint8)
         for i in flags:
             quality[i - first] = 2
         return IntervalBatch(
-            self.meter, length, starts, edges, self.wh_per_edge[register], quality, flags, first
+            self.meter,
+            length,
+            starts,
+            edges,
+            self.wh_per_edge[register],
+            quality,
+            flags,
+            first,
+            unwatched,
         )
+
+
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Return ``[from, to)`` spans sorted, overlapping and touching ones joined."""
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(spans):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out

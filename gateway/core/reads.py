@@ -362,4 +362,5 @@ def _concat(batches: list[IntervalBatch]) -> IntervalBatch:
         np.concatenate([b.quality for b in batches]),
         flags,
         first._first_index,
+        np.concatenate([b.unwatched_ns for b in batches]),
     )

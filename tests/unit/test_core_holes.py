@@ -1,0 +1,62 @@
+"""Where the data has holes: time nobody watched is a gap (SPEC 2), in intervals and reads."""
+
+from __future__ import annotations
+
+from core_helpers import NS, push_all
+
+from gateway.core.edge import CHANNEL_10
+from gateway.core.meter import CoreSettings
+from gateway.core.reads import ReadingCore
+from gateway.core.schedule import ReadSchedule
+from gateway.timefmt import format_iso, parse_time_ns
+
+H = 3600 * NS
+UTC_READS = CoreSettings(read_schedule=ReadSchedule(timezone="UTC"))
+
+
+def iso(text: str) -> int:
+    return parse_time_ns(text)
+
+
+def _one_kw(start_ns: int, count: int, first_level: int = 1) -> list[tuple[int, str, int]]:
+    """1 kW on `10`: an edge (5 Wh) every 18 s after ``start_ns``."""
+    return [(start_ns + k * 18 * NS, CHANNEL_10, (first_level + k - 1) % 2) for k in range(1, count + 1)]
+
+
+def test_an_outage_across_a_read_instant_is_split_between_both_periods() -> None:
+    # Counting from 20:00Z on 30 November; down from 21:00Z to 02:00Z on 1 December, across
+    # the read at midnight; the restarted core is the one a restarted daemon restores.
+    start = iso("2026-11-30T20:00:00Z")
+    first = ReadingCore("m1", UTC_READS, start_ns=start)
+    push_all(first, _one_kw(start, 200))  # 200 edges to 21:00:00
+    first.advance(start + H)
+    core = ReadingCore("m1", UTC_READS)
+    core.load_state(first.to_state())
+    back = iso("2026-12-01T02:00:00Z")
+    core.mark_gap(start + H, back, "down")
+    core.advance(back)
+    push_all(core, _one_kw(back, 10, first_level=1))
+    core.advance(iso("2027-01-01T00:10:00Z"))
+    november, december = core.take_reads()
+    # November: not watched before 20:00Z (29 days 20 h) and from 21:00Z to midnight (3 h).
+    assert (november.period, november.quality) == ("2026-11", "partial")
+    assert november.gap_s == (29 * 24 + 20 + 3) * 3600
+    # December carries its share: midnight to 02:00Z, two hours.
+    assert (december.period, december.quality, december.gap_s) == ("2026-12", "partial", 2 * 3600)
+    assert (november.energy_wh, december.energy_wh) == (1000, 50)
+
+
+def test_intervals_nobody_watched_are_gap_and_carry_their_unwatched_seconds() -> None:
+    start = iso("2026-11-30T20:00:00Z")
+    core = ReadingCore("m1", UTC_READS, start_ns=start + 100 * NS)
+    push_all(core, _one_kw(start + 100 * NS, 10))  # to 20:04:40
+    core.mark_gap(start + 600 * NS, start + 2700 * NS, "down")  # 20:10 to 20:45
+    closed = core.advance(start + H + NS)
+    assert closed is not None
+    got = [(format_iso(i.start_ns), i.quality, i.energy_wh, i.unwatched_s) for i in closed]
+    assert got == [
+        ("2026-11-30T20:00:00Z", "partial", 50, 100 + 300),  # began 20:01:40, down from 20:10
+        ("2026-11-30T20:15:00Z", "gap", 0, 900),  # nobody watched: never complete with 0 Wh
+        ("2026-11-30T20:30:00Z", "gap", 0, 900),
+        ("2026-11-30T20:45:00Z", "complete", 0, 0),  # watched, and nothing came
+    ]
