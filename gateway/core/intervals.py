@@ -83,7 +83,9 @@ class IntervalBatch(Sequence[Interval]):
         self.quality = quality
         self._flags = flags
         self._first_index = first_index
-        self.unwatched_ns = np.zeros(len(start_ns), np.int64) if unwatched_ns is None else unwatched_ns
+        if unwatched_ns is None:
+            unwatched_ns = np.zeros(len(start_ns), np.int64)
+        self.unwatched_ns = unwatched_ns
 
     @property
     def energy_wh(self) -> I64:

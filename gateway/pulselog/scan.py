@@ -200,7 +200,10 @@ class LogScanner:
         channels: list[int] = []
         levels: list[int] = []
         for offset, line in enumerate(text.split("\n")[:-1], first_line + 1):
-            if not line.strip() or line.startswith("#"):
+            if line.startswith("#"):
+                self._metadata(line, offset)  # a capture's end= comes last
+                continue
+            if not line.strip():
                 continue
             edge = parse_row(self.path, offset, line)
             times.append(edge.t_ns)

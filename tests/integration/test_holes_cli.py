@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import sqlite3
 import time
 from pathlib import Path
 
+import pytest
 from gpiozero.pins.mock import MockFactory
 
 from gateway.config import BillingSettings, Config, GatewaySettings, MeterSettings, MqttSettings
@@ -59,4 +61,158 @@ def test_a_daemon_down_across_a_read_gives_both_periods_their_share(tmp_path: Pa
     gaps = json.loads(core)["billing"]["gaps"]
     assert [(format_iso(a), b - a >= 3600 * NS) for a, b in gaps] == [
         ("2026-12-01T00:00:00Z", True)
+    ]
+
+
+# -- replay: the time between logs ---------------------------------------------------------------
+
+
+def _log(path: Path, start: str, end: str, first_level: int = 1) -> int:
+    """Write a log of 0.6 kW (an edge every 30 s after ``start``) to ``end``; return the last
+    level."""
+    a, b = parse_time_ns(start) // NS, parse_time_ns(end) // NS
+    level = first_level
+    lines = [f"# start={start}", f"# end={end}", "time,meter,channel,level"]
+    for t in range(a + 30, b, 30):
+        lines.append(f"{t}.000000,m1,10,{level}")
+        level ^= 1
+    path.write_text("\n".join(lines) + "\n")
+    return level
+
+
+@pytest.fixture(autouse=True)
+def utc(monkeypatch) -> None:
+    """Meters no configuration names are read at midnight in the host's zone: UTC here."""
+    monkeypatch.setenv("TZ", "UTC")
+
+
+@pytest.fixture
+def logs(tmp_path: Path) -> tuple[Path, Path]:
+    """a.log: 31 October to 20 November; b.log: 22 November to 2 December (00:00Z)."""
+    a, b = tmp_path / "a.log", tmp_path / "b.log"
+    level = _log(a, "2026-10-31T00:00:00Z", "2026-11-20T00:00:00Z")
+    _log(b, "2026-11-22T00:00:00Z", "2026-12-02T00:00:00Z", level)
+    return a, b
+
+
+def _rows(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def _november(cli, url: str) -> dict:
+    result = cli("bill", "--db", url, "--period", "2026-11", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["meters"]["m1"]
+
+
+# By hand: at 600 W an edge (5 Wh) every 30 s, 2,880 a day, 14,400 Wh a day. November (UTC)
+# holds 19 watched days of a.log (its rows from 1 November 00:00:00, which is November's, to
+# 19 November 23:59:30) and 9 of b.log less one edge (its rows begin at 22 November 00:00:30; the
+# one at 1 December 00:00:00 is December's): 28 x 14,400 - 5 = 403,195 Wh. 20 to 22 November
+# nobody watched: 2 days, 192 intervals of 15 minutes, 2,880 minutes.
+
+
+def test_the_time_between_two_logs_is_a_gap_in_intervals_and_the_read(cli, tmp_path, logs) -> None:
+    a, b = logs
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    result = cli("replay", str(a), str(b), "--db", url)
+    assert result.returncode == 0, result.stderr
+    exported = cli("export", "--db", url)
+    assert exported.returncode == 0, exported.stderr
+    rows = _rows(exported.stdout)
+    between = [r for r in rows if "2026-11-20T00:00:00Z" <= r["start"] < "2026-11-22T00:00:00Z"]
+    assert len(between) == 192
+    assert {(r["quality"], r["energy_wh"], r["edges"]) for r in between} == {("gap", "0", "0")}
+    assert [r["quality"] for r in rows if r["start"] == "2026-11-19T23:45:00Z"] == ["complete"]
+    assert [r["quality"] for r in rows if r["start"] == "2026-11-22T00:00:00Z"] == ["complete"]
+    november = _november(cli, url)
+    assert (november["quality"], november["gap_minutes"]) == ("partial", 2880.0)
+    assert november["energy_wh"] == 403_195
+    # --intervals of a plain replay says the same.
+    out = tmp_path / "iv.csv"
+    result = cli("replay", str(a), str(b), "--intervals", str(out))
+    assert result.returncode == 0, result.stderr
+    plain = [r for r in _rows(out.read_text()) if r["start"] >= "2026-11-20T00:00:00Z"]
+    assert {r["quality"] for r in plain[:192]} == {"gap"} and plain[192]["quality"] == "complete"
+
+
+def test_importing_the_logs_one_by_one_gives_the_same_database(cli, tmp_path, logs) -> None:
+    a, b = logs
+    together, apart = f"sqlite:///{tmp_path / 'one.db'}", f"sqlite:///{tmp_path / 'two.db'}"
+    assert cli("replay", str(a), str(b), "--db", together).returncode == 0
+    assert cli("replay", str(a), "--db", apart).returncode == 0
+    assert cli("replay", str(b), "--db", apart).returncode == 0
+    assert cli("export", "--db", together).stdout == cli("export", "--db", apart).stdout
+    assert _november(cli, together) == _november(cli, apart)
+
+
+def test_a_gap_across_a_read_instant_is_split_by_replay(cli, tmp_path) -> None:
+    a, b = tmp_path / "a.log", tmp_path / "b.log"
+    level = _log(a, "2026-11-25T00:00:00Z", "2026-11-30T22:00:00Z")
+    _log(b, "2026-12-01T03:00:00Z", "2026-12-02T00:00:00Z", level)
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    result = cli("replay", str(a), str(b), "--db", url)
+    assert result.returncode == 0, result.stderr
+    with sqlite3.connect(tmp_path / "g.db") as conn:
+        (core,) = conn.execute("select core from meter_state").fetchone()
+    november = _november(cli, url)
+    # 24 days before a.log began, and 22:00Z to midnight.
+    assert november["gap_minutes"] == (24 * 24 + 2) * 60.0
+    # December's share (midnight to 03:00Z) waits in the open period for December's read.
+    gaps = json.loads(core)["billing"]["gaps"]
+    assert [(format_iso(x), format_iso(y)) for x, y in gaps] == [
+        ("2026-12-01T00:00:00Z", "2026-12-01T03:00:00Z")
+    ]
+
+
+def test_capture_files_that_touch_have_no_hole_and_those_that_do_not_have_one(
+    cli, tmp_path: Path
+) -> None:
+    from gateway.core.edge import Edge
+    from gateway.pulselog.capture import Capture
+
+    def edges(start: str, count: int, level: int) -> list[Edge]:
+        t0 = parse_time_ns(start)
+        return [Edge(t0 + k * 30 * NS, "m1", "10", (level + k) % 2) for k in range(count)]
+
+    touching, apart = tmp_path / "touching", tmp_path / "apart"
+    # One gateway watching across midnight: the files end and start at midnight.
+    capture = Capture(str(touching), 30, "t")
+    capture.write(edges("2026-11-30T23:00:30Z", 119, 1), parse_time_ns("2026-11-30T23:00:00Z"))
+    capture.write(edges("2026-12-01T00:10:00Z", 100, 0), parse_time_ns("2026-12-01T00:10:00Z"))
+    capture.close({"m1": parse_time_ns("2026-12-01T01:00:00Z")})
+    # A gateway stopped at 23:30Z and started again at 00:30Z: an hour nobody watched.
+    capture = Capture(str(apart), 30, "t")
+    capture.write(edges("2026-11-30T23:00:30Z", 59, 1), parse_time_ns("2026-11-30T23:00:00Z"))
+    capture.close({"m1": parse_time_ns("2026-11-30T23:30:00Z")})
+    capture = Capture(str(apart), 30, "t")
+    capture.write(edges("2026-12-01T00:30:00Z", 60, 0), parse_time_ns("2026-12-01T00:30:00Z"))
+    capture.close({"m1": parse_time_ns("2026-12-01T01:00:00Z")})
+    quality = {}
+    for folder in (touching, apart):
+        files = sorted(str(p) for p in folder.glob("capture-*.csv.gz"))
+        assert len(files) == 2
+        out = folder / "iv.csv"
+        result = cli("replay", *files, "--intervals", str(out))
+        assert result.returncode == 0, result.stderr
+        quality[folder.name] = [(r["start"][11:16], r["quality"]) for r in _rows(out.read_text())]
+    assert quality["touching"] == [
+        ("23:00", "complete"),
+        ("23:15", "complete"),
+        ("23:30", "complete"),
+        ("23:45", "complete"),
+        ("00:00", "complete"),  # watched; its first edge came at 00:10
+        ("00:15", "complete"),
+        ("00:30", "complete"),
+        ("00:45", "complete"),
+    ]
+    assert quality["apart"] == [
+        ("23:00", "complete"),
+        ("23:15", "complete"),
+        ("23:30", "gap"),
+        ("23:45", "gap"),
+        ("00:00", "gap"),
+        ("00:15", "gap"),
+        ("00:30", "complete"),
+        ("00:45", "complete"),
     ]

@@ -20,7 +20,9 @@ def iso(text: str) -> int:
 
 def _one_kw(start_ns: int, count: int, first_level: int = 1) -> list[tuple[int, str, int]]:
     """1 kW on `10`: an edge (5 Wh) every 18 s after ``start_ns``."""
-    return [(start_ns + k * 18 * NS, CHANNEL_10, (first_level + k - 1) % 2) for k in range(1, count + 1)]
+    return [
+        (start_ns + k * 18 * NS, CHANNEL_10, (first_level + k - 1) % 2) for k in range(1, count + 1)
+    ]
 
 
 def test_an_outage_across_a_read_instant_is_split_between_both_periods() -> None:
