@@ -302,7 +302,9 @@ class IntervalAccumulator:
             unwatched += np.clip(hi - lo, 0, length)
         self._gaps = [(a, b) for a, b in self._gaps if b > stop * length]
         # QUALITIES codes: complete 0, partial 1, gap 2.
-        quality = np.where(unwatched == 0, 0, np.where(unwatched >= length, 2, 1)).astype(np.uint8)
+        # An edge on the instant watching ended makes its interval partial, not a gap.
+        unseen = (unwatched >= length) & (edges == 0)
+        quality = np.where(unwatched == 0, 0, np.where(unseen, 2, 1)).astype(np.uint8)
         for i in flags:
             quality[i - first] = 2
         return IntervalBatch(

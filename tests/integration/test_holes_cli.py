@@ -14,6 +14,8 @@ from gpiozero.pins.mock import MockFactory
 
 from gateway.config import BillingSettings, Config, GatewaySettings, MeterSettings, MqttSettings
 from gateway.daemon.service import Service
+from gateway.sinks.database import Database
+from gateway.sinks.readback import Readback
 from gateway.timefmt import format_iso, parse_time_ns
 
 NS = 1_000_000_000
@@ -125,6 +127,19 @@ def test_the_time_between_two_logs_is_a_gap_in_intervals_and_the_read(cli, tmp_p
     assert {(r["quality"], r["energy_wh"], r["edges"]) for r in between} == {("gap", "0", "0")}
     assert [r["quality"] for r in rows if r["start"] == "2026-11-19T23:45:00Z"] == ["complete"]
     assert [r["quality"] for r in rows if r["start"] == "2026-11-22T00:00:00Z"] == ["complete"]
+    # The read-back tells an estimator how much of each interval nobody watched.
+    database = Database(url)
+    try:
+        stored = {
+            format_iso(row.start_ns): (row.quality, row.unwatched_s)
+            for _, row in Readback(database).intervals("m1")
+        }
+    finally:
+        database.close()
+    assert stored["2026-11-19T23:45:00Z"] == ("complete", 0)
+    assert stored["2026-11-20T00:00:00Z"] == ("gap", 900)
+    assert stored["2026-11-22T00:00:00Z"] == ("complete", 0)
+    assert sum(unwatched for _, unwatched in stored.values()) == 2 * 86400
     november = _november(cli, url)
     assert (november["quality"], november["gap_minutes"]) == ("partial", 2880.0)
     assert november["energy_wh"] == 403_195

@@ -55,7 +55,7 @@ def test_migrations_ship_in_the_package() -> None:
     """Alembic finds its scripts through the installed ``migrations`` package, no alembic.ini."""
     import migrations
 
-    assert head_revision() == "0002"
+    assert head_revision() == "0003"
     assert migrations.__file__ is not None
 
 
@@ -101,6 +101,7 @@ def test_the_wheel_carries_the_migrations(tmp_path) -> None:
     assert {"gateway/migrations/env.py", "gateway/migrations/script.py.mako"} <= names
     assert "gateway/migrations/versions/0001_initial_schema.py" in names
     assert "gateway/migrations/versions/0002_meter_reads.py" in names
+    assert "gateway/migrations/versions/0003_interval_unwatched.py" in names
     assert "gateway/sinks/migrate.py" in names and "meter_model/meter.py" in names
     # No top-level "migrations" package to clash with another project's in site-packages.
     assert not any(name.startswith("migrations/") for name in names)
@@ -121,4 +122,4 @@ def test_the_wheel_carries_the_migrations(tmp_path) -> None:
         check=False,
     )
     assert migrated.returncode == 0, migrated.stderr
-    assert "revision 0002" in migrated.stdout and database.exists()
+    assert "revision 0003" in migrated.stdout and database.exists()
