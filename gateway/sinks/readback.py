@@ -20,6 +20,8 @@ from gateway.sinks.schema import (
     SubIntervalRow,
 )
 
+NS_PER_S = 1_000_000_000
+
 
 @dataclass
 class StoredMeter:
@@ -100,6 +102,24 @@ class Readback:
         )
         with self.database.reading() as session:
             return int(session.scalar(query) or 0)
+
+    def first_unwatched(self, meter_id: int, from_ns: int, to_ns: int) -> int | None:
+        """Return the start of the first interval nobody watched whole that overlaps
+        ``[from_ns, to_ns]``, if any."""
+        query = (
+            select(IntervalRow.start_ns)
+            .where(
+                IntervalRow.meter_id == meter_id,
+                IntervalRow.end_ns > from_ns,
+                IntervalRow.start_ns <= to_ns,
+                IntervalRow.unwatched_s * NS_PER_S >= IntervalRow.end_ns - IntervalRow.start_ns,
+            )
+            .order_by(IntervalRow.start_ns)
+            .limit(1)
+        )
+        with self.database.reading() as session:
+            found = session.scalar(query)
+            return None if found is None else int(found)
 
     def lcd_readings(self, meter_id: int) -> list[LcdReadingRow]:
         query = select(LcdReadingRow).where(LcdReadingRow.meter_id == meter_id)

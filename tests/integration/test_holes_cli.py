@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import sqlite3
@@ -231,3 +232,54 @@ def test_capture_files_that_touch_have_no_hole_and_those_that_do_not_have_one(
         ("00:30", "complete"),
         ("00:45", "complete"),
     ]
+
+
+# -- replay --db: an older log after a newer one -------------------------------------------------
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_an_older_log_after_a_newer_one_is_refused_leaving_the_database_as_it_was(
+    cli, tmp_path, logs
+) -> None:
+    a, b = logs
+    db = tmp_path / "g.db"
+    url = f"sqlite:///{db}"
+    assert cli("replay", str(b), "--db", url).returncode == 0
+    before = _digest(db)
+    result = cli("replay", str(a), "--db", url)
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert str(a) in line and "meter m1" in line and "Traceback" not in line
+    assert "2026-11-22T00:00:00Z to 2026-12-02T00:00:00Z" in line  # what the database holds
+    assert _digest(db) == before
+    # Importing the same log again is no drop: nothing is added, exit 0.
+    again = cli("replay", str(b), "--db", url)
+    assert again.returncode == 0, again.stderr
+    assert "m1: 0 edges added, 28799 already stored; no time added" in again.stderr
+
+
+def test_a_log_inside_a_stretch_nobody_watched_is_refused(cli, tmp_path) -> None:
+    a, b, c = tmp_path / "a.log", tmp_path / "b.log", tmp_path / "c.log"
+    level = _log(a, "2026-11-01T00:00:00Z", "2026-11-02T00:00:00Z")
+    level = _log(b, "2026-11-02T00:00:00Z", "2026-11-03T00:00:00Z", level)
+    _log(c, "2026-11-03T00:00:00Z", "2026-11-04T00:00:00Z", level)
+    db = tmp_path / "g.db"
+    url = f"sqlite:///{db}"
+    first = cli("replay", str(a), str(c), "--db", url)
+    assert first.returncode == 0, first.stderr
+    # One line per meter: the edges added and the window, with the day no log covered. Each
+    # log has 2,879 rows; c.log's first repeats a.log's last level (b.log's odd count of edges
+    # is missing between them): one edge counted back, 5,759.
+    assert (
+        "m1: 5759 edges added, 0 already stored; added 2026-11-01T00:00:00Z to "
+        "2026-11-04T00:00:00Z, 1 gap(s) no log covers (1440.0 min)"
+    ) in first.stderr
+    before = _digest(db)
+    result = cli("replay", str(b), "--db", url)
+    assert result.returncode == 2
+    assert str(b) in result.stderr and "nobody watched" in result.stderr
+    assert "2026-11-02T00:00:00Z" in result.stderr
+    assert _digest(db) == before
