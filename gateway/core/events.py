@@ -22,6 +22,7 @@ class EventKind(StrEnum):
     CLOCK_STEP = "clock_step"
     CAPTURE = "capture"  # the raw-edge capture failed (disk full, read-only) and was turned off
     STORAGE = "storage"  # the database failed (commits wait in memory) or came back
+    SCHEDULE = "schedule"  # the billing read schedule changed: from the next read instant on
 
 
 @dataclass(frozen=True, slots=True)

@@ -104,8 +104,8 @@ class Readback:
             return int(session.scalar(query) or 0)
 
     def first_unwatched(self, meter_id: int, from_ns: int, to_ns: int) -> int | None:
-        """Return the start of the first interval nobody watched whole that overlaps
-        ``[from_ns, to_ns]``, if any."""
+        """Return the start of the first interval nobody watched whole (and so holding no
+        counted edge) that overlaps ``[from_ns, to_ns]``, if any."""
         query = (
             select(IntervalRow.start_ns)
             .where(
@@ -113,6 +113,7 @@ class Readback:
                 IntervalRow.end_ns > from_ns,
                 IntervalRow.start_ns <= to_ns,
                 IntervalRow.unwatched_s * NS_PER_S >= IntervalRow.end_ns - IntervalRow.start_ns,
+                IntervalRow.edges == 0,  # an edge on the instant watching ended was counted
             )
             .order_by(IntervalRow.start_ns)
             .limit(1)

@@ -283,3 +283,32 @@ def test_a_log_inside_a_stretch_nobody_watched_is_refused(cli, tmp_path) -> None
     assert str(b) in result.stderr and "nobody watched" in result.stderr
     assert "2026-11-02T00:00:00Z" in result.stderr
     assert _digest(db) == before
+
+
+# -- a changed time zone -------------------------------------------------------------------------
+
+
+def test_a_changed_time_zone_invents_no_read_in_the_past(cli, tmp_path) -> None:
+    first, second = tmp_path / "first.log", tmp_path / "second.log"
+    level = _log(first, "2026-12-04T00:00:00Z", "2026-12-04T12:00:00Z")
+    _log(second, "2026-12-04T12:00:00Z", "2026-12-05T00:00:00Z", level)
+    config = tmp_path / "ny.toml"
+    config.write_text(
+        '[billing]\ntimezone = "America/New_York"\n\n[[meters]]\nname = "m1"\n'
+        f'model = "2O208-4W"\nsource = "replay"\nfile = "{second}"\n'
+    )
+    db = tmp_path / "g.db"
+    url = f"sqlite:///{db}"
+    assert cli("replay", str(first), "--db", url).returncode == 0  # read on UTC (TZ)
+    result = cli("replay", str(second), "--db", url, "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    with sqlite3.connect(db) as conn:
+        reads = conn.execute("select period from meter_reads").fetchall()
+        events = conn.execute("select detail from events where kind = 'schedule'").fetchall()
+        resets = conn.execute("select count(*) from demand_peaks where reset_ns is not null")
+        (reset_count,) = resets.fetchone()
+    assert reads == [] and reset_count == 0  # no "November" read of 4 December's energy
+    assert [detail for (detail,) in events] == [
+        "billing schedule changed from day 1 at 00:00 UTC to day 1 at 00:00 America/New_York; "
+        "the period that began 2026-12-01T00:00:00Z ends at 2027-01-01T05:00:00Z"
+    ]

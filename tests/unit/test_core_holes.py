@@ -5,6 +5,7 @@ from __future__ import annotations
 from core_helpers import NS, push_all
 
 from gateway.core.edge import CHANNEL_10
+from gateway.core.events import EventKind
 from gateway.core.meter import CoreSettings
 from gateway.core.reads import ReadingCore
 from gateway.core.schedule import ReadSchedule
@@ -62,3 +63,66 @@ def test_intervals_nobody_watched_are_gap_and_carry_their_unwatched_seconds() ->
         ("2026-11-30T20:30:00Z", "gap", 0, 900),
         ("2026-11-30T20:45:00Z", "complete", 0, 0),  # watched, and nothing came
     ]
+
+
+# -- a changed schedule --------------------------------------------------------------------------
+
+NEW_YORK = CoreSettings(read_schedule=ReadSchedule(timezone="America/New_York"))
+
+
+def test_a_changed_time_zone_takes_effect_from_the_next_read_and_invents_none() -> None:
+    # Counted from 4 December in UTC; restarted on 5 December with New York's midnight.
+    start = iso("2026-12-04T00:00:00Z")
+    first = ReadingCore("m1", UTC_READS, start_ns=start)
+    push_all(first, _one_kw(start, 200))
+    first.advance(start + H)
+    peak_before = first.demand.peak if first.demand else None
+    assert first.take_reads() == [] and peak_before is not None
+    core = ReadingCore("m1", NEW_YORK)
+    core.load_state(first.to_state())
+    back = iso("2026-12-05T00:00:00Z")
+    core.mark_gap(start + H, back, "down")
+    core.advance(back)
+    # No read for "November" from 1 December 00:00Z to 05:00Z, and the peak is not reset.
+    assert core.take_reads() == []
+    assert core.demand is not None and core.demand.peak == peak_before
+    changes = [e for e in core.take_events() if e.kind == EventKind.SCHEDULE]
+    assert [(format_iso(e.t_ns), e.detail) for e in changes] == [
+        (
+            "2026-12-05T00:00:00Z",
+            "billing schedule changed from day 1 at 00:00 UTC to day 1 at 00:00 "
+            "America/New_York; the period that began 2026-12-01T00:00:00Z ends at "
+            "2027-01-01T05:00:00Z",
+        )
+    ]
+    # Restarted again before that read, the period still ends there, once.
+    again = ReadingCore("m1", NEW_YORK)
+    again.load_state(core.to_state())
+    again.advance(iso("2027-01-01T05:10:00Z"))
+    (read,) = again.take_reads()
+    assert (read.period, format_iso(read.start_ns), format_iso(read.t_ns)) == (
+        "2026-12",
+        "2026-12-01T00:00:00Z",
+        "2027-01-01T05:00:00Z",
+    )
+    assert read.energy_wh == 1000 and read.peak == peak_before
+    again.advance(iso("2027-02-01T05:10:00Z"))
+    (february,) = again.take_reads()
+    assert format_iso(february.start_ns) == "2027-01-01T05:00:00Z"
+    assert format_iso(february.t_ns) == "2027-02-01T05:00:00Z"
+
+
+def test_a_read_the_old_schedule_owed_before_the_change_is_still_taken() -> None:
+    # Down from 30 November 20:00Z over the UTC read at midnight; back on 2 December with New
+    # York's schedule: the read at 1 December 00:00Z was the old schedule's, before the change.
+    start = iso("2026-11-30T18:00:00Z")
+    first = ReadingCore("m1", UTC_READS, start_ns=start)
+    push_all(first, _one_kw(start, 200))
+    first.advance(start + 2 * H)
+    core = ReadingCore("m1", NEW_YORK)
+    core.load_state(first.to_state())
+    core.mark_gap(start + 2 * H, iso("2026-12-02T00:00:00Z"), "down")
+    core.advance(iso("2026-12-02T00:00:00Z"))
+    (november,) = core.take_reads()
+    assert (november.period, format_iso(november.t_ns)) == ("2026-11", "2026-12-01T00:00:00Z")
+    assert core.next_read_ns == iso("2027-01-01T05:00:00Z")
