@@ -10,7 +10,8 @@ also carries how many of its seconds nobody watched (``unwatched_s``), for an es
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, overload
@@ -24,6 +25,7 @@ from meter_model.units import round_kw
 I64 = npt.NDArray[np.int64]
 NS_PER_S = 1_000_000_000
 J_PER_WH = 3600
+DAY_NS = 86_400 * NS_PER_S
 
 
 class Quality:
@@ -174,6 +176,47 @@ class IntervalBatch(Sequence[Interval]):
                 strict=True,
             )
         ]
+
+    def compact(self) -> Iterator[Interval]:
+        """Yield the intervals, each run of at least a day of empty ones (no edge, no flag, and
+        all watched or all not) as one :class:`Interval` spanning the run.
+
+        Empty time is held as ranges, not as rows (issue 17): a log that says it watched from
+        1970 to 2025 would otherwise make two million intervals, each a Python object, a
+        database row and an MQTT message.
+        """
+        n = len(self)
+        if n == 0:
+            return
+        length = self.length_ns
+        min_run = max(2, -(-DAY_NS // length))
+        flagged = np.zeros(n, bool)
+        for index in self._flags:
+            if 0 <= index - self._first_index < n:
+                flagged[index - self._first_index] = True
+        uniform = (self.unwatched_ns == 0) | (self.unwatched_ns >= length)
+        quiet = (self.edges == 0) & ~flagged & uniform
+        # Runs of equal (quiet, quality): a new run where either changes.
+        key = np.where(quiet, self.quality.astype(np.int64), -1)
+        cuts = np.flatnonzero(np.diff(key)) + 1
+        bounds = np.concatenate([[0], cuts, [n]]).tolist()
+        for lo, hi in itertools.pairwise(bounds):
+            if key[lo] >= 0 and hi - lo >= min_run:
+                start = int(self.start_ns[lo])
+                end = int(self.start_ns[hi - 1]) + length
+                unwatched = int(self.unwatched_ns[lo:hi].sum())
+                yield Interval(
+                    self.meter,
+                    start,
+                    end,
+                    0,
+                    0,
+                    QUALITIES[int(self.quality[lo])],
+                    (),
+                    -(-unwatched // NS_PER_S),
+                )
+            else:
+                yield from (self[i] for i in range(lo, hi))
 
     def flag_counts(self) -> list[tuple[int, dict[str, int]]]:
         """Return (interval start, {flag: count}) for every flagged interval, in order."""

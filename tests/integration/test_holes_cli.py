@@ -312,3 +312,58 @@ def test_a_changed_time_zone_invents_no_read_in_the_past(cli, tmp_path) -> None:
         "billing schedule changed from day 1 at 00:00 UTC to day 1 at 00:00 America/New_York; "
         "the period that began 2026-12-01T00:00:00Z ends at 2027-01-01T05:00:00Z"
     ]
+
+
+# -- empty time --------------------------------------------------------------------------------
+
+
+def test_replay_db_memory_follows_the_rows_not_the_span(tmp_path) -> None:
+    """Two rows 55 years apart: under a 3 GiB address-space cap the import works, and the
+    database holds the empty time as ranges that export gives back one interval each."""
+    import resource
+    import subprocess
+    import sys
+
+    log = tmp_path / "span.log"
+    log.write_text("time,meter,channel,level\n100000.000000,m1,10,1\n1767225600.000000,m1,10,0\n")
+    db = tmp_path / "g.db"
+    url = f"sqlite:///{db}"
+    cap = 3 * 1024**3
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "gateway", *args],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+            preexec_fn=limit,
+        )
+
+    result = run("replay", str(log), "--db", url)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with sqlite3.connect(db) as conn:
+        (rows,) = conn.execute("select count(*) from intervals").fetchone()
+        outboxed = "select count(*) from mqtt_outbox where kind = 'interval'"
+        (outbox,) = conn.execute(outboxed).fetchone()
+    # 1.96 million intervals of 15 minutes; stored: the first, one range, the last.
+    assert rows == 3 and outbox == 3
+    window = run(
+        "export", "--db", url, "--from", "2000-01-01T00:00:00Z", "--to", "2000-01-01T00:45:00Z"
+    )
+    assert window.returncode == 0, window.stderr
+    assert _rows(window.stdout) == [
+        {
+            "meter": "m1",
+            "start": f"2000-01-01T00:{m:02d}:00Z",
+            "end": f"2000-01-01T00:{m + 15:02d}:00Z",
+            "energy_wh": "0",
+            "edges": "0",
+            "demand_kw": "0.00",
+            "quality": "complete",
+        }
+        for m in (0, 15, 30)
+    ]

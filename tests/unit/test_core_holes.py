@@ -126,3 +126,26 @@ def test_a_read_the_old_schedule_owed_before_the_change_is_still_taken() -> None
     (november,) = core.take_reads()
     assert (november.period, format_iso(november.t_ns)) == ("2026-11", "2026-12-01T00:00:00Z")
     assert core.next_read_ns == iso("2027-01-01T05:00:00Z")
+
+
+def test_a_day_or_more_of_empty_intervals_is_held_as_one_range() -> None:
+    start = iso("2026-11-30T00:00:00Z")
+    core = ReadingCore("m1", UTC_READS, start_ns=start)
+    push_all(core, _one_kw(start, 10))  # 00:00:18 to 00:03:00
+    core.mark_gap(start + 900 * NS, start + 900 * NS + 2 * 24 * H, "down two days")
+    closed = core.finish(iso("2026-12-02T12:00:00Z"))
+    assert closed is not None and len(closed) == 2 * 96 + 48
+    got = [
+        (format_iso(i.start_ns), format_iso(i.end_ns), i.quality, i.energy_wh, i.unwatched_s)
+        for i in closed.compact()
+    ]
+    assert got == [
+        ("2026-11-30T00:00:00Z", "2026-11-30T00:15:00Z", "complete", 50, 0),
+        ("2026-11-30T00:15:00Z", "2026-12-02T00:15:00Z", "gap", 0, 2 * 86400),
+        # Watched and empty from 00:15 to 12:00 on 2 December: 47 intervals, less than a day,
+        # one by one.
+        *[
+            (format_iso(t), format_iso(t + 900 * NS), "complete", 0, 0)
+            for t in range(iso("2026-12-02T00:15:00Z"), iso("2026-12-02T12:00:00Z"), 900 * NS)
+        ],
+    ]
