@@ -115,9 +115,11 @@ def _november(cli, url: str) -> dict:
 # nobody watched: 2 days, 192 intervals of 15 minutes, 2,880 minutes.
 
 
-def test_the_time_between_two_logs_is_a_gap_in_intervals_and_the_read(cli, tmp_path, logs) -> None:
+def test_the_time_between_two_logs_is_a_gap_in_intervals_and_the_read(
+    cli, tmp_path, logs, database_url: str
+) -> None:
     a, b = logs
-    url = f"sqlite:///{tmp_path / 'g.db'}"
+    url = database_url
     result = cli("replay", str(a), str(b), "--db", url)
     assert result.returncode == 0, result.stderr
     exported = cli("export", "--db", url)
@@ -367,3 +369,19 @@ def test_replay_db_memory_follows_the_rows_not_the_span(tmp_path) -> None:
         }
         for m in (0, 15, 30)
     ]
+
+
+def test_an_older_log_is_refused_on_postgresql_too(cli, logs, postgres_url: str) -> None:
+    a, b = logs
+    assert cli("replay", str(b), "--db", postgres_url).returncode == 0
+
+    def everything() -> tuple[str, str, str]:
+        export = cli("export", "--db", postgres_url).stdout
+        status = cli("status", "--db", postgres_url, "--json").stdout
+        bill = cli("bill", "--db", postgres_url, "--format", "json").stdout
+        return export, status, bill
+
+    before = everything()
+    result = cli("replay", str(a), "--db", postgres_url)
+    assert result.returncode == 2 and str(a) in result.stderr and "meter m1" in result.stderr
+    assert everything() == before
