@@ -8,6 +8,7 @@ import io
 import json
 import sqlite3
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -385,3 +386,29 @@ def test_an_older_log_is_refused_on_postgresql_too(cli, logs, postgres_url: str)
     result = cli("replay", str(a), "--db", postgres_url)
     assert result.returncode == 2 and str(a) in result.stderr and "meter m1" in result.stderr
     assert everything() == before
+
+
+def test_green_button_marks_the_intervals_nobody_watched_questionable(cli, tmp_path, logs) -> None:
+    a, b = logs
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    assert cli("replay", str(a), str(b), "--db", url).returncode == 0
+    result = cli(
+        "export", "--db", url, "--format", "espi",
+        "--from", "2026-11-19T23:45:00Z", "--to", "2026-11-20T00:30:00Z",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    espi = "{http://naesb.org/espi}"
+    readings = ET.fromstring(result.stdout).iter(f"{espi}IntervalReading")
+    got = [
+        (
+            int(r.findtext(f"{espi}timePeriod/{espi}start") or 0) * NS,
+            r.findtext(f"{espi}ReadingQuality/{espi}quality"),
+            r.findtext(f"{espi}value"),
+        )
+        for r in readings
+    ]
+    assert [(format_iso(t), q, v) for t, q, v in got] == [
+        ("2026-11-19T23:45:00Z", None, "150"),  # watched: valid, no quality element
+        ("2026-11-20T00:00:00Z", "10", "0"),  # nobody watched: questionable
+        ("2026-11-20T00:15:00Z", "10", "0"),
+    ]
