@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--simulate", action="store_true", help="simulate one meter (embedded defaults)"
     )
     run.add_argument("--speed", type=_speed, metavar="X", help="run simulated time X times faster")
+    run.add_argument(
+        "--web", metavar="HOST:PORT", help="serve the web view and /metrics here ([web] listen)"
+    )
 
     simulate = commands.add_parser(
         "simulate", help="run the meter model over a load profile and write its pulse log"
@@ -156,11 +159,11 @@ def _configure_logging(verbose: bool) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    # Handlers first: a SIGTERM during start-up still ends in a clean, committed stop.
-    from gateway.daemon.signals import Signals
+    # Handlers first (main installed them before parsing): a SIGTERM during start-up still
+    # ends in a clean, committed stop.
+    from gateway.daemon.signals import installed
 
-    signals = Signals()
-    signals.install()
+    signals = installed()
 
     import dataclasses
 
@@ -181,7 +184,30 @@ def _cmd_run(args: argparse.Namespace) -> int:
             for m in config.meters
         )
         config = dataclasses.replace(config, meters=meters)
-    return Service(config, out=sys.stdout).run(signals)
+    if args.web:
+        from gateway.config import check_web
+
+        config = dataclasses.replace(config, web=dataclasses.replace(config.web, listen=args.web))
+        check_web(config.web, "--web")
+    if signals.stop.is_set():  # asked to stop before anything was opened
+        logger.info("stopped before starting")
+        return EXIT_OK
+    web = None
+    if config.web.listen is not None:
+        from gateway.web import gateway_web
+
+        # Bound before the database is touched; a --web address's failure names --web.
+        web, holder = gateway_web(config, "--web" if args.web else None)
+    try:
+        service = Service(config, out=sys.stdout)
+        if web is not None:
+            service.observers.append(holder.observe)
+            web.start()
+            print(f"web view on {web.url}", file=sys.stdout, flush=True)
+        return service.run(signals)
+    finally:
+        if web is not None:
+            web.stop()
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -266,6 +292,10 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
+    from gateway.daemon.signals import install_early, run_requested
+
+    if run_requested(list(sys.argv[1:] if argv is None else argv)):
+        install_early()  # the console script's first chance (python -m gateway's came earlier)
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)

@@ -137,6 +137,7 @@ class Config:
     meters: tuple[MeterSettings, ...] = ()
     path: str | None = None
     billing: BillingSettings = field(default_factory=BillingSettings)
+    web: WebSettings = field(default_factory=lambda: WebSettings())
 
 
 def embedded_defaults(speed: float = 1.0) -> Config:
@@ -190,7 +191,7 @@ def _build(cls: type[Any], table: dict[str, Any], where: str, allowed: set[str])
 
 def parse_config(data: dict[str, Any], path: str = "config") -> Config:
     """Validate a parsed TOML document into a Config; raise ConfigError naming the key."""
-    known = {"gateway", "mqtt", "meters", "billing"}
+    known = {"gateway", "mqtt", "meters", "billing", "web"}
     for key in data:
         if key not in known:
             raise ConfigError(f"{path}: {key}: unknown section")
@@ -246,7 +247,8 @@ def parse_config(data: dict[str, Any], path: str = "config") -> Config:
                 " '-'/'_' (their Home Assistant entity ids would collide)"
             )
     _check_shared(meters, path)
-    return Config(gateway, mqtt, tuple(meters), path, billing)
+    web = parse_web(data.get("web", {}), path)
+    return Config(gateway, mqtt, tuple(meters), path, billing, web)
 
 
 # A million times real time replays a year in 32 s: faster only starves the loop and memory.
@@ -348,6 +350,64 @@ def _check_shared(meters: list[MeterSettings], path: str) -> None:
             if resource in used:
                 raise ConfigError(f"{where}: {value} is already used by {used[resource]}")
             used[resource] = f"meters[{index}].{key}"
+
+
+# -- [web]: the live view and /metrics (issue 20) ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """The web view: off unless ``listen`` is set; beyond localhost only with a token or TLS
+    client certificates."""
+
+    listen: str | None = None  # "HOST:PORT"; port 0 takes a free one
+    token_file: str | None = None  # a bearer token, read from this file at start-up
+    cert_file: str | None = None  # TLS: the server's certificate chain ...
+    key_file: str | None = None  # ... and its key
+    client_ca_file: str | None = None  # TLS client certificates signed by this CA are required
+
+
+LOCALHOST_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def listen_address(listen: str, where: str) -> tuple[str, int]:
+    """Return (host, port) of ``HOST:PORT`` (``[V6]:PORT``); ConfigError naming ``where``."""
+    host, sep, port = listen.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        raise ConfigError(f'{where}: {listen!r}: expected "HOST:PORT", e.g. "127.0.0.1:8080"')
+    return host, int(port)
+
+
+def is_localhost(host: str) -> bool:
+    return host in LOCALHOST_NAMES
+
+
+def check_web(web: WebSettings, where: str) -> None:
+    """Check the [web] keys together: beyond localhost a token or client certificates."""
+    if web.listen is None:
+        return
+    host, _port = listen_address(web.listen, f"{where}.listen")
+    if (web.cert_file is None) != (web.key_file is None):
+        raise ConfigError(f"{where}.key_file: TLS needs both cert_file and key_file")
+    if web.client_ca_file is not None and web.cert_file is None:
+        raise ConfigError(f"{where}.client_ca_file: client certificates need cert_file (TLS)")
+    if not is_localhost(host) and web.token_file is None and web.client_ca_file is None:
+        raise ConfigError(
+            f"{where}.listen: {web.listen!r} is beyond localhost: set token_file (or "
+            "client_ca_file with cert_file and key_file)"
+        )
+
+
+def parse_web(table: Any, path: str) -> WebSettings:
+    """Validate the ``[web]`` table."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: web: expected a table [web]")
+    keys = {f.name for f in dataclasses.fields(WebSettings)}
+    web: WebSettings = _build(WebSettings, table, f"{path}: web", keys)
+    check_web(web, f"{path}: web")
+    return web
 
 
 def load_config(path: str) -> Config:
