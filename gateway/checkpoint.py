@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from gateway.core.events import Event, EventKind
-from gateway.core.intervals import Interval
+from gateway.core.intervals import Interval, IntervalBatch
 from gateway.core.meter import MeterCore
 from gateway.core.reads import MeterRead, ReadingCore
 from gateway.core.state import counter_values, snapshot
@@ -111,8 +111,10 @@ class Checkpoint:
         )
 
     def add_intervals(self, closed: Iterable[Interval] | None) -> None:
+        """Take closed intervals; a day or more of empty ones as one range (see
+        :meth:`IntervalBatch.compact`)."""
         if closed is not None:
-            self.intervals.extend(closed)
+            self.intervals.extend(closed.compact() if isinstance(closed, IntervalBatch) else closed)
 
     def add_events(self, events: Iterable[Event]) -> None:
         self.events.extend(events)

@@ -9,9 +9,12 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from gateway.batch.replay import BatchResult, replay_logs
+
+if TYPE_CHECKING:
+    from gateway.batch.dbimport import Imported
 from gateway.core.intervals import IntervalBatch
 from gateway.core.meter import MeterCore
 from gateway.errors import ConfigError
@@ -181,18 +184,23 @@ def replay(
 
         settings = settings_by_meter(load_config(config_path))
     progress = Progress(sys.stderr)
+    imported: list[Imported] = []
     try:
         if db_url is not None:
             from gateway.batch.dbimport import import_logs
 
             # Read the logs whole before the database is opened (or created, or migrated):
             # bad input leaves it untouched, byte for byte (issue #12).
-            check_logs(paths)
-            result = import_logs(paths, db_url, progress=progress, settings=settings)
+            spans = check_logs(paths)
+            result, imported = import_logs(
+                paths, db_url, progress=progress, settings=settings, spans=spans
+            )
         else:
             result = replay_logs(paths, progress=progress, settings=settings)
     finally:
         progress.close()
+    for done in imported:
+        print(done.line(), file=sys.stderr)  # what the import did, beside the figures on stdout
     summaries = {name: meter_summary(core) for name, core in sorted(result.cores.items())}
     for name, skipped in result.skipped.items():
         if db_url is not None and name in summaries:

@@ -5,12 +5,18 @@ stored edge are skipped and counted, so importing the same log, or an overlappin
 adds nothing. Everything derived (counters, state, intervals, sub-intervals, events, the MQTT
 outbox) goes through the same checkpoint path as the daemon's commits, in one transaction after
 the logs were read whole: bad input imports nothing.
+
+A log whose edges lie where the database already holds a meter, but were never counted there
+(before the time it holds, or in a stretch nobody watched), cannot be added to what was derived
+after them: it is refused (exit status 2, naming the log, the meter and the stored range) before
+anything is written, never skipped silently (SPEC 3).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from gateway.batch.replay import BatchResult, replay_logs
 from gateway.checkpoint import Checkpoint
@@ -18,9 +24,12 @@ from gateway.core.events import Event, EventKind
 from gateway.core.meter import CoreSettings, MeterCore
 from gateway.core.reads import ReadingCore
 from gateway.core.state import restore
+from gateway.errors import ConfigError
+from gateway.pulselog.scan import LogSpan
 from gateway.sinks.database import Database
-from gateway.sinks.readback import Readback
+from gateway.sinks.readback import Readback, StoredMeter
 from gateway.sinks.store import Store
+from gateway.timefmt import format_iso
 
 IMPORT_MODEL = "unknown"
 
@@ -33,16 +42,84 @@ def default_settings() -> CoreSettings:
     return CoreSettings(read_schedule=read_schedule(BillingSettings(), MeterSettings("meter")))
 
 
+@dataclass(frozen=True)
+class Imported:
+    """What an import did to one meter."""
+
+    meter: str
+    edges_added: int  # edges counted on every channel
+    edges_stored: int  # edges the database held already (skipped)
+    added: tuple[int, int] | None  # the time newly watched, if any
+    gaps: list[tuple[int, int]]  # stretches inside it that no log covered
+
+    def line(self) -> str:
+        """Return one line saying it."""
+        if self.added is None:
+            window = "no time added"
+        else:
+            window = f"added {format_iso(self.added[0])} to {format_iso(self.added[1])}"
+        if self.gaps:
+            minutes = sum(b - a for a, b in self.gaps) / 60e9
+            window += f", {len(self.gaps)} gap(s) no log covers ({minutes:.1f} min)"
+        return (
+            f"{self.meter}: {self.edges_added} edges added, {self.edges_stored} already stored; "
+            f"{window}"
+        )
+
+
+def _stored_range(previous: StoredMeter) -> tuple[int, int] | None:
+    """Return the time the database holds a meter from and to (its state's), if any."""
+    state = previous.core_state or {}
+    start = state.get("start_ns")
+    until = state.get("ended_ns") if state.get("ended_ns") is not None else state.get("last_ns")
+    return None if start is None or until is None else (int(start), int(until))
+
+
+def _refuse_dropped(
+    readback: Readback, stored: dict[str, StoredMeter], spans: Mapping[str, Mapping[str, LogSpan]]
+) -> None:
+    """Raise ConfigError for a log with edges where the database holds a meter but never
+    counted them: an older log imported after a newer one would be skipped, not added."""
+    for path, meters in spans.items():
+        for name, span in sorted(meters.items()):
+            previous = stored.get(name)
+            held = None if previous is None else _stored_range(previous)
+            if previous is None or held is None or span.first_ns > held[1]:
+                continue  # a new meter, or rows all after what is held: added
+            where = (
+                f"{path}: meter {name}: this log ({format_iso(span.start_ns)} to "
+                f"{format_iso(span.end_ns)})"
+            )
+            stored_range = f"{format_iso(held[0])} to {format_iso(held[1])}"
+            if span.first_ns < held[0]:
+                raise ConfigError(
+                    f"{where} begins before what the database holds for the meter "
+                    f"({stored_range}); its edges would be dropped: import logs in time order "
+                    "(the older first, into a new database)"
+                )
+            hole = readback.first_unwatched(previous.id, span.first_ns, min(span.last_ns, held[1]))
+            if hole is not None:
+                raise ConfigError(
+                    f"{where} has edges where the database holds the meter ({stored_range}) "
+                    f"but nobody watched (from {format_iso(hole)}); they would be dropped: "
+                    "import logs in time order (into a new database)"
+                )
+
+
 def import_logs(
     paths: Sequence[str],
     url: str,
     progress: Callable[[int, int, int], None] | None = None,
     settings: dict[str, CoreSettings] | None = None,
-) -> BatchResult:
-    """Import ``paths`` into the database at ``url``; return what the meters now hold."""
+    spans: Mapping[str, Mapping[str, LogSpan]] | None = None,
+) -> tuple[BatchResult, list[Imported]]:
+    """Import ``paths`` into the database at ``url``; return what the meters now hold, and what
+    the import did to each. ``spans`` (from ``check_logs``) lets it refuse a log it would drop."""
     database = Database(url, lock="replay --db")
     try:
-        stored = {m.name: m for m in Readback(database).meters()}
+        readback = Readback(database)
+        stored = {m.name: m for m in readback.meters()}
+        _refuse_dropped(readback, stored, spans or {})
 
         def make_core(name: str, first_ns: int) -> MeterCore:
             previous = stored.get(name)
@@ -61,8 +138,26 @@ def import_logs(
         result = replay_logs(paths, make_core, progress, finish=False)
         now_ns = time.time_ns()
         batches = []
-        for name, core in result.cores.items():
+        report = []
+        for name, core in sorted(result.cores.items()):
             previous = stored.get(name)
+            held = None if previous is None else _stored_range(previous)
+            before = sum(row.edges for row in previous.counters.values()) if previous else 0
+            windows = result.windows.get(name, [])
+            added = None
+            if windows:
+                lo = windows[0][0] if held is None else max(windows[0][0], held[1])
+                hi = max(windows[-1][1], core.last_ns or 0)
+                added = (lo, hi) if hi > lo else None
+            report.append(
+                Imported(
+                    name,
+                    sum(t.edges for t in core.totals.values()) - before,
+                    result.skipped.get(name, 0),
+                    added,
+                    result.holes.get(name, []),
+                )
+            )
             checkpoint = Checkpoint.resuming(
                 previous,
                 name,
@@ -82,6 +177,6 @@ def import_logs(
                 )
             )
         Store(database).commit(batches, now_ns)
-        return result
+        return result, report
     finally:
         database.close()

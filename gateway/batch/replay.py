@@ -10,6 +10,7 @@ way, so any order works and gives the same result.
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -25,7 +26,7 @@ from gateway.core.hygiene import skip_seen
 from gateway.core.intervals import IntervalBatch
 from gateway.core.meter import CoreSettings, MeterCore
 from gateway.pulselog.scan import Chunk, LogScanner, file_size, order_rows
-from gateway.timefmt import parse_time_ns
+from gateway.timefmt import format_iso, parse_time_ns
 
 T = TypeVar("T")
 I64 = npt.NDArray[np.int64]
@@ -94,18 +95,42 @@ class BatchResult:
     sort_runs: int = 0  # 0: rows came in order; 1: sorted in memory; more: spilled and merged
     files: list[str] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
+    # Per meter, the stretches between its logs' windows that no log covered (SPEC 2: a gap).
+    holes: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    # Per meter, its logs' windows joined: where the logs say someone watched.
+    windows: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
 
 
 CoreFactory = Callable[[str, int], MeterCore]
 
 
+def watched_until(core: MeterCore) -> int | None:
+    """Return where a restored core's watching ended (its log's end, else its last edge)."""
+    return core.ended_ns if core.ended_ns is not None else core.last_ns
+
+
 class _Feeder:
-    def __init__(self, make_core: CoreFactory) -> None:
+    """Feed chunks to each meter's core, and mark the time between its logs as gaps.
+
+    Holes are found as the logs come (``log_start``/``log_end``: a log starting after where
+    the ones before it ended), or, when the rows are fed sorted after all logs were read, given
+    whole in ``pending``. Either way a hole is marked on the core just before the first edge
+    after it.
+    """
+
+    def __init__(self, make_core: CoreFactory, *, incremental: bool) -> None:
         self.make_core = make_core
+        self.incremental = incremental
         self.cores: dict[str, MeterCore] = {}
         self.resume: dict[str, dict[str, tuple[int, int]]] = {}
         self.skipped: dict[str, int] = {}
         self.last: dict[str, tuple[int, dict[str, tuple[int, int]]]] = {}
+        self.reach: dict[str, int | None] = {}  # where watching has ended so far, per meter
+        self.covered: dict[str, tuple[int, int] | None] = {}  # what a restored core watched
+        self.pending: dict[str, list[tuple[int, int]]] = {}  # holes to mark, in time order
+        self.marked: dict[str, list[tuple[int, int]]] = {}
+        self._log_start: int | None = None  # the current log's start=, when incremental
+        self._in_log: set[str] = set()
 
     def core(self, name: str, first_ns: int) -> MeterCore:
         core = self.cores.get(name)
@@ -114,7 +139,62 @@ class _Feeder:
             # What a restored core has already seen is skipped (and counted), per channel.
             self.resume[name] = core.last_seen()
             self.skipped[name] = 0
+            until = watched_until(core) if core.last_seen() or core.ended_ns else None
+            self.reach[name] = until
+            self.covered[name] = (
+                None if until is None or core.start_ns is None else (core.start_ns, until)
+            )
+            self.pending.setdefault(name, [])
+            self.marked[name] = []
         return core
+
+    def log_start(self, start_ns: int | None) -> None:
+        """A new log begins (``start_ns``: its ``start=``)."""
+        self._log_start = start_ns
+        self._in_log = set()
+
+    def log_end(self, end_ns: int | None) -> None:
+        """The current log has ended (``end_ns``: its ``end=``)."""
+        if end_ns is not None:
+            for name in self._in_log:
+                reach = self.reach.get(name)
+                self.reach[name] = end_ns if reach is None else max(reach, end_ns)
+
+    def _arrive(self, name: str, first_ns: int, last_ns: int) -> None:
+        """Note a meter's rows in the current log; a log starting beyond the reach is a hole."""
+        if not self.incremental:
+            return
+        reach = self.reach.get(name)
+        if name not in self._in_log:
+            self._in_log.add(name)
+            start = first_ns if self._log_start is None else min(self._log_start, first_ns)
+            if reach is not None and start > reach:
+                self.pending[name].append((reach, start))
+        self.reach[name] = last_ns if reach is None else max(reach, last_ns)
+
+    def _push(self, name: str, core: MeterCore, blocks: dict[str, tuple[I64, I8]]) -> None:
+        pending = self.pending.get(name)
+        while pending and any(int(t[-1]) >= pending[0][1] for t, _ in blocks.values()):
+            gap_from, gap_to = pending.pop(0)
+            before: dict[str, tuple[I64, I8]] = {}
+            after: dict[str, tuple[I64, I8]] = {}
+            for ch, (t, lv) in blocks.items():
+                cut = int(np.searchsorted(t, gap_to, side="left"))
+                if cut:
+                    before[ch] = (t[:cut], lv[:cut])
+                if cut < len(t):
+                    after[ch] = (t[cut:], lv[cut:])
+            if before:
+                core.push_chunk(before)
+            core.mark_gap(
+                gap_from,
+                gap_to,
+                f"no log covers {format_iso(gap_from)} to {format_iso(gap_to)}: not watched",
+            )
+            self.marked[name].append((gap_from, gap_to))
+            blocks = after
+        if blocks:
+            core.push_chunk(blocks)
 
     def _skip_seen(self, name: str, channel: str, t: I64, lv: I8) -> tuple[I64, I8]:
         t, lv, skipped = skip_seen(self.resume[name].get(channel), t, lv)
@@ -147,7 +227,12 @@ class _Feeder:
                 continue
             if check_order:
                 self._check_order(name, blocks)
-            core.push_chunk(blocks)
+            self._arrive(
+                name,
+                min(int(t[0]) for t, _ in blocks.values()),
+                max(int(t[-1]) for t, _ in blocks.values()),
+            )
+            self._push(name, core, blocks)
 
     def _check_order(self, name: str, blocks: dict[str, tuple[I64, I8]]) -> None:
         """Raise _NeedsSort unless this chunk comes wholly after the meter's earlier chunks."""
@@ -212,6 +297,54 @@ def _windows(scanners: list[LogScanner]) -> dict[str, tuple[int | None, int | No
     return windows
 
 
+def _log_windows(
+    scanners: list[LogScanner], rows: list[dict[str, tuple[int, int]]]
+) -> dict[str, list[tuple[int, int]]]:
+    """Return each meter's watched windows, joined: per log that holds its rows, ``start=``
+    (else its first row) to ``end=`` (else its last row); a row outside extends it."""
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for scanner, seen in zip(scanners, rows, strict=True):
+        start = parse_time_ns(scanner.metadata["start"]) if "start" in scanner.metadata else None
+        end = parse_time_ns(scanner.metadata["end"]) if "end" in scanner.metadata else None
+        for name, (first, last) in seen.items():
+            lo = first if start is None else min(start, first)
+            hi = last if end is None else max(end, last)
+            spans.setdefault(name, []).append((lo, hi))
+    return {name: _joined(found) for name, found in spans.items()}
+
+
+def _joined(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(spans):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def _holes(
+    windows: list[tuple[int, int]], covered: tuple[int, int] | None
+) -> list[tuple[int, int]]:
+    """Return the time between watched windows (and after what a restored core covered)."""
+    spans = _joined([*windows, covered] if covered is not None else windows)
+    holes = [(a[1], b[0]) for a, b in itertools.pairwise(spans)]
+    if covered is not None:
+        holes = [(a, b) for a, b in holes if b > covered[1]]
+    return holes
+
+
+def _row_ranges(names: list[str], chunk: Chunk, seen: dict[str, tuple[int, int]]) -> None:
+    """Widen each meter's (first, last) row times in one log by a chunk's rows."""
+    ids = np.unique(chunk.meter)
+    for meter_id in ids.tolist():
+        t = chunk.t_ns if len(ids) == 1 else chunk.t_ns[chunk.meter == meter_id]
+        name = names[meter_id]
+        lo, hi = int(t.min()), int(t.max())
+        old = seen.get(name)
+        seen[name] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
+
+
 def _pick(choose: Callable[[int, int], int], a: int | None, b: int | None) -> int | None:
     if a is None or b is None:
         return a if b is None else b
@@ -239,10 +372,14 @@ def _replay(
         started[name] = start
         return make_core(name, first_ns if start is None else min(start, first_ns))
 
-    feeder = _Feeder(starting_at)
+    feeder = _Feeder(starting_at, incremental=sorter is None)
+    log_rows: list[dict[str, tuple[int, int]]] = []  # per log, each meter's first and last row
     for path in paths:
         scanner = LogScanner(path)
         scanners.append(scanner)
+        seen: dict[str, tuple[int, int]] = {}
+        log_rows.append(seen)
+        started_log = False
 
         def report(done: int, base: int = done_before) -> None:
             if progress is not None:
@@ -253,18 +390,37 @@ def _replay(
             local_to_global = np.array([_index(names, m) for m in scanner.meters], np.int32)
             chunk.meter = local_to_global[chunk.meter]
             rows += len(chunk.t_ns)
+            _row_ranges(names, chunk, seen)
             if sorter is not None:
                 sorter.add(chunk)
                 continue
+            if not started_log:
+                started_log = True
+                meta = scanner.metadata
+                feeder.log_start(parse_time_ns(meta["start"]) if "start" in meta else None)
             feeder.feed(names, chunk, check_order=True)
+        if started_log:
+            meta = scanner.metadata
+            feeder.log_end(parse_time_ns(meta["end"]) if "end" in meta else None)
         done_before += file_size(path)
     windows = _windows(scanners)
-    if sorter is None and any(windows[name][0] != start for name, start in started.items()):
-        raise _NeedsSort  # a later log moved a meter's start back: start again, knowing it
+    log_windows = _log_windows(scanners, log_rows)
+    if sorter is None:
+        if any(windows[name][0] != start for name, start in started.items()):
+            raise _NeedsSort  # a later log moved a meter's start back: start again, knowing it
+        for name in feeder.cores:
+            if feeder.marked[name] != _holes(log_windows[name], feeder.covered[name]):
+                raise _NeedsSort  # a later log covered a hole already marked: start again
     if sorter is not None:
         # Each meter's rows in time order, chunk by chunk: the core's result does not depend
-        # on where the chunks are cut.
+        # on where the chunks are cut. The holes between the logs are known whole by now.
         for chunk in sorter.chunks():
+            for meter_id in np.unique(chunk.meter).tolist():
+                name = names[meter_id]
+                if name not in feeder.cores:
+                    first = int(chunk.t_ns[chunk.meter == meter_id].min())
+                    feeder.core(name, first)
+                    feeder.pending[name] = _holes(log_windows[name], feeder.covered[name])
             feeder.feed(names, chunk, check_order=False)
     intervals = {}
     for name, core in feeder.cores.items():
@@ -275,7 +431,16 @@ def _replay(
         if batch is not None:
             intervals[name] = batch
     sort_runs = 0 if sorter is None else max(1, len(sorter.runs))
-    return BatchResult(feeder.cores, intervals, rows, sort_runs, list(paths), feeder.skipped)
+    return BatchResult(
+        feeder.cores,
+        intervals,
+        rows,
+        sort_runs,
+        list(paths),
+        feeder.skipped,
+        holes={name: list(marked) for name, marked in feeder.marked.items()},
+        windows={name: log_windows[name] for name in feeder.cores},
+    )
 
 
 def _fresh_cores(settings: dict[str, CoreSettings]) -> CoreFactory:

@@ -23,6 +23,7 @@ class EventKind(StrEnum):
     CAPTURE = "capture"  # the raw-edge capture failed (disk full, read-only) and was turned off
     STORAGE = "storage"  # the database failed (commits wait in memory) or came back
     CONFLICT = "conflict"  # another database publishes on this meter's MQTT topic (issue #17)
+    SCHEDULE = "schedule"  # the billing read schedule changed: from the next read instant on
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,14 +1,17 @@
 """Interval data: energy per UTC-aligned interval of length I, with a quality mark.
 
-Quality: ``gap`` where edges were inferred, glitches removed, noise seen or a cross-check failed
-in the interval; else ``partial`` where the interval was not wholly observed (counting started or
-stopped inside it, or the gateway was down for part of it); else ``complete``. Gap wins over
-partial: it says more about whether to trust the figure.
+Quality: ``gap`` where nobody watched the whole interval (the gateway was down, no log covered
+it: SPEC 2, never ``complete`` with 0 Wh), or where edges were inferred, glitches removed, noise
+seen or a cross-check failed in it; else ``partial`` where the interval was not wholly observed
+(counting started or stopped inside it, or the gateway was down for part of it); else
+``complete``. Gap wins over partial: it says more about whether to trust the figure. Each interval
+also carries how many of its seconds nobody watched (``unwatched_s``), for an estimate.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, overload
@@ -22,6 +25,7 @@ from meter_model.units import round_kw
 I64 = npt.NDArray[np.int64]
 NS_PER_S = 1_000_000_000
 J_PER_WH = 3600
+DAY_NS = 86_400 * NS_PER_S
 
 
 class Quality:
@@ -47,6 +51,7 @@ class Interval:
     edges: int
     quality: str
     flags: tuple[str, ...] = ()
+    unwatched_s: int = 0  # seconds of the interval nobody watched (rounded up)
 
     @property
     def demand_kw(self) -> Fraction:
@@ -70,6 +75,7 @@ class IntervalBatch(Sequence[Interval]):
         quality: npt.NDArray[np.uint8],
         flags: dict[int, dict[str, int]],
         first_index: int,
+        unwatched_ns: I64 | None = None,
     ) -> None:
         self.meter = meter
         self.length_ns = length_ns
@@ -79,6 +85,9 @@ class IntervalBatch(Sequence[Interval]):
         self.quality = quality
         self._flags = flags
         self._first_index = first_index
+        if unwatched_ns is None:
+            unwatched_ns = np.zeros(len(start_ns), np.int64)
+        self.unwatched_ns = unwatched_ns
 
     @property
     def energy_wh(self) -> I64:
@@ -110,6 +119,7 @@ class IntervalBatch(Sequence[Interval]):
             n,
             QUALITIES[self.quality[i]],
             tuple(sorted(self._flags.get(self._first_index + i, ()))),
+            -(-int(self.unwatched_ns[i]) // NS_PER_S),
         )
 
     def extend(self, later: IntervalBatch) -> IntervalBatch:
@@ -127,6 +137,7 @@ class IntervalBatch(Sequence[Interval]):
             np.concatenate([self.quality, later.quality]),
             {**self._flags, **later._flags},
             self._first_index,
+            np.concatenate([self.unwatched_ns, later.unwatched_ns]),
         )
 
     def csv_lines(self, lo: int = 0, hi: int | None = None) -> list[str]:
@@ -165,6 +176,47 @@ class IntervalBatch(Sequence[Interval]):
                 strict=True,
             )
         ]
+
+    def compact(self) -> Iterator[Interval]:
+        """Yield the intervals, each run of at least a day of empty ones (no edge, no flag, and
+        all watched or all not) as one :class:`Interval` spanning the run.
+
+        Empty time is held as ranges, not as rows (issue 17): a log that says it watched from
+        1970 to 2025 would otherwise make two million intervals, each a Python object, a
+        database row and an MQTT message.
+        """
+        n = len(self)
+        if n == 0:
+            return
+        length = self.length_ns
+        min_run = max(2, -(-DAY_NS // length))
+        flagged = np.zeros(n, bool)
+        for index in self._flags:
+            if 0 <= index - self._first_index < n:
+                flagged[index - self._first_index] = True
+        uniform = (self.unwatched_ns == 0) | (self.unwatched_ns >= length)
+        quiet = (self.edges == 0) & ~flagged & uniform
+        # Runs of equal (quiet, quality): a new run where either changes.
+        key = np.where(quiet, self.quality.astype(np.int64), -1)
+        cuts = np.flatnonzero(np.diff(key)) + 1
+        bounds = np.concatenate([[0], cuts, [n]]).tolist()
+        for lo, hi in itertools.pairwise(bounds):
+            if key[lo] >= 0 and hi - lo >= min_run:
+                start = int(self.start_ns[lo])
+                end = int(self.start_ns[hi - 1]) + length
+                unwatched = int(self.unwatched_ns[lo:hi].sum())
+                yield Interval(
+                    self.meter,
+                    start,
+                    end,
+                    0,
+                    0,
+                    QUALITIES[int(self.quality[lo])],
+                    (),
+                    -(-unwatched // NS_PER_S),
+                )
+            else:
+                yield from (self[i] for i in range(lo, hi))
 
     def flag_counts(self) -> list[tuple[int, dict[str, int]]]:
         """Return (interval start, {flag: count}) for every flagged interval, in order."""
@@ -240,9 +292,10 @@ class IntervalAccumulator:
             per_flag[flag] = per_flag.get(flag, 0) + n
 
     def mark_unobserved(self, from_ns: int, to_ns: int) -> None:
-        """Record a stretch when nothing was watched: its intervals become partial."""
+        """Record a stretch when nothing was watched: intervals it covers whole become gap,
+        those it covers in part partial."""
         if to_ns > from_ns:
-            self._gaps.append((from_ns, to_ns))
+            self._gaps = _merged([*self._gaps, (from_ns, to_ns)])
 
     def open_quality(self, now_ns: int) -> str:
         """Return the quality the interval now open would have if it closed now."""
@@ -280,15 +333,42 @@ class IntervalAccumulator:
         for k in [k for k in self._flags if k < stop]:
             flags[k] = self._flags.pop(k)
         starts = index * length
-        whole = starts >= self.start_ns
+        ends = starts + length
+        # Nobody watched before the observation began, after it ended, nor in a gap (the gaps
+        # are merged, so no second is counted twice).
+        unwatched = np.clip(self.start_ns - starts, 0, length)
         if end_ns is not None:
-            whole &= starts + length <= end_ns
+            unwatched += np.clip(ends - np.maximum(end_ns, starts), 0, length)
         for gap_from, gap_to in self._gaps:
-            whole &= ~((starts < gap_to) & (starts + length > gap_from))
+            lo = np.maximum(starts, max(gap_from, self.start_ns))
+            hi = np.minimum(ends, gap_to if end_ns is None else min(gap_to, end_ns))
+            unwatched += np.clip(hi - lo, 0, length)
         self._gaps = [(a, b) for a, b in self._gaps if b > stop * length]
-        quality = np.where(whole, np.uint8(0), np.uint8(1)).astype(np.uint8)  # QUALITIES codes
+        # QUALITIES codes: complete 0, partial 1, gap 2.
+        # An edge on the instant watching ended makes its interval partial, not a gap.
+        unseen = (unwatched >= length) & (edges == 0)
+        quality = np.where(unwatched == 0, 0, np.where(unseen, 2, 1)).astype(np.uint8)
         for i in flags:
             quality[i - first] = 2
         return IntervalBatch(
-            self.meter, length, starts, edges, self.wh_per_edge[register], quality, flags, first
+            self.meter,
+            length,
+            starts,
+            edges,
+            self.wh_per_edge[register],
+            quality,
+            flags,
+            first,
+            unwatched,
         )
+
+
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Return ``[from, to)`` spans sorted, overlapping and touching ones joined."""
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(spans):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out

@@ -534,12 +534,17 @@ class MeterCore:
     def mark_gap(self, from_ns: int, to_ns: int, detail: str, missed_wh: int = 0) -> None:
         """Record time nothing was watched (the gateway was down, the clock stepped).
 
-        Its intervals become partial and its demand sub-intervals count as no data; energy is
+        Intervals it covers whole become gap, those it covers in part partial; its demand
+        sub-intervals count as no data; energy is
         untouched: an edge missed meanwhile shows as a repeated level and is counted back.
         """
         if to_ns <= from_ns:
             return
         self.begin(from_ns)
+        # Time passed to the gap's end with no edge seen: a pending edge is confirmed now, in
+        # the sub-interval and interval it came in, not after the gap.
+        for ch in (CHANNEL_1K, CHANNEL_10):
+            self._take(ch, self.hygiene[ch].advance(to_ns))
         assert self._intervals is not None
         self._intervals.mark_unobserved(from_ns, to_ns)
         for demand in self._demand.values():

@@ -17,17 +17,25 @@ channels disagreed; the energy is then still only what was counted, and a bounde
 given beside it: from the `1K` channel when it watched the whole period (the two channels'
 period energies differ by less than one `1K` edge), else, across a gap, from what the pin levels
 prove was missed up to what the meter could carry meanwhile.
+
+A restored core whose schedule differs from the one its state was read on (a changed
+``timezone``, ``read_day`` or ``read_time``) keeps the old schedule's instants up to the moment
+time first passes after the restore (the change), and the new one's after it: the open period
+ends at the new schedule's first instant after the change, never at one already past, and a
+``schedule`` event says so (SPEC 2).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from gateway.core.edge import CHANNEL_1K, CHANNEL_10, CHANNELS, Edge
+from gateway.core.events import Event, EventKind
 from gateway.core.intervals import IntervalBatch
 from gateway.core.meter import I64, J_PER_WH, NS_PER_S, CoreSettings, MeterCore
 from gateway.core.schedule import ReadSchedule, period_label
@@ -78,6 +86,7 @@ class _Period:
     gap_ns: int = 0
     missed_wh: int = 0
     gaps: list[tuple[int, int]] = field(default_factory=list)  # marked after the period began
+    not_before_ns: int | None = None  # the schedule changed here: no read of the new one before
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -89,6 +98,7 @@ class _Period:
             "mismatches": self.mismatches,
             "gap_ns": self.gap_ns,
             "missed_wh": self.missed_wh,
+            "not_before_ns": self.not_before_ns,
         }
 
     @classmethod
@@ -102,6 +112,7 @@ class _Period:
             state["mismatches"],
             state["gap_ns"],
             state["missed_wh"],
+            not_before_ns=state.get("not_before_ns"),  # states before schedule changes lack it
         )
 
 
@@ -123,6 +134,8 @@ class ReadingCore(MeterCore):
             align_s=demand_s
         )
         self._period: _Period | None = None
+        self._old_schedule: ReadSchedule | None = None  # in effect until the change (see top)
+        self._change_pending = False
         self._reads: list[MeterRead] = []
         self._held: list[IntervalBatch] = []  # intervals closed by a read's advance
         super().__init__(
@@ -164,9 +177,40 @@ class ReadingCore(MeterCore):
 
     @property
     def next_read_ns(self) -> int | None:
-        if self._period is None:
-            return None
-        return self.schedule.next_after(self._period.start_ns)
+        return None if self._period is None else self._next_read()[0]
+
+    def _next_read(self) -> tuple[int, ReadSchedule]:
+        """Return the open period's read instant and the schedule it is one of."""
+        period = self._period
+        assert period is not None
+        start, changed = period.start_ns, period.not_before_ns
+        if changed is None:
+            return self.schedule.next_after(start), self.schedule
+        old = self._old_schedule
+        if old is not None and old.next_after(start) <= changed:
+            return old.next_after(start), old  # due before the change: the old one held
+        return self.schedule.next_after(max(start, changed)), self.schedule
+
+    def _settle_change(self, at_ns: int) -> None:
+        """Time passes for the first time since a restore on a changed schedule: the change
+        takes effect now."""
+        if not self._change_pending or self._period is None:
+            return
+        self._change_pending = False
+        self._period.not_before_ns = at_ns
+        old = self._old_schedule
+        assert old is not None
+        read_ns = self.next_read_ns
+        self.events.append(
+            Event(
+                at_ns,
+                EventKind.SCHEDULE,
+                None,
+                f"billing schedule changed from {_describe(old)} to {_describe(self.schedule)}; "
+                f"the period that began {format_iso(self._period.start_ns)} ends at "
+                f"{format_iso(read_ns) if read_ns is not None else '-'}",
+            )
+        )
 
     def _due(self) -> int | None:
         """Return ``R + glitch width`` of the next read, the point where it is taken."""
@@ -176,6 +220,7 @@ class ReadingCore(MeterCore):
     # -- feeding, split at the reads ---------------------------------------------------------
 
     def push(self, edge: Edge) -> None:
+        self._settle_change(edge.t_ns)
         due = self._due()
         while due is not None and edge.t_ns >= due:
             self._hold(self.advance_to_read(due))
@@ -183,6 +228,9 @@ class ReadingCore(MeterCore):
         super().push(edge)
 
     def push_chunk(self, blocks: dict[str, tuple[I64, npt.NDArray[np.int8]]]) -> None:
+        firsts = [int(t[0]) for t, _ in blocks.values() if len(t)]
+        if firsts:
+            self._settle_change(min(firsts))
         due = self._due()
         while due is not None and any(len(t) and int(t[-1]) >= due for t, _ in blocks.values()):
             before: dict[str, tuple[I64, npt.NDArray[np.int8]]] = {}
@@ -197,6 +245,7 @@ class ReadingCore(MeterCore):
         super().push_chunk(blocks)
 
     def advance(self, now_ns: int) -> IntervalBatch | None:
+        self._settle_change(now_ns)
         due = self._due()
         while due is not None and now_ns >= due:
             self._hold(self.advance_to_read(due))
@@ -209,6 +258,8 @@ class ReadingCore(MeterCore):
         end = end_ns if end_ns is not None else self.last_ns
         if end is not None and self.last_ns is not None:
             end = max(end, self.last_ns)
+        if end is not None:
+            self._settle_change(end)
         due = self._due()
         while due is not None and end is not None and end >= due:
             self._hold(self.advance_to_read(due))
@@ -223,6 +274,7 @@ class ReadingCore(MeterCore):
         return closed
 
     def mark_gap(self, from_ns: int, to_ns: int, detail: str, missed_wh: int = 0) -> None:
+        self._settle_change(to_ns)  # a restart's gap ends when the gateway is back: now
         due = self._due()
         while due is not None and from_ns >= due:
             self._hold(self.advance_to_read(due))
@@ -250,8 +302,8 @@ class ReadingCore(MeterCore):
 
     def _take_read(self) -> None:
         period = self._period
-        read_ns = self.next_read_ns
-        assert period is not None and read_ns is not None
+        assert period is not None
+        read_ns, schedule = self._next_read()
         register = self.register_channel
         end_wh = {ch: self._energy_before_open(ch) for ch in CHANNELS}
         end_edges = {ch: self.totals[ch].edges - self._open_edges(ch) for ch in CHANNELS}
@@ -259,7 +311,9 @@ class ReadingCore(MeterCore):
         energy_wh = end_wh[register] - period.energy_wh.get(register, 0)
         demand = self.demand
         peak = demand.peak if demand is not None else None
-        year, month = self.schedule.period_of(period.start_ns)
+        # Named by the month it starts in, on the schedule that ends it (the same month, but
+        # for a period a schedule change ended).
+        year, month = schedule.period_of(read_ns - 1)
         read = MeterRead(
             meter=self.name,
             period=period_label(year, month),
@@ -285,6 +339,8 @@ class ReadingCore(MeterCore):
         # Gaps marked before this read that reach past it belong to the next period too.
         following.gaps = [(max(a, read_ns), b) for a, b in period.gaps if b > read_ns]
         following.gap_ns = 0
+        changed = period.not_before_ns
+        following.not_before_ns = changed if changed is not None and changed > read_ns else None
         self._period = following
 
     @staticmethod
@@ -340,11 +396,24 @@ class ReadingCore(MeterCore):
         if data is not None:
             self._period = _Period.from_state(data)
             self._period.gaps = [(int(a), int(b)) for a, b in data.get("gaps", [])]
+            kept = (state.get("settings") or {}).get("read_schedule")
+            if kept is not None and ReadSchedule(**kept) != self.schedule:
+                self._old_schedule = ReadSchedule(**kept)
+                self._change_pending = True
         elif self.start_ns is not None:
             # Billing starts now: the register so far belongs to no period.
             anchor = self.last_ns or self.start_ns
             self._period = self._new_period(self.schedule.start_at_or_before(anchor))
             self._period.gap_ns = anchor - self._period.start_ns
+
+
+def format_iso(t_ns: int) -> str:
+    """Return an instant as ISO 8601 UTC to the second (the core stays free of timefmt)."""
+    return datetime.fromtimestamp(t_ns // NS_PER_S, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _describe(schedule: ReadSchedule) -> str:
+    return f"day {schedule.read_day} at {schedule.read_time} {schedule.timezone}"
 
 
 def _concat(batches: list[IntervalBatch]) -> IntervalBatch:
@@ -362,4 +431,5 @@ def _concat(batches: list[IntervalBatch]) -> IntervalBatch:
         np.concatenate([b.quality for b in batches]),
         flags,
         first._first_index,
+        np.concatenate([b.unwatched_ns for b in batches]),
     )

@@ -353,7 +353,8 @@ class Service:
             # not committed is counted again from the sources that can replay it.
             logger.error("the last commit failed: %s", exc)
             status = 1
-        self._capturing(Capture.close)
+        now_by_meter = {m.settings.name: m.now_ns for m in self.meters}
+        self._capturing(partial(Capture.close, now_by_meter=now_by_meter))  # watched until now
         if self.mqtt is not None:
             self.publish_states(force=True)
             self.mqtt.pump()

@@ -141,6 +141,10 @@ class PulseLogWriter:
             )
             start = stop
 
+    def write_comment(self, text: str) -> None:
+        """Append a ``#`` line (metadata such as ``end=``, read wherever it stands)."""
+        self._file.write(f"# {text}\n".encode())
+
     def flush(self) -> None:
         self._file.flush()
 

@@ -6,9 +6,11 @@ named and stamped in that meter's own clock: the wall clock for GPIO and serial,
 replayed clock for the others (a file stamped in wall time would make a replay of a simulated
 meter's edges invent hours of empty intervals, issue #11). A new file starts at each start of the
 gateway, at each UTC midnight (by edge time) and on SIGHUP (for log rotation tools); files older
-than ``capture_keep_days`` are deleted. Each file carries ``start=`` metadata and is flushed at
-every commit, so a crash loses at most what the database also lost; the reader takes what a
-truncated last gzip block held.
+than ``capture_keep_days`` are deleted. Each file carries ``start=`` metadata and, when it is
+closed (a stop, midnight, SIGHUP), an ``end=`` line as its last, so consecutive files touch and a
+replay of them sees no hole, while the time a crashed or stopped gateway did not watch stays a
+gap between them (SPEC 2). Files are flushed at every commit, so a crash loses at most what the
+database also lost; the reader takes what a truncated last gzip block held.
 """
 
 from __future__ import annotations
@@ -92,7 +94,11 @@ class Capture:
                 if current is None:
                     current = self._open(meter, min(now_ns, first))
                 elif first // DAY_NS != current.day:
-                    current = self._open(meter, first)
+                    # Watched without a break: the old file ends and the new one starts at
+                    # midnight.
+                    midnight = first // DAY_NS * DAY_NS
+                    self._close(meter, midnight)
+                    current = self._open(meter, midnight)
                 stop = start + 1
                 while (
                     stop < len(edges)
@@ -113,6 +119,7 @@ class Capture:
         with sink_errors(f"capture {self.directory}"):
             for meter in list(self._files):
                 if meter in now_by_meter:
+                    self._close(meter, now_by_meter[meter])
                     self._open(meter, now_by_meter[meter])
 
     def prune(self, now_s: float | None = None) -> list[Path]:
@@ -142,12 +149,16 @@ class Capture:
             self._pruning.cleared()
         return removed
 
-    def _close(self, meter: str) -> None:
+    def _close(self, meter: str, end_ns: int | None = None) -> None:
+        """Close a meter's file; ``end_ns``: watched until then, written as ``end=``."""
         current = self._files.pop(meter, None)
         if current is not None:
             with sink_errors(f"capture {current.path}"):
+                if end_ns is not None:
+                    current.writer.write_comment(f"end={format_iso(end_ns)}")
                 current.writer.close()
 
-    def close(self) -> None:
+    def close(self, now_by_meter: Mapping[str, int] | None = None) -> None:
+        """Close every file, each ending at its meter's "now" when given."""
         for meter in list(self._files):
-            self._close(meter)
+            self._close(meter, (now_by_meter or {}).get(meter))

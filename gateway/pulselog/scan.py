@@ -200,7 +200,10 @@ class LogScanner:
         channels: list[int] = []
         levels: list[int] = []
         for offset, line in enumerate(text.split("\n")[:-1], first_line + 1):
-            if not line.strip() or line.startswith("#"):
+            if line.startswith("#"):
+                self._metadata(line, offset)  # a capture's end= comes last
+                continue
+            if not line.strip():
                 continue
             edge = parse_row(self.path, offset, line)
             times.append(edge.t_ns)
@@ -359,11 +362,42 @@ def _fast_parse(data: bytes, scanner: LogScanner) -> Chunk | None:
     return Chunk(t_ns, meter, is_1k.astype(np.int8), level)
 
 
-def check_logs(paths: Sequence[str]) -> None:
-    """Read logs whole, keeping nothing; raise PulseLogError at the first malformed line."""
+@dataclass(frozen=True)
+class LogSpan:
+    """One meter's rows in one log: where they lie, and the window the log says it watched."""
+
+    first_ns: int  # the first row
+    last_ns: int  # the last row
+    start_ns: int  # start= (else the first row); a row before it moves it back
+    end_ns: int  # end= (else the last row); a row after it moves it on
+
+
+def check_logs(paths: Sequence[str]) -> dict[str, dict[str, LogSpan]]:
+    """Read logs whole, keeping only each meter's :class:`LogSpan` per log (by path); raise
+    PulseLogError at the first malformed line."""
+    spans: dict[str, dict[str, LogSpan]] = {}
     for path in paths:
-        for _chunk in LogScanner(path).chunks():
-            pass
+        scanner = LogScanner(path)
+        rows: dict[int, tuple[int, int]] = {}
+        for chunk in scanner.chunks():
+            ids = np.unique(chunk.meter)
+            for meter_id in ids.tolist():
+                t = chunk.t_ns if len(ids) == 1 else chunk.t_ns[chunk.meter == meter_id]
+                lo, hi = int(t.min()), int(t.max())
+                old = rows.get(meter_id)
+                rows[meter_id] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
+        meta = scanner.metadata
+        start = parse_time_ns(meta["start"]) if "start" in meta else None
+        end = parse_time_ns(meta["end"]) if "end" in meta else None
+        found = spans.setdefault(path, {})
+        for meter_id, (lo, hi) in rows.items():
+            found[scanner.meters[meter_id]] = LogSpan(
+                lo,
+                hi,
+                lo if start is None else min(start, lo),
+                hi if end is None else max(end, hi),
+            )
+    return spans
 
 
 def order_rows(t: I64, lv: I8) -> tuple[I64, I8]:

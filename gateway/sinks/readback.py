@@ -27,16 +27,29 @@ ESTIMATE_LOOKAHEAD_NS = 86_400 * NS_PER_S  # enough to tell a short gap from a l
 
 
 def unwatched_s(row: IntervalRow) -> int:
-    """Return the seconds of a stored interval that nobody watched.
+    """Return the seconds of a stored interval that nobody watched (0: wholly watched)."""
+    return int(row.unwatched_s)
+DEFAULT_INTERVAL_NS = 900 * NS_PER_S
 
-    Interim, until intervals keep the figure themselves: an interval inside a gap comes out
-    with quality ``gap`` and no edge, so it is taken as wholly unwatched.
-    """
-    stored = getattr(row, "unwatched_s", None)  # the stored figure, where the schema has it
-    if stored is not None:
-        return int(stored)
-    interval_s = (row.end_ns - row.start_ns) // NS_PER_S
-    return interval_s if row.quality == "gap" and row.edges == 0 else 0
+
+def _pieces(run: IntervalRow, length_ns: int, lo: int, hi: int) -> list[IntervalRow]:
+    """Return a stored run of empty intervals as one row per interval within ``[lo, hi)``."""
+    first = max(run.start_ns, run.start_ns + -(-(lo - run.start_ns) // length_ns) * length_ns)
+    stop = min(run.end_ns, hi)
+    unwatched_s = length_ns // NS_PER_S if run.unwatched_s else 0
+    return [
+        IntervalRow(
+            meter_id=run.meter_id,
+            start_ns=start,
+            end_ns=start + length_ns,
+            energy_wh=0,
+            edges=0,
+            quality=run.quality,
+            flags="",
+            unwatched_s=unwatched_s,
+        )
+        for start in range(first, stop - length_ns + 1, length_ns)
+    ]
 
 
 @dataclass
@@ -89,19 +102,45 @@ class Readback:
     def intervals(
         self, meter: str | None = None, start_ns: int | None = None, end_ns: int | None = None
     ) -> list[tuple[str, IntervalRow]]:
-        """Return (meter name, interval) pairs by meter and time, optionally filtered."""
+        """Return (meter name, interval) pairs by meter and time, optionally filtered (whole
+        intervals from ``start_ns`` up to ``end_ns``).
+
+        Each interval's ``unwatched_s`` says how many of its seconds nobody watched. Empty time
+        is stored as ranges (a row spanning a run of empty intervals, see
+        ``IntervalBatch.compact``): they come back here one interval each, as if stored so.
+        """
         query = select(MeterRow.name, IntervalRow).join(
             IntervalRow, IntervalRow.meter_id == MeterRow.id
         )
         if meter is not None:
             query = query.where(MeterRow.name == meter)
         if start_ns is not None:
-            query = query.where(IntervalRow.start_ns >= start_ns)
+            query = query.where(IntervalRow.end_ns > start_ns)
         if end_ns is not None:
-            query = query.where(IntervalRow.end_ns <= end_ns)
+            query = query.where(IntervalRow.start_ns < end_ns)
         query = query.order_by(MeterRow.name, IntervalRow.start_ns)
+        lo = start_ns if start_ns is not None else -(2**63)
+        hi = end_ns if end_ns is not None else 2**63
         with self.database.reading() as session:
-            return [(name, row) for name, row in session.execute(query).all()]
+            lengths = self._interval_lengths(session)
+            found: list[tuple[str, IntervalRow]] = []
+            for name, row in session.execute(query).all():
+                length = lengths.get(row.meter_id, DEFAULT_INTERVAL_NS)
+                if row.end_ns - row.start_ns <= length:
+                    if row.start_ns >= lo and row.end_ns <= hi:
+                        found.append((name, row))
+                    continue
+                found.extend((name, piece) for piece in _pieces(row, length, lo, hi))
+            return found
+
+    @staticmethod
+    def _interval_lengths(session: Session) -> dict[int, int]:
+        """Return each meter's interval length (ns), from the settings its state keeps."""
+        lengths = {}
+        for meter_id, core in session.execute(select(MeterStateRow.meter_id, MeterStateRow.core)):
+            settings = json.loads(core).get("settings") or {}
+            lengths[meter_id] = int(settings.get("interval_s", 900)) * NS_PER_S
+        return lengths
 
     def estimates(
         self, meter: str | None = None, start_ns: int | None = None, end_ns: int | None = None
@@ -148,6 +187,25 @@ class Readback:
         )
         with self.database.reading() as session:
             return int(session.scalar(query) or 0)
+
+    def first_unwatched(self, meter_id: int, from_ns: int, to_ns: int) -> int | None:
+        """Return the start of the first interval nobody watched whole (and so holding no
+        counted edge) that overlaps ``[from_ns, to_ns]``, if any."""
+        query = (
+            select(IntervalRow.start_ns)
+            .where(
+                IntervalRow.meter_id == meter_id,
+                IntervalRow.end_ns > from_ns,
+                IntervalRow.start_ns <= to_ns,
+                IntervalRow.unwatched_s * NS_PER_S >= IntervalRow.end_ns - IntervalRow.start_ns,
+                IntervalRow.edges == 0,  # an edge on the instant watching ended was counted
+            )
+            .order_by(IntervalRow.start_ns)
+            .limit(1)
+        )
+        with self.database.reading() as session:
+            found = session.scalar(query)
+            return None if found is None else int(found)
 
     def lcd_readings(self, meter_id: int) -> list[LcdReadingRow]:
         query = select(LcdReadingRow).where(LcdReadingRow.meter_id == meter_id)

@@ -83,6 +83,9 @@ class IntervalRow(Base):
     edges: Mapped[int] = mapped_column(BigInteger)
     quality: Mapped[str] = mapped_column(String(16))
     flags: Mapped[str] = mapped_column(String(128), default="")
+    # Seconds of the interval nobody watched (0: watched whole; the length: a gap), for an
+    # estimate of what was not counted.
+    unwatched_s: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class SubIntervalRow(Base):

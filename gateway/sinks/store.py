@@ -170,6 +170,7 @@ class Store:
                     "edges": interval.edges,
                     "quality": interval.quality,
                     "flags": ",".join(interval.flags),
+                    "unwatched_s": interval.unwatched_s,
                 }
             )
             if batch.outbox:

@@ -5,7 +5,7 @@ a floor for its published total only from a retained state this database itself 
 Downgrading drops the identity; upgrading again creates a new one (a new database to the broker).
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2026-12-04 00:00:00
 """
 
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 

@@ -128,6 +128,7 @@ def test_the_wheel_carries_the_migrations(tmp_path) -> None:
     assert {"gateway/migrations/env.py", "gateway/migrations/script.py.mako"} <= names
     assert "gateway/migrations/versions/0001_initial_schema.py" in names
     assert "gateway/migrations/versions/0002_meter_reads.py" in names
+    assert "gateway/migrations/versions/0003_interval_unwatched.py" in names
     assert "gateway/migrations/versions/0004_database_identity.py" in names
     assert "gateway/sinks/migrate.py" in names and "meter_model/meter.py" in names
     # No top-level "migrations" package to clash with another project's in site-packages.

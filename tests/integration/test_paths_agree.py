@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from gateway.batch.command import replay
@@ -136,6 +136,27 @@ def meter_window(scenario: Scenario, name: str) -> tuple[int | None, int | None]
     starts = [s for s, _ in mine if s is not None]
     ends = [e for _, e in mine if e is not None]
     return (min(starts) if starts else None, max(ends) if ends else None)
+
+
+def leaves_a_hole(scenario: Scenario) -> bool:
+    """Whether a meter's logs leave time between them that none covers: that time is a gap
+    (issue 16), which the daemon's one log per meter cannot say; tests/integration/
+    test_holes_cli.py holds those cases."""
+    for meter in scenario.meters:
+        spans = []
+        for rows, (start, end) in zip(scenario.logs, scenario.windows, strict=True):
+            times = [r[0] for r in rows if r[1] == meter.name]
+            if times:
+                lo = min(times) if start is None else min(start, min(times))
+                hi = max(times) if end is None else max(end, max(times))
+                spans.append((lo, hi))
+        spans.sort()
+        reach = spans[0][1] if spans else 0
+        for lo, hi in spans[1:]:
+            if lo > reach:
+                return True
+            reach = max(reach, hi)
+    return False
 
 
 def config_for(tmp: Path, scenario: Scenario, database: str, files: dict[str, Path]) -> Config:
@@ -271,4 +292,5 @@ def check_paths_agree(tmp: Path, scenario: Scenario) -> None:
 )
 @given(scenario=scenarios())
 def test_every_path_gives_identical_results_per_meter(tmp_path_factory, scenario: Scenario) -> None:
+    assume(not leaves_a_hole(scenario))
     check_paths_agree(tmp_path_factory.mktemp("paths"), scenario)

@@ -9,12 +9,9 @@ import json
 import sqlite3
 from pathlib import Path
 
-import pytest
-
 NS = 1_000_000_000
 T0 = 1_793_491_200  # 2026-11-01T00:00:00Z, a Sunday
 DAY = 86_400
-GAP_MARKING = "needs gap marking from branch holes"
 
 
 def iso(t: float) -> str:
@@ -165,7 +162,6 @@ def test_export_marks_estimates_of_stored_gaps_in_appended_columns(cli, tmp_path
     assert [(r["estimated_wh"], r["estimate_method"]) for r in rows] == [("100", "history")] * 8
 
 
-@pytest.mark.xfail(strict=True, reason=GAP_MARKING)
 def test_export_estimates_the_time_between_imported_logs(cli, tmp_path: Path) -> None:
     url, _ = imported(cli, tmp_path)
     check_export_estimates(exported(cli, url))
@@ -194,7 +190,6 @@ def test_bill_shows_the_estimate_apart_from_the_measured_energy(cli, tmp_path: P
     )
 
 
-@pytest.mark.xfail(strict=True, reason=GAP_MARKING)
 def test_bill_estimates_the_time_between_imported_logs(cli, tmp_path: Path) -> None:
     url, _ = imported(cli, tmp_path)
     november = bill_json(cli, "--db", url, "--period", "2026-11")["meters"]["u1"]
@@ -312,7 +307,6 @@ def test_green_button_marks_gaps_questionable_and_estimates_estimated(cli, tmp_p
     check_green_button(espi_feed(cli, url, tmp_path), tmp_path)
 
 
-@pytest.mark.xfail(strict=True, reason=GAP_MARKING)
 def test_green_button_of_the_time_between_imported_logs(cli, tmp_path: Path) -> None:
     import xml.etree.ElementTree as ET
 
