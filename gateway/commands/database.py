@@ -12,11 +12,13 @@ from typing import Any, TextIO
 from gateway.config import DEFAULT_CONFIG_PATH, default_database_url, load_config
 from gateway.core.meter import CoreSettings, MeterCore
 from gateway.core.state import restore
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, SinkError
 from gateway.sinks.database import Database
+from gateway.sinks.integrity import DamagedDatabase
 from gateway.sinks.readback import Readback, StoredMeter
 from gateway.sinks.reads import stored_reads
 from gateway.sinks.redact import redact
+from gateway.sinks.salvage import salvage_intervals
 from gateway.sinks.schema import IntervalRow
 from gateway.sinks.store import Store
 from gateway.timefmt import NS_PER_S, NS_PER_US, format_iso, parse_time_ns
@@ -197,11 +199,20 @@ def export(
     if fmt != "csv":
         raise ConfigError(f"--format {fmt}: only csv is supported")
     start_ns, end_ns = _time_option("--from", start), _time_option("--to", end)
-    database = open_database(url)
+    damaged: DamagedDatabase | None = None
     try:
-        rows = meter_intervals(Readback(database), meter, start_ns, end_ns)
-    finally:
-        database.close()
+        database = open_database(url)
+    except DamagedDatabase as exc:  # get out what can be read, then say what could not
+        damaged, salvage = (
+            exc,
+            salvage_intervals(url.removeprefix("sqlite:///"), meter, start_ns, end_ns),
+        )
+        rows = salvage.rows
+    else:
+        try:
+            rows = meter_intervals(Readback(database), meter, start_ns, end_ns)
+        finally:
+            database.close()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["meter", "start", "end", "energy_wh", "edges", "demand_kw", "quality"])
     from fractions import Fraction
@@ -218,6 +229,15 @@ def export(
                 round_kw(demand),
                 row.quality,
             ]
+        )
+    if damaged is not None:
+        out.flush()
+        raise SinkError(
+            f"{damaged.what} is damaged ({damaged.why}): exported the {len(rows)} interval(s) "
+            "that could be read"
+            + (f"; {salvage.unreadable} damaged part(s) could not be" if salvage.unreadable else "")
+            + (f", {salvage.rejected} row(s) held impossible values" if salvage.rejected else "")
+            + "; see 'A damaged database' in docs/persistence.md"
         )
     return len(rows)
 

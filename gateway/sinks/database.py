@@ -73,6 +73,8 @@ class Database:
         try:
             if lock is not None:
                 self.lock(lock)
+            if self.engine.dialect.name == "sqlite":
+                self._check_file(locked=lock is not None)
             if upgrade:
                 upgrade_database(self.engine)
             else:
@@ -114,6 +116,23 @@ class Database:
                 self._lock = _FileLock(path, self.name, holder)
         elif self.engine.dialect.name == "postgresql":
             self._lock = _AdvisoryLock(self, holder)
+
+    def _check_file(self, *, locked: bool) -> None:
+        """Refuse a damaged SQLite file (:mod:`gateway.sinks.integrity`) before using it.
+
+        Its write-ahead log is judged only by a process that holds the lock, or when no
+        process does: a running daemon's log is live.
+        """
+        from gateway.sinks.integrity import check_sqlite_file
+
+        path = self.engine.url.database or ""
+        wal = locked
+        if not locked:
+            try:
+                wal = _flock_holder(os.stat(path)) is None
+            except OSError:
+                wal = True
+        check_sqlite_file(self.engine, self.name, wal=wal)
 
     def guard(self, session: Session) -> bool:
         """Make sure this process still holds its lock, in a commit's transaction.
@@ -192,7 +211,8 @@ class _FileLock:
         except BlockingIOError:
             os.close(self._fd)  # this process has no SQLite connection on it (_LOCKED)
             raise ConfigError(
-                f"{what} is in use by another amr-gateway ({_flock_owner(info)}); stop it first"
+                f"{what} is in use by another amr-gateway ({_describe_pid(_flock_holder(info))});"
+                " stop it first"
             ) from None
         self._key = (info.st_dev, info.st_ino)
         _LOCKED[self._key] = holder
@@ -224,14 +244,14 @@ def _forget_lock_file(path: str, what: str) -> None:
         os.close(fd)
 
 
-def _flock_owner(info: os.stat_result) -> str:
-    """Say which process holds an ``flock`` on a file (Linux's /proc/locks), for a message."""
+def _flock_holder(info: os.stat_result) -> str | None:
+    """Return the pid of a process holding an ``flock`` on a file (Linux's /proc/locks)."""
     device = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
     try:
         with open("/proc/locks", encoding="ascii", errors="replace") as handle:
             lines = handle.read().splitlines()
     except OSError:
-        return "unknown"
+        return None
     # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF" (a waiter's line has "->" after "1:").
     # The device is the file system's, which stat may not give (btrfs): the inode decides then.
     found = [
@@ -240,8 +260,14 @@ def _flock_owner(info: os.stat_result) -> str:
         if len(fields) > 5 and fields[1] == "FLOCK" and fields[5].endswith(f":{info.st_ino}")
     ]
     if not found:
+        return None
+    return min(found, key=lambda entry: entry[0] != device)[1]  # the exact device first
+
+
+def _describe_pid(pid: str | None) -> str:
+    """``pid 1234: gateway run --config ...``, for a message."""
+    if pid is None:
         return "unknown"
-    pid = min(found, key=lambda entry: entry[0] != device)[1]  # the exact device first
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
             words = handle.read().decode("utf-8", "replace").split("\0")

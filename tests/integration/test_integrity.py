@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import sqlite3
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pytest
 from mqtt_helpers import wait_for
 from sqlalchemy import create_engine, text
 from test_durability import config_file, daemon, stop
-from test_exactly_once import counters, make_log
+from test_exactly_once import counters, make_log, run_to_the_end
 from test_store import batch, interval
 
 from gateway.errors import ConfigError, SinkError
@@ -107,7 +108,9 @@ def test_a_refused_lock_leaves_sqlites_own_locks_in_place(tmp_path: Path) -> Non
 
 
 def _terminate_lock_connection(postgres_url: str) -> None:
+    """Drop the connection that holds this process's lock, as a server restart would."""
     admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    mine = {"name": f"amr-gateway % pid {os.getpid()}"}
     try:
         with admin.connect() as connection:
             killed = connection.execute(
@@ -115,9 +118,15 @@ def _terminate_lock_connection(postgres_url: str) -> None:
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                     "WHERE application_name LIKE :name"
                 ),
-                {"name": f"amr-gateway % pid {os.getpid()}"},
+                mine,
             ).all()
-        assert killed == [(True,)], killed
+            assert killed == [(True,)], killed
+
+            def gone() -> bool:  # the signal is sent; the backend and its lock go a moment later
+                left = "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE :name"
+                return connection.execute(text(left), mine).scalar() == 0
+
+            wait_for(gone, 10, "the lock's connection to end")
     finally:
         admin.dispose()
 
@@ -163,3 +172,129 @@ def test_sqlite_files_are_not_locked_twice_by_one_process(tmp_path: Path) -> Non
         first.close()
     with sqlite3.connect(db) as connection:  # still a sound database
         assert connection.execute("pragma quick_check").fetchone() == ("ok",)
+
+
+# -- a damaged file is refused, and left as it is ------------------------------------------------
+
+FRAME = 24 + 1024  # a WAL frame of a 1 KiB-page database
+
+
+def digest(*paths: Path) -> list[bytes | None]:
+    return [p.read_bytes() if p.exists() else None for p in paths]
+
+
+def commits(wal: bytes) -> list[int]:
+    """The frame numbers (from 0) that end a transaction in a write-ahead log."""
+    count = (len(wal) - 32) // FRAME
+    return [k for k in range(count) if int.from_bytes(wal[32 + k * FRAME + 4 : 40 + k * FRAME])]
+
+
+def counted(db: Path) -> dict[str, int]:
+    """The edges stored per channel, read without ever checkpointing the log (read-only)."""
+    if not db.exists():
+        return {}
+    connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        return dict(connection.execute("select channel, edges from channel_counters").fetchall())
+    except sqlite3.OperationalError:
+        return {}
+    finally:
+        connection.close()  # one left to the garbage collector checkpoints when it goes
+
+
+@pytest.fixture
+def killed_daemon(cli, tmp_path: Path) -> tuple[Path, Path, dict[str, int]]:
+    """A daemon SIGKILLed once it had counted the whole log: its commits are in the WAL."""
+    log, expected = make_log(cli, tmp_path)
+    db = tmp_path / "gateway.db"
+    config = config_file(tmp_path, db, log)
+    proc = daemon(config)
+    try:
+        wait_for(lambda: counted(db) == expected, 90, "the whole log counted")
+    finally:
+        proc.kill()
+        proc.wait()
+    wal = (tmp_path / "gateway.db-wal").read_bytes()
+    assert len(commits(wal)) >= 4, "a few commits in the write-ahead log"
+    return config, db, expected
+
+
+def refused(cli, config: Path, db: Path, why: str) -> None:
+    """Every command that opens the file refuses it with exit 1, and leaves it as it is."""
+    files = [db, db.with_name(db.name + "-wal")]
+    before = digest(*files)
+    url = f"sqlite:///{db}"
+    for args in (
+        ["run", "--config", str(config)],
+        ["status", "--db", url],
+        ["db", "upgrade", "--db", url],
+    ):
+        result = cli(*args)
+        assert result.returncode == 1, (args, result.stderr)
+        assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
+        assert f"{db} is damaged ({why}" in result.stderr, result.stderr
+        assert (
+            "restore it from a backup" in result.stderr and "docs/persistence.md" in result.stderr
+        )
+        assert digest(*files) == before, f"{args[0]} changed the damaged file"
+
+
+def test_a_damaged_write_ahead_log_is_refused_not_read_as_an_older_database(
+    cli, killed_daemon: tuple[Path, Path, dict[str, int]]
+) -> None:
+    """SQLite drops a log from a damaged header or frame on: the register resumed lower, or
+    from zero, and the log was rewritten (issue 17). A later intact commit proves the damage."""
+    config, db, _ = killed_daemon
+    wal_path = db.with_name("gateway.db-wal")
+    wal = wal_path.read_bytes()
+    rng = random.Random(17)
+    # Random bytes over the header: SQLite would ignore the whole log.
+    wal_path.write_bytes(rng.randbytes(32) + wal[32:])
+    refused(cli, config, db, "its write-ahead log is damaged at its header")
+    # Random bytes in the page of the second transaction's first frame.
+    second = commits(wal)[0] + 1
+    at = 32 + second * FRAME + 24 + 100
+    wal_path.write_bytes(wal[:at] + rng.randbytes(64) + wal[at + 64 :])
+    refused(cli, config, db, f"its write-ahead log is damaged at its frame {second + 1}")
+
+
+def test_a_torn_last_transaction_is_a_power_cut_not_damage(
+    cli, killed_daemon: tuple[Path, Path, dict[str, int]]
+) -> None:
+    """What a power cut can leave (the transaction being written) must not stop the gateway."""
+    config, db, expected = killed_daemon
+    wal_path = db.with_name("gateway.db-wal")
+    wal = wal_path.read_bytes()
+    last = commits(wal)[-2] + 1  # the last transaction's first frame, torn
+    at = 32 + last * FRAME + 24 + 10
+    wal_path.write_bytes(wal[:at] + b"\x55" * 20 + wal[at + 20 :])
+    result = cli("status", "--db", f"sqlite:///{db}", "--json")
+    assert result.returncode == 0, result.stderr
+    assert counters(db)["10"] < expected["10"]  # the last commit is lost, as in a power cut
+    run_to_the_end(config, db, expected)  # and the replay counts it again
+
+
+def test_random_bytes_in_the_database_file_are_refused(cli, tmp_path: Path) -> None:
+    """Not written to with exit 0, then unreadable for export (issue 17)."""
+    log, _ = make_log(cli, tmp_path)
+    db = tmp_path / "gateway.db"
+    result = cli("replay", str(log), "--db", f"sqlite:///{db}")
+    assert result.returncode == 0, result.stderr
+    assert not db.with_name("gateway.db-wal").exists()  # all of it in the file itself
+    sound = cli("export", "--db", f"sqlite:///{db}").stdout.splitlines()
+    assert len(sound) == 1 + 25  # the header, and 6 hours of 15-minute intervals and the tail
+    data = db.read_bytes()
+    middle = (len(data) // 1024 // 2) * 1024  # a page boundary in the middle
+    rng = random.Random(17)
+    db.write_bytes(data[: middle - 256] + rng.randbytes(512) + data[middle + 256 :])
+    config = config_file(tmp_path, db, log)
+    refused(cli, config, db, "quick_check: ")
+    imported = cli("replay", str(log), "--db", f"sqlite:///{db}")
+    assert imported.returncode == 1 and "is damaged" in imported.stderr
+    # export still gets out what can be read, invents nothing, and says it is incomplete.
+    exported = cli("export", "--db", f"sqlite:///{db}")
+    assert exported.returncode == 1 and "Traceback" not in exported.stderr
+    lines = exported.stdout.splitlines()
+    assert lines[0] == sound[0] and set(lines) <= set(sound)
+    assert f"exported the {len(lines) - 1} interval(s) that could be read" in exported.stderr
+    assert len(exported.stderr.splitlines()) == 1
