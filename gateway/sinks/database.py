@@ -216,6 +216,15 @@ class _FileLock:
             ) from None
         self._key = (info.st_dev, info.st_ino)
         _LOCKED[self._key] = holder
+        if info.st_nlink > 1:
+            # The lock holds for every name, but SQLite finds its write-ahead log by name: a
+            # log left by a crash under one name is not seen when the file is opened by another.
+            logger.warning(
+                "%s has %d names (hard links); SQLite keeps its write-ahead log by name, so "
+                "always open it by the same one (a symbolic link is fine)",
+                what,
+                info.st_nlink,
+            )
 
     def release(self) -> None:
         _LOCKED.pop(self._key, None)

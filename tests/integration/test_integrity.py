@@ -162,6 +162,19 @@ def test_a_lost_postgresql_lock_is_taken_again_before_the_next_commit(
         first.close()
 
 
+def test_a_database_with_two_names_is_said_to_have_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQLite names its write-ahead log after the name it was opened by: a hard link can
+    hide a crash's log from the other name, so the gateway warns when the file has two."""
+    db = tmp_path / "gateway.db"
+    Database(f"sqlite:///{db}", lock="run").close()
+    os.link(db, tmp_path / "copy.db")
+    with caplog.at_level(logging.WARNING, logger="gateway.sinks.database"):
+        Database(f"sqlite:///{db}", lock="run").close()
+    assert "has 2 names (hard links)" in caplog.text
+
+
 def test_sqlite_files_are_not_locked_twice_by_one_process(tmp_path: Path) -> None:
     db = tmp_path / "gateway.db"
     first = Database(f"sqlite:///{db}", lock="run")
