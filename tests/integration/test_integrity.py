@@ -311,3 +311,49 @@ def test_random_bytes_in_the_database_file_are_refused(cli, tmp_path: Path) -> N
     assert lines[0] == sound[0] and set(lines) <= set(sound)
     assert f"exported the {len(lines) - 1} interval(s) that could be read" in exported.stderr
     assert len(exported.stderr.splitlines()) == 1
+
+
+def test_the_daemon_takes_a_lost_postgresql_lock_again(
+    cli, tmp_path: Path, postgres_url: str
+) -> None:
+    """Through the real daemon: a dropped lock connection is noticed at the next commit."""
+    log, _ = make_log(cli, tmp_path)
+    config = config_file(tmp_path, tmp_path / "unused.db", log)
+    config.write_text(
+        config.read_text()
+        .replace(f'"sqlite:///{tmp_path / "unused.db"}"', f'"{postgres_url}"')
+        .replace("speed = 3600", "speed = 600")
+    )
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    proc = daemon(config)
+    lock_holders = (
+        "SELECT a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        f"WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = 'amr-gateway run pid {proc.pid}'"
+    )
+
+    def edges() -> int:
+        with admin.connect() as connection:
+            try:
+                return int(
+                    connection.execute(
+                        text("SELECT coalesce(sum(edges), 0) FROM channel_counters")
+                    ).scalar()
+                    or 0
+                )
+            except Exception:
+                return 0
+
+    try:
+        with admin.connect() as connection:
+            wait_for(lambda: edges() > 0, 60, "the daemon's first commit")
+            (first,) = connection.execute(text(lock_holders)).scalars().all()
+            connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+            before = edges()
+            wait_for(lambda: edges() > before, 60, "a commit after the lock was lost")
+            holders = connection.execute(text(lock_holders)).scalars().all()
+            assert len(holders) == 1 and holders != [first], "taken again, on a new connection"
+    finally:
+        status, err = stop(proc)
+        admin.dispose()
+    assert status == 0, err
+    assert err.count("the lock was lost with its connection") == 1, err
