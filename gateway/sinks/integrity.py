@@ -86,8 +86,10 @@ class _Frame:
 def wal_damage(path: str) -> str | None:
     """Say how the write-ahead log beside an SQLite file is damaged, or None if it is not.
 
-    Damaged means: SQLite would drop at least a transaction that was committed and is not in the
-    database file already (a checkpoint may have copied it before the damage).
+    Damaged means: an intact later transaction proves that frames SQLite would drop were
+    committed, and a page SQLite would read differs from the one committed last (a checkpoint
+    may have copied the dropped frames into the file, but SQLite reads the frames it keeps
+    before the file).
     """
     try:
         with open(path + "-wal", "rb") as handle:
@@ -149,7 +151,10 @@ def wal_damage(path: str) -> str | None:
     proven = [i for i in intact_after if frames[i].commit and any(j > i for j in intact_after)]
     if not proven:
         return None
-    last = proven[-1]
+    # What the database held at its last intact commit, page by page, against what SQLite would
+    # read: the frames it keeps, else the file (a checkpoint may have copied later frames into
+    # it, but SQLite reads a page from the frames it keeps first).
+    last = max(i for i in intact_after if frames[i].commit)
     lost = {frames[i].page: frames[i].data for i in intact_after if i <= last}
     reads = {frames[i].page: frames[i].data for i in range(sqlite_reads)}
     changed = [
@@ -158,9 +163,9 @@ def wal_damage(path: str) -> str | None:
         if data != (reads.get(page) or _database_page(path, page, page_size))
     ]
     if not changed:
-        return None  # copied into the database already by a checkpoint
+        return None  # every page SQLite would read is as it was committed
     where = "header" if not header_ok else f"frame {sqlite_reads + 1}"
-    dropped = sum(1 for i in range(sqlite_reads, last + 1) if frames[i].commit)
+    dropped = sum(1 for i in range(sqlite_reads, proven[-1] + 1) if frames[i].commit)
     return (
         f"its write-ahead log is damaged at its {where}: SQLite would drop at least {dropped} "
         f"committed transaction(s) after it, {len(changed)} page(s) of data"

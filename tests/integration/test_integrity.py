@@ -357,3 +357,24 @@ def test_the_daemon_takes_a_lost_postgresql_lock_again(
         admin.dispose()
     assert status == 0, err
     assert err.count("the lock was lost with its connection") == 1, err
+
+
+def test_damage_in_a_log_a_checkpoint_copied_is_still_damage(
+    cli, killed_daemon: tuple[Path, Path, dict[str, int]]
+) -> None:
+    """A checkpoint copied every frame into the file, then the log was damaged: SQLite reads
+    the frames it keeps before the file, so it would read pages older than the file's (an
+    empty alembic_version: "revision None") and a write would rewrite the log."""
+    config, db, _ = killed_daemon
+    checkpoint = (
+        f"import os, sqlite3; c = sqlite3.connect({str(db)!r}); "
+        "assert c.execute('PRAGMA wal_checkpoint(PASSIVE)').fetchone()[0] == 0; "
+        "os._exit(0)"  # not closed: the log stays, every frame of it in the file now
+    )
+    subprocess.run([sys.executable, "-c", checkpoint], check=True)
+    wal_path = db.with_name("gateway.db-wal")
+    wal = wal_path.read_bytes()
+    second = commits(wal)[0] + 1
+    at = 32 + second * FRAME + 24 + 100
+    wal_path.write_bytes(wal[:at] + random.Random(17).randbytes(64) + wal[at + 64 :])
+    refused(cli, config, db, f"its write-ahead log is damaged at its frame {second + 1}")
