@@ -126,13 +126,15 @@ class Database:
         from gateway.sinks.integrity import check_sqlite_file
 
         path = self.engine.url.database or ""
-        wal = locked
-        if not locked:
-            try:
-                wal = _flock_holder(os.stat(path)) is None
-            except OSError:
-                wal = True
-        check_sqlite_file(self.engine, self.name, wal=wal)
+        wal, fd = locked, None
+        if isinstance(self._lock, _FileLock):
+            fd = self._lock.fd
+        elif not locked:
+            with contextlib.suppress(OSError):
+                info = os.stat(path)
+                wal = _flock_holder(info) is None
+                fd = _LOCKED.get((info.st_dev, info.st_ino), (None, None))[1]  # ours: open
+        check_sqlite_file(self.engine, self.name, wal=wal, fd=fd)
 
     def guard(self, session: Session) -> bool:
         """Make sure this process still holds its lock, in a commit's transaction.
@@ -171,9 +173,10 @@ class Database:
             self._lock = None
 
 
-# The SQLite files this process has locked, by (device, inode): a second lock of one is refused
-# without opening it (closing a descriptor would drop SQLite's POSIX locks on the file).
-_LOCKED: dict[tuple[int, int], str] = {}
+# The SQLite files this process has locked, by (device, inode): who and the descriptor. A second
+# lock of one is refused without opening it, and the file is read through that descriptor
+# (closing any other would drop SQLite's POSIX locks on the file).
+_LOCKED: dict[tuple[int, int], tuple[str, int]] = {}
 
 
 class _FileLock:
@@ -194,7 +197,7 @@ class _FileLock:
         with contextlib.suppress(OSError):
             info = os.stat(path)
             if (info.st_dev, info.st_ino) in _LOCKED:
-                held = _LOCKED[(info.st_dev, info.st_ino)]
+                held = _LOCKED[(info.st_dev, info.st_ino)][0]
                 raise ConfigError(
                     f"{what} is in use by another amr-gateway (pid {os.getpid()}: {held}); "
                     "stop it first"
@@ -202,20 +205,20 @@ class _FileLock:
         _forget_lock_file(path, what)
         try:
             # An empty file is what SQLite creates for a new database: creating it is the same.
-            self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             raise SinkError(f"{what}: cannot open it to lock it: {exc.strerror}") from exc
-        info = os.fstat(self._fd)
+        info = os.fstat(self.fd)
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            os.close(self._fd)  # this process has no SQLite connection on it (_LOCKED)
+            os.close(self.fd)  # this process has no SQLite connection on it (_LOCKED)
             raise ConfigError(
                 f"{what} is in use by another amr-gateway ({_describe_pid(_flock_holder(info))});"
                 " stop it first"
             ) from None
         self._key = (info.st_dev, info.st_ino)
-        _LOCKED[self._key] = holder
+        _LOCKED[self._key] = (holder, self.fd)
         if info.st_nlink > 1:
             # The lock holds for every name, but SQLite finds its write-ahead log by name: a
             # log left by a crash under one name is not seen when the file is opened by another.
@@ -228,7 +231,7 @@ class _FileLock:
 
     def release(self) -> None:
         _LOCKED.pop(self._key, None)
-        os.close(self._fd)  # closing drops the flock
+        os.close(self.fd)  # closing drops the flock
 
 
 def _forget_lock_file(path: str, what: str) -> None:

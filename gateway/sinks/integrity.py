@@ -55,11 +55,23 @@ class DamagedDatabase(SinkError):
         super().__init__(f"{what} is damaged ({why}); {WHAT_TO_DO}")
 
 
-def is_sqlite(path: str) -> bool:
+def _read(path: str, offset: int, size: int, fd: int | None) -> bytes:
+    """Read part of the database file: through ``fd`` when this process holds one open.
+
+    Closing any descriptor of a file drops every POSIX lock the process holds on it, SQLite's
+    included: a process that has the file open (locked) reads it through that descriptor.
+    """
+    if fd is not None:
+        return os.pread(fd, size, offset)
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        return handle.read(size)
+
+
+def is_sqlite(path: str, fd: int | None = None) -> bool:
     """Whether a file starts as an SQLite database does (an empty file is a new database)."""
     try:
-        with open(path, "rb") as handle:
-            return handle.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
+        return _read(path, 0, len(SQLITE_MAGIC), fd) == SQLITE_MAGIC
     except OSError:
         return False
 
@@ -83,7 +95,7 @@ class _Frame:
     header: bytes  # the first 8 bytes, which the checksum covers
 
 
-def wal_damage(path: str) -> str | None:
+def wal_damage(path: str, fd: int | None = None) -> str | None:
     """Say how the write-ahead log beside an SQLite file is damaged, or None if it is not.
 
     Damaged means: an intact later transaction proves that frames SQLite would drop were
@@ -100,7 +112,7 @@ def wal_damage(path: str) -> str | None:
         return None  # torn while it was being started: it held nothing yet
     magic, version, page_size = struct.unpack(">III", wal[:12])
     if not 512 <= page_size <= 65536 or page_size & (page_size - 1):
-        page_size = _database_page_size(path)
+        page_size = _database_page_size(path, fd)
         if page_size is None:
             return "its write-ahead log's header is damaged"
     size = FRAME_HEADER + page_size
@@ -160,7 +172,7 @@ def wal_damage(path: str) -> str | None:
     changed = [
         page
         for page, data in sorted(lost.items())
-        if data != (reads.get(page) or _database_page(path, page, page_size))
+        if data != (reads.get(page) or _database_page(path, page, page_size, fd))
     ]
     if not changed:
         return None  # every page SQLite would read is as it was committed
@@ -183,10 +195,9 @@ def _frame_checksum(frame: _Frame, big_endian: bool, seed: tuple[int, int]) -> t
     return _checksum(frame.data, big_endian, s0, s1)
 
 
-def _database_page_size(path: str) -> int | None:
+def _database_page_size(path: str, fd: int | None) -> int | None:
     try:
-        with open(path, "rb") as handle:
-            header = handle.read(18)
+        header = _read(path, 0, 18, fd)
     except OSError:
         return None
     if len(header) < 18 or not header.startswith(SQLITE_MAGIC):
@@ -195,12 +206,9 @@ def _database_page_size(path: str) -> int | None:
     return 65536 if size == 1 else size
 
 
-def _database_page(path: str, page: int, page_size: int) -> bytes:
+def _database_page(path: str, page: int, page_size: int, fd: int | None) -> bytes:
     """A page of the database file itself (zeros beyond its end, as SQLite reads them)."""
-    with open(path, "rb") as handle:
-        handle.seek((page - 1) * page_size)
-        data = handle.read(page_size)
-    return data.ljust(page_size, b"\x00")
+    return _read(path, (page - 1) * page_size, page_size, fd).ljust(page_size, b"\x00")
 
 
 def quick_check(engine: Engine, what: str) -> None:
@@ -218,11 +226,12 @@ def quick_check(engine: Engine, what: str) -> None:
         raise DamagedDatabase(what, f"quick_check: {first}")
 
 
-def check_sqlite_file(engine: Engine, what: str, *, wal: bool) -> None:
+def check_sqlite_file(engine: Engine, what: str, *, wal: bool, fd: int | None = None) -> None:
     """Refuse a damaged SQLite file, before SQLite reads (and may rewrite) its log.
 
     ``wal``: check the write-ahead log too; not while another process writes the database
-    (its log is live then, and SQLite in that process trusts it).
+    (its log is live then, and SQLite in that process trusts it). ``fd``: a descriptor of the
+    file this process keeps open (its lock), to read it through.
     """
     path = engine.url.database
     if not path or path == ":memory:" or path.startswith("file:"):
@@ -231,10 +240,10 @@ def check_sqlite_file(engine: Engine, what: str, *, wal: bool) -> None:
         empty = os.path.getsize(path) == 0  # a log may hold all of it yet
     except OSError:
         return  # not there: a new database
-    if not empty and not is_sqlite(path):
+    if not empty and not is_sqlite(path, fd):
         return  # not SQLite at all: the migration check says so (exit 2)
     if wal:
-        why = wal_damage(path)
+        why = wal_damage(path, fd)
         if why is not None:
             raise DamagedDatabase(what, why)
     quick_check(engine, what)
