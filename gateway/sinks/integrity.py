@@ -32,6 +32,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.errors import SinkError
+from gateway.sinks.failures import first_line
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 WAL_MAGIC = (0x377F0682, 0x377F0683)  # checksums in little-endian, big-endian words
@@ -220,7 +221,7 @@ def quick_check(engine: Engine, what: str) -> None:
         name = getattr(getattr(exc, "orig", None), "sqlite_errorname", None)
         if name != "SQLITE_CORRUPT":
             return  # not a database at all, locked, unreadable: the open's own checks say so
-        raise DamagedDatabase(what, "SQLite finds it malformed") from exc
+        raise DamagedDatabase(what, f"SQLite: {first_line(exc)}") from exc
     if rows != ["ok"]:
         first = " ".join(str(rows[0]).split()) if rows else "no answer"
         raise DamagedDatabase(what, f"quick_check: {first}")
