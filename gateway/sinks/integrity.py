@@ -88,12 +88,11 @@ def _checksum(data: bytes, big_endian: bool, s0: int, s1: int) -> tuple[int, int
 
 @dataclass(frozen=True)
 class _Frame:
+    offset: int  # in the log, which holds its page (not copied: a log can be large)
     page: int
     commit: bool  # the last frame of a transaction (it carries the database size)
     salt: bytes
     checksum: tuple[int, int]
-    data: bytes
-    header: bytes  # the first 8 bytes, which the checksum covers
 
 
 def wal_damage(path: str, fd: int | None = None) -> str | None:
@@ -117,10 +116,7 @@ def wal_damage(path: str, fd: int | None = None) -> str | None:
         if page_size is None:
             return "its write-ahead log's header is damaged"
     size = FRAME_HEADER + page_size
-    frames = [
-        _frame(wal[offset : offset + size])
-        for offset in range(WAL_HEADER, len(wal) - size + 1, size)
-    ]
+    frames = [_frame(wal, offset) for offset in range(WAL_HEADER, len(wal) - size + 1, size)]
     if not frames:
         return None
     big_endian = magic == WAL_MAGIC[1]
@@ -143,7 +139,10 @@ def wal_damage(path: str, fd: int | None = None) -> str | None:
         chain = seed
         for index, frame in enumerate(frames):
             assert chain is not None
-            if frame.salt != salt or _frame_checksum(frame, big_endian, chain) != frame.checksum:
+            if (
+                frame.salt != salt
+                or _frame_checksum(wal, frame, page_size, big_endian, chain) != frame.checksum
+            ):
                 break
             chain = frame.checksum
             if frame.commit:
@@ -156,7 +155,7 @@ def wal_damage(path: str, fd: int | None = None) -> str | None:
         if (
             frame.salt == salt
             and before is not None
-            and _frame_checksum(frame, big_endian, before) == frame.checksum
+            and _frame_checksum(wal, frame, page_size, big_endian, before) == frame.checksum
         ):
             intact_after.append(index)
     # A commit is proven when an intact frame of a later transaction follows it: that one was
@@ -168,12 +167,17 @@ def wal_damage(path: str, fd: int | None = None) -> str | None:
     # read: the frames it keeps, else the file (a checkpoint may have copied later frames into
     # it, but SQLite reads a page from the frames it keeps first).
     last = max(i for i in intact_after if frames[i].commit)
-    lost = {frames[i].page: frames[i].data for i in intact_after if i <= last}
-    reads = {frames[i].page: frames[i].data for i in range(sqlite_reads)}
+    lost = {frames[i].page: frames[i].offset for i in intact_after if i <= last}
+    reads = {frames[i].page: frames[i].offset for i in range(sqlite_reads)}
+
+    def page_at(offset: int) -> bytes:
+        return wal[offset + FRAME_HEADER : offset + FRAME_HEADER + page_size]
+
     changed = [
         page
-        for page, data in sorted(lost.items())
-        if data != (reads.get(page) or _database_page(path, page, page_size, fd))
+        for page, offset in sorted(lost.items())
+        if page_at(offset)
+        != (page_at(reads[page]) if page in reads else _database_page(path, page, page_size, fd))
     ]
     if not changed:
         return None  # every page SQLite would read is as it was committed
@@ -185,15 +189,20 @@ def wal_damage(path: str, fd: int | None = None) -> str | None:
     )
 
 
-def _frame(raw: bytes) -> _Frame:
-    page, size = struct.unpack(">II", raw[:8])
-    checksum = struct.unpack(">II", raw[16:24])
-    return _Frame(page, size != 0, raw[8:16], checksum, raw[FRAME_HEADER:], raw[:8])
+def _frame(wal: bytes, offset: int) -> _Frame:
+    page, size = struct.unpack_from(">II", wal, offset)
+    checksum = struct.unpack_from(">II", wal, offset + 16)
+    return _Frame(offset, page, size != 0, wal[offset + 8 : offset + 16], checksum)
 
 
-def _frame_checksum(frame: _Frame, big_endian: bool, seed: tuple[int, int]) -> tuple[int, int]:
-    s0, s1 = _checksum(frame.header, big_endian, *seed)
-    return _checksum(frame.data, big_endian, s0, s1)
+def _frame_checksum(
+    wal: bytes, frame: _Frame, page_size: int, big_endian: bool, seed: tuple[int, int]
+) -> tuple[int, int]:
+    """A frame's checksum: its header's first 8 bytes, then its page, from ``seed`` on."""
+    start = frame.offset
+    s0, s1 = _checksum(wal[start : start + 8], big_endian, *seed)
+    data = wal[start + FRAME_HEADER : start + FRAME_HEADER + page_size]
+    return _checksum(data, big_endian, s0, s1)
 
 
 def _database_page_size(path: str, fd: int | None) -> int | None:
