@@ -18,6 +18,8 @@ HVAC_CYCLE_S = 20 * 60
 MORNING_MW = 1_200_000
 EVENING_MW = 2_600_000
 STEP_S = 60
+# The most any minute draws: base, the largest wobble, the compressor and the evening peak.
+BUILTIN_PEAK_MW = BASE_MW + 150_000 + HVAC_MW + max(MORNING_MW, EVENING_MW)
 
 
 def _wobble_mw(minute: int) -> int:

@@ -24,11 +24,13 @@ from gateway.core.estimate import Estimate
 from gateway.core.meter import CoreSettings, MeterCore
 from gateway.core.schedule import ReadSchedule, parse_period
 from gateway.core.state import restore
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, SinkError
 from gateway.sinks.database import Database
+from gateway.sinks.integrity import DamagedDatabase
 from gateway.sinks.readback import Readback, StoredMeter
 from gateway.sinks.reads import StoredRead, stored_reads
 from gateway.sinks.redact import redact
+from gateway.sinks.salvage import salvage_intervals
 from gateway.sinks.schema import IntervalRow
 from gateway.sinks.store import Store
 from gateway.timefmt import NS_PER_S, NS_PER_US, format_iso, parse_time_ns
@@ -353,13 +355,25 @@ def export(
     if fmt != "csv":
         raise ConfigError(f"--format {fmt}: only csv is supported")
     window = export_window(start, end, period)
-    database = open_database(url)
+    damaged: DamagedDatabase | None = None
+    estimates: dict[str, dict[int, Estimate]] = {}
     try:
-        readback = Readback(database)
-        rows = meter_intervals(readback, meter, window)
-        estimates = export_estimates(readback, meter, window, rows)
-    finally:
-        database.close()
+        database = open_database(url)
+    except DamagedDatabase as exc:  # get out what can be read, then say what could not
+        damaged, salvage = (
+            exc,
+            salvage_intervals(
+                url.removeprefix("sqlite:///"), meter, window.start_ns, window.end_ns
+            ),
+        )
+        rows = salvage.rows
+    else:
+        try:
+            readback = Readback(database)
+            rows = meter_intervals(readback, meter, window)
+            estimates = export_estimates(readback, meter, window, rows)
+        finally:
+            database.close()
     writer = csv.writer(out, lineterminator="\n")
     # The SPEC's columns, then the estimate of the interval's unwatched time (empty when it
     # was watched or cannot be estimated), never added to energy_wh.
@@ -381,6 +395,15 @@ def export(
                 "" if estimate is None else estimate.estimated_wh,
                 "" if estimate is None else estimate.method,
             ]
+        )
+    if damaged is not None:
+        out.flush()
+        raise SinkError(
+            f"{damaged.what} is damaged ({damaged.why}): exported the {len(rows)} interval(s) "
+            "that could be read"
+            + (f"; {salvage.unreadable} damaged part(s) could not be" if salvage.unreadable else "")
+            + (f", {salvage.rejected} row(s) held impossible values" if salvage.rejected else "")
+            + "; see 'A damaged database' in docs/persistence.md"
         )
     return len(rows)
 

@@ -7,12 +7,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.config import Config, MeterSettings, MqttSettings
+from gateway.config import Config, MeterSettings, MqttSettings, meter_config
 from gateway.core.edge import CHANNEL_1K, CHANNEL_10
 from gateway.daemon.clock import Timeline
 from gateway.errors import ConfigError
 from gateway.sources import Source
 from meter_model import MeterConfig
+from meter_model.profiles import BUILTIN_PEAK_MW
 
 
 @dataclass
@@ -40,9 +41,15 @@ def check_inputs(config: Config, *, ports: bool = True) -> None:
         key = f"{where} meters[{index}]"
         if ports and meter.source == "serial" and not os.path.exists(meter.port or ""):
             raise ConfigError(f"{key}.port: {meter.port} does not exist")
-        if meter.source == "simulate" and meter.profile is not None:
-            _readable(f"{key}.profile", meter.profile)
-            read_profile(meter.profile)
+        if meter.source == "simulate":
+            peak_mw, peak = BUILTIN_PEAK_MW, "the built-in profile peaks at {kw:g} kW"
+            if meter.profile is not None:
+                _readable(f"{key}.profile", meter.profile)
+                profile = read_profile(meter.profile)  # two rows at least: one has a power
+                row = int(profile.power_mw.argmax())
+                peak_mw = int(profile.power_mw[row])
+                peak = f"{meter.profile}:{int(profile.lines[row])} asks {{kw:g}} kW"
+            _check_ct_rating(key, meter, peak_mw, peak)
         if meter.source == "replay" and meter.file is not None:
             _readable(f"{key}.file", meter.file)
             scanner = LogScanner(meter.file)
@@ -52,6 +59,17 @@ def check_inputs(config: Config, *, ports: bool = True) -> None:
                 raise ConfigError(f"{key}.file: {meter.file} has no rows for meter {meter.name!r}")
     if config.mqtt.enabled:
         _check_mqtt_files(config.mqtt, f"{where} mqtt")
+
+
+def _check_ct_rating(key: str, meter: MeterSettings, peak_mw: int, peak: str) -> None:
+    """Refuse a simulated load its CTs cannot carry: the meter model would raise mid-run."""
+    model = meter_config(meter, key)
+    if peak_mw > model.nominal_max_power_kw * 1_000_000:
+        raise ConfigError(
+            f"{key}.ct_rating_a: {meter.ct_rating_a:g} A CTs carry at most "
+            f"{model.nominal_max_power_kw:g} kW on a {model.model.text} (nominal voltage, CT "
+            f"rating + 10 %), but {peak.format(kw=peak_mw / 1e6)}; give CTs rated for the load"
+        )
 
 
 def _readable(key: str, path: str) -> None:

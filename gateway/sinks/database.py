@@ -8,15 +8,18 @@ Commits are few (see :mod:`gateway.daemon.service`), so syncing each costs littl
 SQLAlchemy URL works (PostgreSQL is tested).
 
 One gateway writes to a database at a time: :meth:`Database.lock` takes a lock the database's
-other users can see (a ``.lock`` file beside an SQLite file, an advisory lock on PostgreSQL), and
-a second daemon or import is refused with a message naming the one that holds it.
+other users can see (an ``flock`` on the SQLite file itself, which follows the file through any
+symbolic or hard link; an advisory lock on PostgreSQL), and a second daemon or import is refused
+with a message naming the one that holds it. A PostgreSQL lock is lost with its connection (a
+server restart): :meth:`Database.guard`, in each commit, notices and takes it again, or stops
+the commit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -28,6 +31,8 @@ from sqlalchemy.orm import Session
 from gateway.errors import ConfigError, SinkError
 from gateway.sinks.failures import sink_errors
 from gateway.sinks.redact import redact
+
+logger = logging.getLogger(__name__)
 
 
 def make_engine(url: str) -> Engine:
@@ -69,6 +74,8 @@ class Database:
             check_server(self.engine)  # a missing PostgreSQL database: say how to create it
             if lock is not None:
                 self.lock(lock)
+            if self.engine.dialect.name == "sqlite":
+                self._check_file(locked=lock is not None)
             if upgrade:
                 upgrade_database(self.engine)
             else:
@@ -107,44 +114,184 @@ class Database:
         if self.engine.dialect.name == "sqlite":
             path = self.engine.url.database
             if path and path != ":memory:":
-                self._lock = _FileLock(path + ".lock", self.name, holder)
+                self._lock = _FileLock(path, self.name, holder)
         elif self.engine.dialect.name == "postgresql":
             self._lock = _AdvisoryLock(self, holder)
 
+    def _check_file(self, *, locked: bool) -> None:
+        """Refuse a damaged SQLite file (:mod:`gateway.sinks.integrity`) before using it.
+
+        Its write-ahead log is judged only by a process that holds the lock, or when no
+        process does: a running daemon's log is live.
+        """
+        from gateway.sinks.integrity import check_sqlite_file
+
+        path = self.engine.url.database or ""
+        wal, fd = locked, None
+        if isinstance(self._lock, _FileLock):
+            fd = self._lock.fd
+        elif not locked:
+            with contextlib.suppress(OSError):
+                info = os.stat(path)
+                wal = _flock_holder(info) is None
+                fd = _LOCKED.get((info.st_dev, info.st_ino), (None, None))[1]  # ours: open
+        check_sqlite_file(self.engine, self.name, wal=wal, fd=fd)
+
+    def guard(self, session: Session) -> bool:
+        """Make sure this process still holds its lock, in a commit's transaction.
+
+        A PostgreSQL advisory lock goes with its connection (a server restart drops it), and
+        a second daemon could then take the database: take it again before writing, saying so
+        once, or raise SinkError (the commit fails, and is retried) while another holds it.
+        Return True when the lock was taken again: what the caller remembers of the database
+        may be stale.
+        """
+        lock = self._lock
+        if not isinstance(lock, _AdvisoryLock) or lock.held(session):
+            return False
+        holder = lock.holder
+        lock.release()
+        self._lock = None
+        try:
+            self._lock = _AdvisoryLock(self, holder)
+        except ConfigError as exc:
+            raise SinkError(
+                f"{self.name} lost its lock (its connection was dropped): {exc}; "
+                "not committing while the other one holds it"
+            ) from None
+        logger.warning(
+            "%s: the lock was lost with its connection (a server restart?); taken again",
+            self.name,
+        )
+        return True
+
     def close(self) -> None:
+        # The engine first: closing the lock's descriptor of an SQLite file would drop the
+        # POSIX locks SQLite's own connections hold on it (see _FileLock).
+        self.engine.dispose()
         if self._lock is not None:
             self._lock.release()
             self._lock = None
-        self.engine.dispose()
+
+
+# The SQLite files this process has locked, by (device, inode): who and the descriptor. A second
+# lock of one is refused without opening it, and the file is read through that descriptor
+# (closing any other would drop SQLite's POSIX locks on the file).
+_LOCKED: dict[tuple[int, int], tuple[str, int]] = {}
 
 
 class _FileLock:
-    """An exclusive ``flock`` on a file beside the database, which says who holds it."""
+    """An exclusive ``flock`` on the SQLite file itself: per inode, so it follows the file.
+
+    A lock file beside the URL's path let a second daemon in through a symbolic or a hard link.
+    ``flock`` and the POSIX (``fcntl``) locks SQLite takes are separate on Linux, but closing
+    any descriptor of a file drops every POSIX lock the process holds on it: the descriptor is
+    kept open as long as the lock, closed only after the engine (see :meth:`Database.close`),
+    and a file this process has locked already is refused without being opened.
+    """
 
     def __init__(self, path: str, what: str, holder: str) -> None:
         import fcntl
 
-        self.path = path
         if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             raise ConfigError(f"{what}: no such directory; does its directory exist?")
+        with contextlib.suppress(OSError):
+            info = os.stat(path)
+            if (info.st_dev, info.st_ino) in _LOCKED:
+                held = _LOCKED[(info.st_dev, info.st_ino)][0]
+                raise ConfigError(
+                    f"{what} is in use by another amr-gateway (pid {os.getpid()}: {held}); "
+                    "stop it first"
+                )
+        _forget_lock_file(path, what)
         try:
-            self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            # An empty file is what SQLite creates for a new database: creating it is the same.
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
-            raise SinkError(f"{what}: cannot create its lock file {path}: {exc.strerror}") from exc
+            raise SinkError(f"{what}: cannot open it to lock it: {exc.strerror}") from exc
+        info = os.fstat(self.fd)
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            owner = os.pread(self._fd, 512, 0).decode("utf-8", "replace").strip() or "unknown"
-            os.close(self._fd)
+            os.close(self.fd)  # this process has no SQLite connection on it (_LOCKED)
             raise ConfigError(
-                f"{what} is in use by another amr-gateway ({owner}); stop it first"
+                f"{what} is in use by another amr-gateway ({_describe_pid(_flock_holder(info))});"
+                " stop it first"
             ) from None
-        os.ftruncate(self._fd, 0)
-        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        os.pwrite(self._fd, f"{holder}, pid {os.getpid()}, since {started}\n".encode(), 0)
+        self._key = (info.st_dev, info.st_ino)
+        _LOCKED[self._key] = (holder, self.fd)
+        if info.st_nlink > 1:
+            # The lock holds for every name, but SQLite finds its write-ahead log by name: a
+            # log left by a crash under one name is not seen when the file is opened by another.
+            logger.warning(
+                "%s has %d names (hard links); SQLite keeps its write-ahead log by name, so "
+                "always open it by the same one (a symbolic link is fine)",
+                what,
+                info.st_nlink,
+            )
 
     def release(self) -> None:
-        os.close(self._fd)  # closing drops the flock; the file stays, harmless
+        _LOCKED.pop(self._key, None)
+        os.close(self.fd)  # closing drops the flock
+
+
+def _forget_lock_file(path: str, what: str) -> None:
+    """Remove the ``.lock`` file an older version kept beside the database, unless held."""
+    import fcntl
+
+    try:
+        fd = os.open(path + ".lock", os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "unknown"
+        raise ConfigError(
+            f"{what} is in use by an older amr-gateway ({owner}); stop it first"
+        ) from None
+    else:
+        with contextlib.suppress(OSError):
+            os.unlink(path + ".lock")
+    finally:
+        os.close(fd)
+
+
+def _flock_holder(info: os.stat_result) -> str | None:
+    """Return the pid of a process holding an ``flock`` on a file (Linux's /proc/locks)."""
+    device = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return None
+    # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF" (a waiter's line has "->" after "1:").
+    # The device is the file system's, which stat may not give (btrfs): the inode decides then.
+    found = [
+        (fields[5], fields[4])
+        for fields in (line.split() for line in lines)
+        if len(fields) > 5 and fields[1] == "FLOCK" and fields[5].endswith(f":{info.st_ino}")
+    ]
+    if not found:
+        return None
+    return min(found, key=lambda entry: entry[0] != device)[1]  # the exact device first
+
+
+def _describe_pid(pid: str | None) -> str:
+    """``pid 1234: gateway run --config ...``, for a message."""
+    if pid is None:
+        return "unknown"
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            words = handle.read().decode("utf-8", "replace").split("\0")
+    except OSError:
+        return f"pid {pid}"
+    words = [w for w in words if w]
+    if "-m" in words:  # python -m gateway run ...
+        words = words[words.index("-m") + 1 :]
+    elif words:
+        words[0] = os.path.basename(words[0])
+    return f"pid {pid}: {' '.join(words)[:200]}"
 
 
 class _AdvisoryLock:
@@ -153,16 +300,17 @@ class _AdvisoryLock:
     KEY = 0x616D72_67770000  # "amr" "gw": one key per database (advisory locks are per database)
 
     def __init__(self, database: Database, holder: str) -> None:
+        self.holder = holder
         with sink_errors(database.name):
             self._connection = database.engine.connect()
             taken = self._connection.execute(
                 text("SELECT pg_try_advisory_lock(:key)"), {"key": self.KEY}
             ).scalar()
             if taken:
-                self._connection.execute(
-                    text("SELECT set_config('application_name', :name, false)"),
+                self.pid = self._connection.execute(
+                    text("SELECT set_config('application_name', :name, false), pg_backend_pid()"),
                     {"name": f"amr-gateway {holder} pid {os.getpid()}"[:63]},
-                )
+                ).one()[1]
                 self._connection.commit()
                 return
             owner = self._connection.execute(
@@ -179,8 +327,20 @@ class _AdvisoryLock:
             f"{database.name} is in use by another amr-gateway ({who}); stop it first"
         )
 
+    def held(self, session: Session) -> bool:
+        """Whether the lock's connection still holds it, asked on another connection."""
+        row = session.execute(
+            text(
+                "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = :pid "
+                "AND ((classid::bigint << 32) | objid::bigint) = :key"
+            ),
+            {"pid": self.pid, "key": self.KEY},
+        ).first()
+        return row is not None
+
     def release(self) -> None:
         with contextlib.suppress(Exception):  # a lost connection has dropped the lock already
             self._connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": self.KEY})
-        self._connection.invalidate()  # really closed, not back to the pool with the session
-        self._connection.close()
+        with contextlib.suppress(Exception):
+            self._connection.invalidate()  # really closed, not back to the pool with the session
+            self._connection.close()

@@ -113,6 +113,8 @@ class Store:
         statements = 0
         try:
             with self.database.transaction() as session:
+                if self.database.guard(session):  # the lock was lost and taken again: and
+                    self._written.clear()  # what the database holds may have changed meanwhile
                 for batch in batches:
                     known = self._written.get(batch.name) or self._load(session, batch, now_ns)
                     after, count = self._write(session, batch, known, now_ns, stamp=stamp)

@@ -137,3 +137,61 @@ def test_the_gateway_agrees_with_the_model_and_says_when_it_does_not(tmp_path) -
     (event,) = source.checker.check(core)
     assert event.kind == "model" and event.missed_wh == 10
     assert source.checker.check(core) == []  # reported once
+
+
+def simulated_meter_config(tmp_path: Path, ct_rating_a: float, profile: Path | None) -> Path:
+    config = tmp_path / "config.toml"
+    line = f'profile = "{profile}"' if profile is not None else ""
+    config.write_text(
+        f"""
+[gateway]
+database = "sqlite:///{tmp_path / "gateway.db"}"
+
+[mqtt]
+enabled = false
+
+[[meters]]
+name = "unit-101"
+model = "2O208-4W"
+source = "simulate"
+ct_rating_a = {ct_rating_a}
+speed = 3600
+{line}
+"""
+    )
+    return config
+
+
+def test_a_simulated_meter_past_its_cts_is_refused_at_start_up(cli, tmp_path) -> None:
+    """Not a traceback from the main loop that systemd restarts into the same crash (issue 17).
+
+    A 2O208-4W has three 120 V lines: 5 A CTs carry 5.5 A each, 3 x 120 V x 5.5 A = 1.98 kW.
+    The built-in profile peaks at 650 W base + 150 W wobble + 3,400 W HVAC + 2,600 W evening
+    = 6.8 kW, which needs 6,800 / 360 = 18.9 A, so CTs rated 17.2 A or more.
+    """
+    result = cli("run", "--config", str(simulated_meter_config(tmp_path, 5, None)))
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
+    assert "meters[0].ct_rating_a" in result.stderr
+    assert "built-in profile peaks at 6.8 kW" in result.stderr
+    assert "1.98 kW" in result.stderr
+    assert not (tmp_path / "gateway.db").exists()
+    profile = tmp_path / "profile.csv"
+    profile.write_text("time,kw\n1764057600,1.5\n1764061200,5\n1764064800,0\n")
+    result = cli("run", "--config", str(simulated_meter_config(tmp_path, 5, profile)))
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
+    assert "meters[0].ct_rating_a" in result.stderr and "1.98 kW" in result.stderr
+    assert f"{profile}:3" in result.stderr and "5 kW" in result.stderr
+    assert not (tmp_path / "gateway.db").exists()
+    # CTs that carry the peak start counting (18.9 A with the 10 % over the rating).
+    enough = simulated_meter_config(tmp_path, 17.2, None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "run", "--config", str(enough)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for_counts(tmp_path / "gateway.db", 20)
+    code, _, err = stop(proc)
+    assert code == 0, err

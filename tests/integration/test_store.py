@@ -170,3 +170,46 @@ def test_a_retry_of_a_commit_that_reached_the_database_is_harmless(database_url:
         assert stored is not None and stored.register_wh == 50
     finally:
         database.close()
+
+
+def test_a_commit_reported_failed_that_reached_the_database_reuses_no_seq(
+    database_url: str,
+) -> None:
+    """The same store carries on after a commit that is in the database but raised (issue 16).
+
+    The COMMIT succeeds, then the sync after it fails (an I/O error from the card): the store
+    must not trust what it remembers of the meter, or its next commit numbers the outbox from
+    where the failed one started and reuses a ``seq`` that is already stored.
+    """
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    database = Database(database_url)
+    store, readback, outbox = Store(database), Readback(database), Outbox(database)
+    fail = {"once": False}
+
+    def sync_fails(_session: Session) -> None:
+        if fail["once"]:
+            fail["once"] = False
+            raise OSError(5, "Input/output error")
+
+    event.listen(Session, "after_commit", sync_fails)
+    try:
+        store.commit([batch(10, [interval(0, 4)])], T0)  # seq 1
+        fail["once"] = True
+        with pytest.raises(SinkError, match="Input/output error"):
+            store.commit([batch(13, [interval(1, 3)])], T0 + 1)  # seq 2, committed all the same
+        stored = readback.find_meter("unit-101")
+        assert stored is not None and stored.register_wh == 65  # it did reach the database
+        store.commit([batch(16, [interval(2, 3)])], T0 + 2)  # the same Store object carries on
+        assert [(m.kind, m.seq) for m in outbox.head()] == [
+            ("interval", 1),
+            ("interval", 2),
+            ("interval", 3),
+        ]
+        stored = readback.find_meter("unit-101")
+        assert stored is not None and stored.register_wh == 80
+        assert readback.count(IntervalRow) == 3
+    finally:
+        event.remove(Session, "after_commit", sync_fails)
+        database.close()
