@@ -50,7 +50,11 @@ def determinants(read: StoredRead) -> dict[str, Any]:
 
 
 def csv_row(read: StoredRead) -> list[Any]:
-    d = determinants(read)
+    return determinants_row(determinants(read))
+
+
+def determinants_row(d: dict[str, Any]) -> list[Any]:
+    """Return determinants (a read's payload, as ``bill --format json`` prints) as a CSV row."""
     estimate = d["estimated_energy_wh"] or {}
     lcd = d["last_reconciliation"] or {}
     return [

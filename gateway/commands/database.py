@@ -203,23 +203,28 @@ def export(
     finally:
         database.close()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["meter", "start", "end", "energy_wh", "edges", "demand_kw", "quality"])
+    writer.writerow(INTERVAL_COLUMNS)
+    writer.writerows(interval_csv_row(name, row) for name, row in rows)
+    return len(rows)
+
+
+INTERVAL_COLUMNS = ("meter", "start", "end", "energy_wh", "edges", "demand_kw", "quality")
+
+
+def interval_csv_row(name: str, row: Any) -> list[Any]:
+    """Return an interval (start_ns, end_ns, energy_wh, edges, quality) as an export CSV row."""
     from fractions import Fraction
 
-    for name, row in rows:
-        demand = Fraction(row.energy_wh * 3600 * NS_PER_S, (row.end_ns - row.start_ns) * 1000)
-        writer.writerow(
-            [
-                name,
-                format_iso(row.start_ns),
-                format_iso(row.end_ns),
-                row.energy_wh,
-                row.edges,
-                round_kw(demand),
-                row.quality,
-            ]
-        )
-    return len(rows)
+    demand = Fraction(row.energy_wh * 3600 * NS_PER_S, (row.end_ns - row.start_ns) * 1000)
+    return [
+        name,
+        format_iso(row.start_ns),
+        format_iso(row.end_ns),
+        row.energy_wh,
+        row.edges,
+        round_kw(demand),
+        row.quality,
+    ]
 
 
 def reconciliation(readings: list[Any]) -> dict[str, Any]:
