@@ -96,3 +96,13 @@ class FleetDatabase:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def downgrade_fleet(engine: Engine, revision: str = "base") -> None:
+    """Take the fleet schema down to ``revision`` (tests; a fleet has no other use for it)."""
+    from alembic import command
+
+    config = _config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)

@@ -236,7 +236,9 @@ def fleet_count(url: str) -> int:
     engine = create_engine(url)
     try:
         with engine.connect() as connection:
-            return int(connection.execute(text("SELECT count(*) FROM fleet_intervals")).scalar_one())
+            return int(
+                connection.execute(text("SELECT count(*) FROM fleet_intervals")).scalar_one()
+            )
     except Exception:
         return -1
     finally:

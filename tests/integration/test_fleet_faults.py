@@ -76,7 +76,9 @@ def test_collectors_killed_20_times_broker_and_postgres_restarted_exactly_once(
         for kill in range(1, KILLS + 1):
             victim = next(victims)
             before = fleet_count(cluster.url)
-            wait_for(lambda b=before: fleet_count(cluster.url) > b, 90, f"progress before kill {kill}")
+            wait_for(
+                lambda b=before: fleet_count(cluster.url) > b, 90, f"progress before kill {kill}"
+            )
             victim.kill()
             if kill == 7:
                 broker.stop()  # SIGTERM: Mosquitto saves its persistence file
