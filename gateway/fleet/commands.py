@@ -180,12 +180,12 @@ def fleet_bill(
         return
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(("gateway", *CSV_COLUMNS))
-    blank = [""] * (len(CSV_COLUMNS) - 3)
+    blank = [""] * (len(CSV_COLUMNS) - 2)
     quality = CSV_COLUMNS.index("quality")
     for g, m, d in rows:
         if d is None:
             row = [m, period, *blank]
-            row[quality - 1] = NO_READ
+            row[quality] = NO_READ
             writer.writerow([g, *row])
         else:
             writer.writerow([g, *determinants_row(d)])

@@ -171,7 +171,10 @@ class CollectorProcess:
 
 
 def gateway_rows(db: Path) -> tuple[set[tuple[Any, ...]], set[tuple[Any, ...]], int]:
-    """Return a gateway database's intervals, reads and waiting outbox messages."""
+    """Return a gateway database's intervals, reads and waiting outbox messages (one waiting
+    message while the gateway has not made its database yet)."""
+    if not db.exists():
+        return set(), set(), 1
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
     try:
         intervals = set(
@@ -187,6 +190,8 @@ def gateway_rows(db: Path) -> tuple[set[tuple[Any, ...]], set[tuple[Any, ...]], 
             ).fetchall()
         )
         waiting = con.execute("SELECT count(*) FROM mqtt_outbox").fetchone()[0]
+    except sqlite3.OperationalError:  # the gateway is still migrating it
+        return set(), set(), 1
     finally:
         con.close()
     return intervals, reads, waiting
