@@ -141,8 +141,9 @@ batch_wait_ms = 20
 class CollectorProcess:
     """``amr-gateway collect`` as a subprocess (its log in a file, read when a test fails)."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, *, verbose: bool = False) -> None:
         self.config = config
+        self.verbose = verbose
         self.log = config.with_suffix(".log")
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -150,7 +151,15 @@ class CollectorProcess:
     def start(self) -> CollectorProcess:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "collect", "--config", str(self.config)],
+                [
+                    sys.executable,
+                    "-m",
+                    "gateway",
+                    *(["-v"] if self.verbose else []),
+                    "collect",
+                    "--config",
+                    str(self.config),
+                ],
                 stdout=log,
                 stderr=log,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
