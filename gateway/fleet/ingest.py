@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, case, select, update
+from sqlalchemy import and_, case, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
@@ -54,6 +54,7 @@ class Incoming:
     meter: str
     kind: str
     payload: dict[str, Any]
+    columns: dict[str, Any]  # what the row holds, checked and converted once (times in ns)
 
     @property
     def seq(self) -> int | None:
@@ -69,14 +70,14 @@ def parse_message(gateway: str, meter: str, kind: str, raw: bytes | bytearray) -
         raise BadMessage(f"not JSON ({exc})") from None
     if not isinstance(payload, dict):
         raise BadMessage("not a JSON object")
-    item = Incoming(gateway, meter, kind, payload)
+    item = Incoming(gateway, meter, kind, payload, {})
     try:
         if kind == "interval":
-            _interval_values(item)
+            item.columns.update(_interval_values(item))
         elif kind == "read":
-            _read_values(item)
+            item.columns.update(_read_values(item))
         else:
-            parse_time_ns(str(payload["time"]))
+            item.columns["t_ns"] = parse_time_ns(str(payload["time"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise BadMessage(f"{kind}: {type(exc).__name__} {exc}") from None
     if kind != "event" and item.seq is None:
@@ -177,9 +178,7 @@ class Ingest:
 
     @staticmethod
     def months(items: Sequence[Incoming]) -> set[tuple[int, int]]:
-        return {
-            month_of(parse_time_ns(str(i.payload["start"]))) for i in items if i.kind == "interval"
-        }
+        return {month_of(i.columns["start_ns"]) for i in items if i.kind == "interval"}
 
     def store(
         self, connection: Connection, items: Sequence[Incoming], now_ns: int
@@ -196,7 +195,7 @@ class Ingest:
             if item.seq is not None:
                 by_group[(meter_id, item.kind)].append(item.seq)
             if item.kind == "interval":
-                values = _interval_values(item)
+                values = item.columns
                 key = (meter_id, values["start_ns"])
                 if key not in intervals or intervals[key]["seq"] < values["seq"]:
                     intervals[key] = {"meter_id": meter_id, "received_ns": now_ns, **values}
@@ -205,7 +204,7 @@ class Ingest:
                 if meter_id not in last_end or last_end[meter_id][0] < end:
                     last_end[meter_id] = (end, length_s)
             elif item.kind == "read":
-                values = _read_values(item)
+                values = item.columns
                 reads[(meter_id, values["seq"])] = {
                     "meter_id": meter_id,
                     "payload": json.dumps(item.payload, separators=(",", ":")),
@@ -216,7 +215,7 @@ class Ingest:
                     {
                         "meter_id": meter_id,
                         "seq": item.seq,
-                        "t_ns": parse_time_ns(str(item.payload["time"])),
+                        "t_ns": item.columns["t_ns"],
                         "kind": str(item.payload.get("kind", ""))[:24],
                         "origin": "gateway",
                         "payload": json.dumps(item.payload, separators=(",", ":")),
@@ -224,17 +223,7 @@ class Ingest:
                 )
         self._track_seqs(connection, by_group, now_ns)
         if intervals:
-            stmt = _insert(connection, FleetIntervalRow)
-            excluded = stmt.excluded
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["meter_id", "start_ns"],
-                set_={
-                    column: getattr(excluded, column)
-                    for column in ("end_ns", "energy_wh", "edges", "seq", "received_ns", "quality")
-                },
-                where=FleetIntervalRow.seq < excluded.seq,
-            )
-            connection.execute(stmt, list(intervals.values()))
+            self._upsert_intervals(connection, list(intervals.values()))
         if reads:
             connection.execute(
                 _insert(connection, FleetReadRow).on_conflict_do_nothing(), list(reads.values())
@@ -253,6 +242,47 @@ class Ingest:
         self._touch_meters(connection, set(ids.values()), last_end, now_ns)
         return ids
 
+    @staticmethod
+    def _upsert_intervals(connection: Connection, rows: list[dict[str, Any]]) -> None:
+        """Insert intervals; a higher ``seq`` replaces a stored one, a lower one changes nothing."""
+        if connection.dialect.name == "postgresql":
+            # One statement whatever the batch size, compiled once: arrays unnested.
+            connection.execute(
+                text(
+                    "INSERT INTO fleet_intervals (meter_id, start_ns, end_ns, energy_wh, edges, "
+                    "seq, received_ns, quality) SELECT * FROM unnest(CAST(:m AS integer[]), "
+                    "CAST(:s AS bigint[]), CAST(:e AS bigint[]), CAST(:wh AS bigint[]), "
+                    "CAST(:n AS bigint[]), CAST(:q AS bigint[]), CAST(:r AS bigint[]), "
+                    "CAST(:k AS varchar[])) ON CONFLICT (meter_id, start_ns) DO UPDATE SET "
+                    "end_ns = excluded.end_ns, energy_wh = excluded.energy_wh, "
+                    "edges = excluded.edges, seq = excluded.seq, "
+                    "received_ns = excluded.received_ns, quality = excluded.quality "
+                    "WHERE fleet_intervals.seq < excluded.seq"
+                ),
+                {
+                    "m": [r["meter_id"] for r in rows],
+                    "s": [r["start_ns"] for r in rows],
+                    "e": [r["end_ns"] for r in rows],
+                    "wh": [r["energy_wh"] for r in rows],
+                    "n": [r["edges"] for r in rows],
+                    "q": [r["seq"] for r in rows],
+                    "r": [r["received_ns"] for r in rows],
+                    "k": [r["quality"] for r in rows],
+                },
+            )
+            return
+        stmt = _insert(connection, FleetIntervalRow)
+        excluded = stmt.excluded
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["meter_id", "start_ns"],
+            set_={
+                column: getattr(excluded, column)
+                for column in ("end_ns", "energy_wh", "edges", "seq", "received_ns", "quality")
+            },
+            where=FleetIntervalRow.seq < excluded.seq,
+        )
+        connection.execute(stmt, rows)
+
     def _touch_meters(
         self,
         connection: Connection,
@@ -265,25 +295,39 @@ class Ingest:
             connection.execute(
                 update(FleetMeterRow).where(FleetMeterRow.id.in_(quiet)).values(last_ns=now_ns)
             )
-        if last_end:
-            end = FleetMeterRow.last_interval_end_ns
+        if not last_end:
+            return
+        rows = [(meter_id, e, length) for meter_id, (e, length) in sorted(last_end.items())]
+        end = FleetMeterRow.last_interval_end_ns
+        if connection.dialect.name == "postgresql":
+            # One statement for the batch, not one per meter.
             connection.execute(
-                update(FleetMeterRow)
-                .where(FleetMeterRow.id == _bind("b_id"))
-                .values(
-                    last_ns=now_ns,
-                    last_interval_end_ns=case(
-                        (end.is_(None), _bind("b_end")),
-                        (end < _bind("b_end"), _bind("b_end")),
-                        else_=end,
-                    ),
-                    interval_s=_bind("b_len"),
+                text(
+                    "UPDATE fleet_meters SET last_ns = :now, interval_s = v.len, "
+                    "last_interval_end_ns = GREATEST(fleet_meters.last_interval_end_ns, v.e) "
+                    "FROM unnest(CAST(:ids AS integer[]), CAST(:ends AS bigint[]), "
+                    "CAST(:lens AS integer[])) AS v(id, e, len) WHERE fleet_meters.id = v.id"
                 ),
-                [
-                    {"b_id": meter_id, "b_end": e, "b_len": length}
-                    for meter_id, (e, length) in sorted(last_end.items())
-                ],
+                {
+                    "now": now_ns,
+                    "ids": [r[0] for r in rows],
+                    "ends": [r[1] for r in rows],
+                    "lens": [r[2] for r in rows],
+                },
             )
+            return
+        v_id, v_end, v_len = _bind("v_id"), _bind("v_end"), _bind("v_len")
+        params = [{"v_id": a, "v_end": b, "v_len": c} for a, b, c in rows]
+        connection.execute(
+            update(FleetMeterRow)
+            .where(FleetMeterRow.id == v_id)
+            .values(
+                last_ns=now_ns,
+                last_interval_end_ns=case((end.is_(None), v_end), (end < v_end, v_end), else_=end),
+                interval_s=v_len,
+            ),
+            params,
+        )
 
     def _track_seqs(
         self, connection: Connection, by_group: dict[tuple[int, str], list[int]], now_ns: int
@@ -332,12 +376,28 @@ class Ingest:
             if expected - 1 > current:
                 new_high.append({"b_m": group[0], "b_k": group[1], "b_h": expected - 1})
         if new_high:
-            connection.execute(
-                update(FleetSeqRow)
-                .where(and_(FleetSeqRow.meter_id == _bind("b_m"), FleetSeqRow.kind == _bind("b_k")))
-                .values(high_seq=_bind("b_h")),
-                new_high,
-            )
+            rows = [(h["b_m"], h["b_k"], h["b_h"]) for h in new_high]
+            if connection.dialect.name == "postgresql":
+                connection.execute(
+                    text(
+                        "UPDATE fleet_seqs SET high_seq = v.h FROM unnest(CAST(:m AS integer[]), "
+                        "CAST(:k AS varchar[]), CAST(:h AS bigint[])) AS v(m, k, h) "
+                        "WHERE fleet_seqs.meter_id = v.m AND fleet_seqs.kind = v.k"
+                    ),
+                    {
+                        "m": [r[0] for r in rows],
+                        "k": [r[1] for r in rows],
+                        "h": [r[2] for r in rows],
+                    },
+                )
+            else:
+                v_m, v_k, v_h = _bind("v_m"), _bind("v_k"), _bind("v_h")
+                connection.execute(
+                    update(FleetSeqRow)
+                    .where(and_(FleetSeqRow.meter_id == v_m, FleetSeqRow.kind == v_k))
+                    .values(high_seq=v_h),
+                    [{"v_m": m, "v_k": k, "v_h": h} for m, k, h in rows],
+                )
         if new_gaps:
             connection.execute(_insert(connection, FleetGapRow), new_gaps)
 
