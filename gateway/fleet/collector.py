@@ -80,6 +80,7 @@ class Collector:
         self._queue: queue.Queue[Received] = queue.Queue()
         self._infos: dict[tuple[str, str], dict[str, Any]] = {}  # state / model, latest only
         self._connected = False
+        self._stopping = False
         self.stored = 0  # messages committed (for the log line and tests)
         self.client = self._make_client()
 
@@ -147,7 +148,7 @@ class Collector:
     def _on_disconnect(
         self, _client: paho.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
     ) -> None:
-        if self._connected:
+        if self._connected and not self._stopping:
             logger.warning("disconnected from the broker (%s); reconnecting", reason)
         self._connected = False
 
@@ -303,14 +304,16 @@ class Collector:
         logger.info("collecting into %s", database.name)
         pending: list[Received] = []
         retry_s = 0.0
-        next_housekeeping = time.monotonic()
+        next_housekeeping = next_watchdog = time.monotonic()
         last_report = time.monotonic()
         try:
             while not signals.stop.is_set():
-                notifier.watchdog()
+                if time.monotonic() >= next_watchdog:
+                    notifier.watchdog()
+                    next_watchdog = time.monotonic() + 1.0
                 if time.monotonic() >= next_housekeeping:
                     self._housekeeping(database, ingest)
-                    next_housekeeping = time.monotonic() + HOUSEKEEPING_S
+                    next_housekeeping = next_watchdog = time.monotonic() + HOUSEKEEPING_S
                 if not pending:
                     pending = self._take(signals, 0.2)
                     if not pending:
@@ -337,6 +340,7 @@ class Collector:
                     logger.info("%d messages stored so far", self.stored)
                     last_report = time.monotonic()
         finally:
+            self._stopping = True
             notifier.stopping()
             self.client.disconnect()
             self.client.loop_stop()
