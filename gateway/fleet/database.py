@@ -23,6 +23,8 @@ from gateway.sinks.redact import redact
 
 logger = logging.getLogger(__name__)
 
+_LOCK_KEY = 0x666C_6565_746D  # the fleet's migration lock (an advisory lock's key)
+
 
 def _config() -> Any:
     from alembic.config import Config
@@ -91,6 +93,14 @@ class FleetDatabase:
 
         config = _config()
         with sink_errors(f"{self.name}: migration failed"), self.engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # Collectors started together on a fresh database: one migrates, the others
+                # wait for it here and then find the schema made.
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+                if VERSION_TABLE in inspect(connection).get_table_names():
+                    version = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}"))
+                    if version.scalar() == FLEET_REVISION:
+                        return
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 

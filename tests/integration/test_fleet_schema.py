@@ -104,3 +104,18 @@ def test_partitions_by_month_made_ahead_and_pruned(postgres_url: str) -> None:
         )
     finally:
         database.close()
+
+
+def test_collectors_started_together_on_a_fresh_database_all_start(postgres_url: str) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        f"from gateway.fleet.database import FleetDatabase; FleetDatabase({postgres_url!r}).close()"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    results = [(p.wait(timeout=120), p.stderr.read() if p.stderr else "") for p in procs]
+    assert [code for code, _ in results] == [0, 0, 0], results
