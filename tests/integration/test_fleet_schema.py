@@ -119,3 +119,62 @@ def test_collectors_started_together_on_a_fresh_database_all_start(postgres_url:
     ]
     results = [(p.wait(timeout=120), p.stderr.read() if p.stderr else "") for p in procs]
     assert [code for code, _ in results] == [0, 0, 0], results
+
+
+def test_the_wheel_carries_the_fleet_migrations(tmp_path) -> None:
+    """Installed from a wheel alone, away from the checkout, the collector migrates its database."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    source = tmp_path / "source"
+    shutil.copytree(
+        root,
+        source,
+        ignore=shutil.ignore_patterns(
+            "build", "dist", ".git", "*.egg-info", "__pycache__", ".*cache", ".hypothesis", "*.db*"
+        ),
+    )
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"]
+    built = subprocess.run(
+        [*pip_wheel, "-q", "-w", str(tmp_path), str(source)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = tmp_path.glob("amr_gateway-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {
+        "gateway/migrations/fleet/env.py",
+        "gateway/migrations/fleet/script.py.mako",
+        "gateway/migrations/fleet/versions/f0001_fleet_schema.py",
+        "gateway/fleet/collector.py",
+    } <= names
+    target = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(target)
+    fleet = tmp_path / "fleet.db"
+    code = f"from gateway.fleet.database import FleetDatabase; FleetDatabase('sqlite:///{fleet}')"
+    migrated = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(target), "PYTHONSAFEPATH": "1"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert migrated.returncode == 0, migrated.stderr
+    status = subprocess.run(
+        [sys.executable, "-m", "gateway", "status", "--db", f"sqlite:///{fleet}"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(target), "PYTHONSAFEPATH": "1"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert status.returncode == 0 and "no gateway in" in status.stdout, status.stderr
