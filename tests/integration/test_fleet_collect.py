@@ -38,7 +38,7 @@ def _settled(dirs: dict[str, Path], url: str) -> bool:
         reads |= {(gw, *row) for row in r}
         waiting += w
     finished = {(gw, row[0]) for gw, *row in intervals if row[2] == parse_time_ns(END)}
-    if waiting or len(finished) < 3:
+    if waiting or not finished or finished != {(gw, row[0]) for gw, *row in intervals}:
         return False
     got_i, got_r = fleet_rows(url)
     return set(got_i) == intervals and set(got_r) == reads and len(got_i) == len(intervals)
@@ -182,3 +182,51 @@ def test_gateway_option_needs_a_fleet_database(cli, tmp_path) -> None:
     assert cli("db", "upgrade", "--db", url).returncode == 0
     result = cli("status", "--db", url, "--gateway", "gw1")
     assert result.returncode == 2 and "--gateway" in result.stderr
+
+
+def test_a_gap_the_broker_left_is_filled_by_a_resend(cli, broker, tmp_path) -> None:
+    """Mosquitto 2.0 does not restore shared subscriptions after a restart: what a gateway
+    publishes before the collector subscribes again is dropped. The gap this leaves is seen
+    when later messages come, asked for, re-sent by the gateway, and closed."""
+    fleet_db = tmp_path / "fleet.db"
+    url = f"sqlite:///{fleet_db}"
+    collector = CollectorProcess(collector_config(tmp_path, broker, url, "c1")).start()
+    wait_for(lambda: "connected to" in collector.log.read_text(), 30, "the collector")
+    directory = tmp_path / "gwa"
+    directory.mkdir()
+    log = make_log(cli, directory, "a-1", "0.4", "2026-10-28T00:00:00Z", END)
+    gateway = Gateway(replay_gateway_config(directory, broker, "gwa", {"a-1": log}, 20_000)).start()
+    try:
+        # Some intervals arrive, then the collector stops and the broker restarts.
+        wait_for(lambda: len(fleet_rows(url)[0]) >= 10, 60, "the first intervals")
+        assert collector.stop() == 0
+        broker.stop()
+        broker.start()
+
+        def published() -> int:
+            intervals, _, waiting = gateway_rows(directory / "gateway.db")
+            return 0 if waiting else len(intervals)
+
+        # The gateway publishes more while no shared subscription exists: dropped.
+        before = published()
+        wait_for(lambda: published() > before + 20, 60, "intervals published into the void")
+        collector.start()
+        wait_for(lambda: _settled({"gwa": directory}, url), 120, "the gap filled")
+    finally:
+        gateway.stop()
+        collector.stop()
+    text = collector.log.read_text()
+    assert "asking amr/gwa/a-1/cmd/resend to re-send" in text
+    from sqlalchemy import create_engine
+    from sqlalchemy import text as sql
+
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        open_gaps = connection.execute(
+            sql("SELECT count(*) FROM fleet_gaps WHERE closed_ns IS NULL AND kind = 'interval'")
+        ).scalar()
+        closed = connection.execute(
+            sql("SELECT count(*) FROM fleet_gaps WHERE closed_ns IS NOT NULL")
+        ).scalar()
+    engine.dispose()
+    assert open_gaps == 0 and closed >= 1
