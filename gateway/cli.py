@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--simulate", action="store_true", help="simulate one meter (embedded defaults)"
     )
     run.add_argument("--speed", type=_speed, metavar="X", help="run simulated time X times faster")
+    run.add_argument(
+        "--web", metavar="HOST:PORT", help="serve the web view and /metrics here ([web] listen)"
+    )
 
     simulate = commands.add_parser(
         "simulate", help="run the meter model over a load profile and write its pulse log"
@@ -124,8 +127,20 @@ def build_parser() -> argparse.ArgumentParser:
     where(export)
     export.add_argument("--format", default="csv", choices=["csv", "espi"])
     export.add_argument("--meter", metavar="NAME")
-    export.add_argument("--from", dest="start", metavar="T", help="intervals starting at or after")
-    export.add_argument("--to", dest="end", metavar="T", help="intervals ending at or before")
+    export.add_argument(
+        "--from",
+        dest="start",
+        metavar="T",
+        help="intervals starting at or after (a date: its 00:00 UTC)",
+    )
+    export.add_argument(
+        "--to", dest="end", metavar="T", help="intervals ending at or before (a date: its end, UTC)"
+    )
+    export.add_argument(
+        "--period",
+        metavar="YYYY-MM",
+        help="each meter's billing period (by its read schedule), as bill --period",
+    )
 
     bill = commands.add_parser("bill", help="billing determinants of each meter for a period")
     where(bill)
@@ -199,17 +214,28 @@ def _configure_logging(verbose: bool) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    # Handlers first: a SIGTERM during start-up still ends in a clean, committed stop.
-    from gateway.daemon.signals import Signals
+    # Handlers first (main installed them before parsing): a SIGTERM during start-up still
+    # ends in a clean, committed stop.
+    from gateway.daemon.signals import installed
 
-    signals = Signals()
-    signals.install()
+    signals = installed()
 
     import dataclasses
 
-    from gateway.config import DEFAULT_CONFIG_PATH, embedded_defaults, load_config
+    from gateway.config import (
+        DEFAULT_CONFIG_PATH,
+        embedded_defaults,
+        load_config,
+        read_schedule,
+    )
     from gateway.daemon.service import Service
 
+    if args.config and args.simulate:
+        # Which meters would be simulated, and where would they be stored? Say so, never guess.
+        raise ConfigError(
+            "run: --simulate runs the embedded defaults and --config FILE the file's meters;"
+            ' give one (a simulated meter in a file is source = "simulate")'
+        )
     if args.config:
         config = load_config(args.config)
     elif args.simulate:
@@ -224,7 +250,38 @@ def _cmd_run(args: argparse.Namespace) -> int:
             for m in config.meters
         )
         config = dataclasses.replace(config, meters=meters)
-    return Service(config, out=sys.stdout).run(signals)
+    for index, meter in enumerate(config.meters):
+        # The file's meters were checked when it was read; the embedded ones are checked here,
+        # so a bad TZ stops start-up before the database is created.
+        read_schedule(config.billing, meter, f"{config.path or 'defaults'}: meters[{index}]")
+    if any(m.source == "gpio" for m in config.meters):
+        from gateway.sources.gpio import check_lgpio
+
+        check_lgpio()  # before anything is opened: a restart cannot install it
+    if args.web:
+        from gateway.config import check_web
+
+        config = dataclasses.replace(config, web=dataclasses.replace(config.web, listen=args.web))
+        check_web(config.web, "--web")
+    if signals.stop.is_set():  # asked to stop before anything was opened
+        logger.info("stopped before starting")
+        return EXIT_OK
+    web = None
+    if config.web.listen is not None:
+        from gateway.web import gateway_web
+
+        # Bound before the database is touched; a --web address's failure names --web.
+        web, holder = gateway_web(config, "--web" if args.web else None)
+    try:
+        service = Service(config, out=sys.stdout)
+        if web is not None:
+            service.observers.append(holder.observe)
+            web.start()
+            print(f"web view on {web.url}", file=sys.stdout, flush=True)
+        return service.run(signals)
+    finally:
+        if web is not None:
+            web.stop()
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -242,6 +299,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     from gateway.batch.command import replay
+    from gateway.config import check_database_url
+
+    if args.db is not None:
+        check_database_url(args.db, "--db")
 
     replay(
         args.logs,
@@ -255,9 +316,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _cmd_db(args: argparse.Namespace) -> int:
-    from gateway.commands.database import database_url, db_upgrade
+    from gateway.commands.database import db_upgrade, upgrade_url
 
-    db_upgrade(database_url(args.config, args.db))
+    db_upgrade(upgrade_url(args.config, args.db))
     return EXIT_OK
 
 
@@ -274,17 +335,33 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.format == "espi":
         from gateway.commands.espi import export_espi
 
-        export_espi(database_url(args.config, args.db), args.meter, args.start, args.end)
+        export_espi(
+            database_url(args.config, args.db),
+            args.meter,
+            args.start,
+            args.end,
+            period=args.period,
+        )
         return EXIT_OK
-    export(database_url(args.config, args.db), args.format, args.meter, args.start, args.end)
+    export(
+        database_url(args.config, args.db),
+        args.format,
+        args.meter,
+        args.start,
+        args.end,
+        period=args.period,
+    )
     return EXIT_OK
 
 
 def _cmd_bill(args: argparse.Namespace) -> int:
-    from gateway.commands.bill import bill
+    from gateway.commands.bill import bill, configured_meters
     from gateway.commands.database import database_url
 
-    bill(database_url(args.config, args.db), args.period, args.meter, args.format)
+    meters = configured_meters(args.config, args.db)
+    bill(
+        database_url(args.config, args.db), args.period, args.meter, args.format, configured=meters
+    )
     return EXIT_OK
 
 
@@ -310,6 +387,10 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
+    from gateway.daemon.signals import install_early, run_requested
+
+    if run_requested(list(sys.argv[1:] if argv is None else argv)):
+        install_early()  # the console script's first chance (python -m gateway's came earlier)
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)

@@ -40,6 +40,23 @@ def default_database_url() -> str:
     return f"sqlite:///{directory / DATABASE_FILE}"
 
 
+URL_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+._-]*://")
+
+
+def check_database_url(url: str, option: str) -> str:
+    """Return ``url``; a bare file path is a ConfigError that says the SQLite URL for it.
+
+    ``option`` names where the URL came from: ``--db`` or ``FILE: gateway.database``.
+    """
+    if not URL_SCHEME_RE.match(url):
+        flag = option.startswith("--")
+        raise ConfigError(
+            f"{option}{' ' if flag else ': '}{url if flag else repr(url)}: not a database URL;"
+            f" for an SQLite file use {option + ' ' if flag else ''}sqlite:///{url}"
+        )
+    return url
+
+
 def default_gateway_id() -> str:
     """Return the host name made safe for MQTT topics and Home Assistant ids."""
     return re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:64] or "amr-gateway"
@@ -137,6 +154,7 @@ class Config:
     meters: tuple[MeterSettings, ...] = ()
     path: str | None = None
     billing: BillingSettings = field(default_factory=BillingSettings)
+    web: WebSettings = field(default_factory=lambda: WebSettings())
 
 
 def embedded_defaults(speed: float = 1.0) -> Config:
@@ -190,7 +208,7 @@ def _build(cls: type[Any], table: dict[str, Any], where: str, allowed: set[str])
 
 def parse_config(data: dict[str, Any], path: str = "config") -> Config:
     """Validate a parsed TOML document into a Config; raise ConfigError naming the key."""
-    known = {"gateway", "mqtt", "meters", "billing"}
+    known = {"gateway", "mqtt", "meters", "billing", "web"}
     for key in data:
         if key not in known:
             raise ConfigError(f"{path}: {key}: unknown section")
@@ -206,6 +224,7 @@ def parse_config(data: dict[str, Any], path: str = "config") -> Config:
     if not 1 <= mqtt.port <= 65535:
         raise ConfigError(f"{path}: mqtt.port: {mqtt.port} is not a port number")
     _check_names(gateway, mqtt, path)
+    check_database_url(gateway.database, f"{path}: gateway.database")
     for section, settings in (("gateway", gateway), ("mqtt", mqtt)):
         for key, (lo, hi) in BOUNDS[section].items():
             _bounded(f"{path}: {section}.{key}", getattr(settings, key), lo, hi)
@@ -246,7 +265,8 @@ def parse_config(data: dict[str, Any], path: str = "config") -> Config:
                 " '-'/'_' (their Home Assistant entity ids would collide)"
             )
     _check_shared(meters, path)
-    return Config(gateway, mqtt, tuple(meters), path, billing)
+    web = parse_web(data.get("web", {}), path)
+    return Config(gateway, mqtt, tuple(meters), path, billing, web)
 
 
 # A million times real time replays a year in 32 s: faster only starves the loop and memory.
@@ -291,6 +311,7 @@ def _check_meter(meter: MeterSettings, where: str) -> None:
         raise ConfigError(f"{where}.name: {meter.name!r}: use 1-64 of A-Z a-z 0-9 _ -")
     for key, (lo, hi) in BOUNDS["meters"].items():
         _bounded(f"{where}.{key}", getattr(meter, key), lo, hi)
+    meter_config(meter, where)  # a mistyped model number stops start-up, with the closest one
     if meter.window_s % meter.sub_interval_s:
         raise ConfigError(
             f"{where}.sub_interval_s: {meter.sub_interval_s} s must divide window_s "
@@ -350,6 +371,64 @@ def _check_shared(meters: list[MeterSettings], path: str) -> None:
             used[resource] = f"meters[{index}].{key}"
 
 
+# -- [web]: the live view and /metrics (issue 20) ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """The web view: off unless ``listen`` is set; beyond localhost only with a token or TLS
+    client certificates."""
+
+    listen: str | None = None  # "HOST:PORT"; port 0 takes a free one
+    token_file: str | None = None  # a bearer token, read from this file at start-up
+    cert_file: str | None = None  # TLS: the server's certificate chain ...
+    key_file: str | None = None  # ... and its key
+    client_ca_file: str | None = None  # TLS client certificates signed by this CA are required
+
+
+LOCALHOST_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def listen_address(listen: str, where: str) -> tuple[str, int]:
+    """Return (host, port) of ``HOST:PORT`` (``[V6]:PORT``); ConfigError naming ``where``."""
+    host, sep, port = listen.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        raise ConfigError(f'{where}: {listen!r}: expected "HOST:PORT", e.g. "127.0.0.1:8080"')
+    return host, int(port)
+
+
+def is_localhost(host: str) -> bool:
+    return host in LOCALHOST_NAMES
+
+
+def check_web(web: WebSettings, where: str) -> None:
+    """Check the [web] keys together: beyond localhost a token or client certificates."""
+    if web.listen is None:
+        return
+    host, _port = listen_address(web.listen, f"{where}.listen")
+    if (web.cert_file is None) != (web.key_file is None):
+        raise ConfigError(f"{where}.key_file: TLS needs both cert_file and key_file")
+    if web.client_ca_file is not None and web.cert_file is None:
+        raise ConfigError(f"{where}.client_ca_file: client certificates need cert_file (TLS)")
+    if not is_localhost(host) and web.token_file is None and web.client_ca_file is None:
+        raise ConfigError(
+            f"{where}.listen: {web.listen!r} is beyond localhost: set token_file (or "
+            "client_ca_file with cert_file and key_file)"
+        )
+
+
+def parse_web(table: Any, path: str) -> WebSettings:
+    """Validate the ``[web]`` table."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: web: expected a table [web]")
+    keys = {f.name for f in dataclasses.fields(WebSettings)}
+    web: WebSettings = _build(WebSettings, table, f"{path}: web", keys)
+    check_web(web, f"{path}: web")
+    return web
+
+
 def load_config(path: str) -> Config:
     """Read and validate a TOML configuration file."""
     try:
@@ -376,20 +455,47 @@ def meter_config(settings: MeterSettings, where: str) -> MeterConfig:
         raise ConfigError(f"{where}.model: {exc}") from None
 
 
-def host_timezone() -> str:
-    """Return the host's IANA time zone name (``TZ``, then /etc/localtime), else UTC."""
+def _zone_key(name: str) -> str:
+    """Return the IANA key in a TZ value or a zoneinfo path (``:Europe/Paris``, a file path)."""
+    name = name.strip().lstrip(":")
+    return name.split("zoneinfo/", 1)[1] if "zoneinfo/" in name else name
+
+
+def _is_zone(key: str) -> bool:
     from zoneinfo import ZoneInfo
 
-    names = [os.environ.get("TZ", "").lstrip(":")]
+    try:
+        ZoneInfo(key)
+    except (ValueError, KeyError, OSError):  # KeyError: ZoneInfoNotFoundError
+        return False
+    return True
+
+
+def host_timezone(localtime: str = "/etc/localtime", timezone: str = "/etc/timezone") -> str:
+    """Return the host's IANA time zone: ``TZ``, else /etc/localtime's link, else
+    /etc/timezone (Debian's name for a copied /etc/localtime), else UTC.
+
+    A ``TZ`` that names no zone is a ConfigError: billing silently on UTC instead of the zone
+    meant would shift every read by hours (issue 16).
+    """
+    tz = os.environ.get("TZ", "")
+    if tz.strip():
+        key = _zone_key(tz)
+        if not _is_zone(key):
+            raise ConfigError(
+                f"TZ={tz!r} (from the environment) is not a known time zone: use an IANA name"
+                " such as America/New_York, or set [billing] timezone"
+            )
+        return key
+    names: list[str] = []
     with contextlib.suppress(OSError):
-        names.append(os.readlink("/etc/localtime").split("zoneinfo/", 1)[-1])
+        names.append(os.readlink(localtime))
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        names.append(Path(timezone).read_text().strip())
     for name in names:
-        try:
-            if name:
-                ZoneInfo(name)
-                return name
-        except (ValueError, KeyError):  # not a zone key (KeyError: ZoneInfoNotFoundError)
-            continue
+        key = _zone_key(name)
+        if key and _is_zone(key):
+            return key
     return "UTC"
 
 

@@ -158,11 +158,15 @@ WIRES: dict[Service, int] = {
     Service.DELTA_3P4W: 4,
 }
 
-# The manual covers "Models beginning with 1K, 1N, 1O, 2K, 2N and 2O".
+# The manual covers "Models beginning with 1K, 1N, 1O, 2K, 2N and 2O". A suffix may follow the
+# wire count only: "2O208-4X" is a mistyped wire count, not a suffix.
 _MODEL_RE = re.compile(
     r"^(?P<series>[12])(?P<variant>[KNO])(?P<voltage>\d{3})"
-    r"(?:-(?P<wires>\d+)W)?(?P<suffix>(?:-[A-Z0-9]+)*)$"
+    r"(?:-(?P<wires>\d+)W(?P<suffix>(?:-[A-Z0-9]+)*))?$"
 )
+# Letters and digits that look alike, by what the position expects.
+_AS_DIGIT = str.maketrans("OQDILSZB", "00011528")
+_AS_LETTER = str.maketrans("0", "O")
 
 
 @dataclass(frozen=True)
@@ -185,7 +189,7 @@ def parse_model_number(text: str) -> ModelNumber:
         raise UnknownModelError(
             text,
             "expected a series digit 1 or 2, a letter K, N or O, a three-digit voltage code and an "
-            "optional wire count such as -4W (e.g. 2O208-4W)",
+            "optional wire count such as -4W (e.g. 2O208-4W)" + _did_you_mean(normalized),
         )
     series = Series(int(match["series"]))
     code = match["voltage"]
@@ -199,7 +203,39 @@ def parse_model_number(text: str) -> ModelNumber:
         raise UnknownModelError(
             text, f"a Series {series.value}000 {code} V meter is not a {wires}-wire meter"
         )
-    return ModelNumber(normalized, series, match["variant"], code, wires, match["suffix"])
+    return ModelNumber(normalized, series, match["variant"], code, wires, match["suffix"] or "")
+
+
+def model_numbers() -> list[str]:
+    """Return every model number the manual's tables allow, with its wire count."""
+    return [
+        f"{series.value}{variant}{code}-{WIRES[option.service]}W"
+        for series, codes in VOLTAGE_OPTIONS.items()
+        for code, options in codes.items()
+        for option in options
+        for variant in "KNO"
+    ]
+
+
+def _did_you_mean(text: str) -> str:
+    """Return "; did you mean MODEL?" for the closest valid model number, or ""."""
+    import difflib
+
+    valid = sorted(set(model_numbers()))
+    # Letter O for digit 0 and the like first: "20208-4W" is "2O208-4W".
+    head = text[:1].translate(_AS_DIGIT) + text[1:2].translate(_AS_LETTER)
+    repaired = head + text[2:5].translate(_AS_DIGIT) + text[5:]
+    if repaired != text:
+        try:
+            return f"; did you mean {parse_model_number(repaired).text}?"
+        except UnknownModelError:
+            pass
+    close = difflib.get_close_matches(repaired, valid, n=3, cutoff=0.6)
+    # Among equally close ones, keep the letter that was typed (K, N and O share the tables).
+    close.sort(
+        key=lambda m: (-difflib.SequenceMatcher(None, repaired, m).ratio(), m[1] != repaired[1:2])
+    )
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 @dataclass(frozen=True)

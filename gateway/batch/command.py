@@ -31,6 +31,7 @@ def meter_summary(core: MeterCore) -> dict[str, Any]:
         "last": format_iso(core.last_ns) if core.last_ns is not None else None,
         "peak_demand_kw": float(round_kw(peak.demand_kw)) if peak else 0.0,
         "peak_demand_end": format_iso(peak.window_end_us * NS_PER_US) if peak else None,
+        "peak_demand_since": None if core.peak_since_ns is None else format_iso(core.peak_since_ns),
         "glitches": core.glitches,
         "inferred_edges": core.inferred_edges,
         "duplicates": core.duplicates,
@@ -219,6 +220,7 @@ def replay(
                 f"from {summary['first']} to {summary['last']}; "
                 f"edges 10={summary['edges']['10']} 1K={summary['edges']['1K']}; "
                 f"peak demand {summary['peak_demand_kw']:.2f} kW "
+                f"since {summary['peak_demand_since']} "
                 f"(window ending {summary['peak_demand_end']}); "
                 f"glitches {summary['glitches']}, inferred {summary['inferred_edges']}, "
                 f"duplicates {summary['duplicates']}; cross-check {check['status']}\n"

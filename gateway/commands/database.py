@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import calendar
 import csv
+import datetime
 import json
 import os
+import re
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any, TextIO
 
-from gateway.config import DEFAULT_CONFIG_PATH, default_database_url, load_config
+from gateway.config import (
+    DATABASE_FILE,
+    DEFAULT_CONFIG_PATH,
+    check_database_url,
+    default_database_url,
+    load_config,
+)
+from gateway.core.estimate import Estimate
 from gateway.core.meter import CoreSettings, MeterCore
+from gateway.core.schedule import ReadSchedule, parse_period
 from gateway.core.state import restore
 from gateway.errors import ConfigError
 from gateway.sinks.database import Database
 from gateway.sinks.readback import Readback, StoredMeter
-from gateway.sinks.reads import stored_reads
+from gateway.sinks.reads import StoredRead, stored_reads
 from gateway.sinks.redact import redact
 from gateway.sinks.schema import IntervalRow
 from gateway.sinks.store import Store
@@ -23,18 +35,58 @@ from gateway.timefmt import NS_PER_S, NS_PER_US, format_iso, parse_time_ns
 from meter_model.units import lcd_kwh, round_kw
 
 RECENT_EVENTS_S = 24 * 3600
+# Events that need someone to look (status counts and lists them): what the hygiene removed or
+# inferred, the cross-check's disagreements, edges faster than the meter can make, the model
+# disagreeing in simulation, storage and capture failures; and, from reconcile, LCD drift
+# beyond what the LCD's truncation explains. Not: restarts, peak resets (scheduled or by
+# command), gaps, link changes, clock steps, which status shows apart as notices.
+NEEDS_A_LOOK = frozenset(
+    {
+        "glitch",
+        "inferred",
+        "mismatch",
+        "count",
+        "coincidence",
+        "silent",
+        "noise",
+        "model",
+        "storage",
+        "capture",
+    }
+)
+EXPORT_COLUMNS = ("meter", "start", "end", "energy_wh", "edges", "demand_kw", "quality")
+DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 
 
 def database_url(config: str | None, db: str | None) -> str:
     """Return the database a command reads: ``--db``, else the configuration's, else the
     default configuration's when it exists, else ``gateway.db`` in the working directory."""
     if db:
-        return db
+        return check_database_url(db, "--db")
     if config:
         return load_config(config).gateway.database
     if os.path.exists(DEFAULT_CONFIG_PATH):
         return load_config(DEFAULT_CONFIG_PATH).gateway.database
     return default_database_url()
+
+
+def upgrade_url(config: str | None, db: str | None) -> str:
+    """Return the database ``db upgrade`` migrates; never create one nobody named.
+
+    With neither ``--db`` nor a configuration, an existing ``gateway.db`` here is upgraded, but
+    none is created: a typo'd directory would otherwise hold a new, empty database.
+    """
+    url = database_url(config, db)
+    if db or config or os.path.exists(DEFAULT_CONFIG_PATH):
+        return url
+    path = url.removeprefix("sqlite:///")
+    if not os.path.exists(path):
+        raise ConfigError(
+            f"db upgrade: no database named (no --db, no --config, no {DEFAULT_CONFIG_PATH}) and"
+            f" no {DATABASE_FILE} here; to create one on purpose:"
+            f" amr-gateway db upgrade --db sqlite:///{DATABASE_FILE} (or --config FILE)"
+        )
+    return url
 
 
 def open_database(url: str) -> Database:
@@ -87,6 +139,7 @@ def meter_status(readback: Readback, stored: StoredMeter, now_ns: int) -> dict[s
         "demand_kw": 0.0,
         "peak_demand_kw": None,
         "peak_demand_end": None,
+        "peak_demand_since": None,
     }
     if core is not None:
         # "now" for a live meter is the wall clock; a replayed or simulated one stops at its
@@ -100,12 +153,14 @@ def meter_status(readback: Readback, stored: StoredMeter, now_ns: int) -> dict[s
             if demand.peak is not None:
                 status["peak_demand_kw"] = float(round_kw(demand.peak.demand_kw))
                 status["peak_demand_end"] = format_iso(demand.peak.window_end_us * NS_PER_US)
+        if core.peak_since_ns is not None:
+            status["peak_demand_since"] = format_iso(core.peak_since_ns)
         status["glitches"] = core.glitches
         status["inferred_edges"] = core.inferred_edges
         status["duplicates"] = core.duplicates
         status["crosscheck"] = core.crosscheck.summary()
     since = now_ns - RECENT_EVENTS_S * NS_PER_S
-    anomalies = [
+    recent = [
         {
             "time": format_iso(e.t_ns),
             "kind": e.kind,
@@ -117,12 +172,27 @@ def meter_status(readback: Readback, stored: StoredMeter, now_ns: int) -> dict[s
         if e.kind not in ("restart",)
         and (e.t_ns >= since or stored.source not in ("gpio", "serial"))
     ]
-    status["open_anomalies"] = anomalies[-20:]
+    anomalies = [e for e in recent if e["kind"] in NEEDS_A_LOOK]
     if stored.source == "serial":
         # Lines the pulse-counter board sent with a bad checksum or shape, skipped (SPEC 6).
         status["serial_bad_lines"] = int((stored.source_state or {}).get("bad_lines", 0))
     readings = readback.lcd_readings(stored.id)
     status["last_reconciliation"] = reconciliation(readings) if readings else None
+    last = status["last_reconciliation"]
+    if last is not None and not last["consistent"]:
+        anomalies.append(
+            {
+                "time": last["time"],
+                "kind": "lcd_drift",
+                "channel": None,
+                "detail": last["summary"],
+                "missed_wh": 0,
+            }
+        )
+        anomalies.sort(key=lambda e: str(e["time"]))
+    status["anomalies"] = len(anomalies)
+    status["open_anomalies"] = anomalies[-20:]
+    status["notices"] = [e for e in recent if e["kind"] not in NEEDS_A_LOOK][-20:]
     reads = stored_reads(readback.database, stored.name)
     status["last_read"] = reads[-1].payload() if reads else None  # the last billing read
     return status
@@ -144,7 +214,8 @@ def status(url: str, as_json: bool, out: TextIO = sys.stdout) -> None:
         out.write(f"no meters in {redact(url)}\n")
     for name, m in meters.items():
         peak = (
-            f"{m['peak_demand_kw']:.2f} kW (window ending {m['peak_demand_end']})"
+            f"{m['peak_demand_kw']:.2f} kW since {m['peak_demand_since']} "
+            f"(window ending {m['peak_demand_end']})"
             if m["peak_demand_kw"] is not None
             else "-"
         )
@@ -152,8 +223,13 @@ def status(url: str, as_json: bool, out: TextIO = sys.stdout) -> None:
             f"{name} ({m['model']}, {m['source']}): {m['energy_wh']} Wh, LCD {m['lcd_kwh']} kWh; "
             f"edges {' '.join(f'{ch}={n}' for ch, n in m['edges'].items())}; "
             f"power {m['power_kw']:.2f} kW, demand {m['demand_kw']:.2f} kW, peak {peak}; "
-            f"{len(m['open_anomalies'])} anomalies\n"
+            f"{_anomalies(m['anomalies'])}\n"
         )
+        for anomaly in m["open_anomalies"]:
+            channel = f" {anomaly['channel']}" if anomaly["channel"] else ""
+            out.write(
+                f"  anomaly: {anomaly['time']} {anomaly['kind']}{channel}: {anomaly['detail']}\n"
+            )
         if "serial_bad_lines" in m:
             out.write(f"  serial board: {m['serial_bad_lines']} bad lines skipped\n")
         if m["last_reconciliation"]:
@@ -168,13 +244,48 @@ def status(url: str, as_json: bool, out: TextIO = sys.stdout) -> None:
             )
 
 
-def meter_intervals(
-    readback: Readback, meter: str | None, start_ns: int | None, end_ns: int | None
-) -> list[tuple[str, IntervalRow]]:
-    """Return the stored intervals an export asks for; an unknown ``--meter`` is an error."""
-    if meter is not None and readback.find_meter(meter) is None:
-        raise ConfigError(f"--meter {meter}: no such meter in the database")
-    return readback.intervals(meter, start_ns, end_ns)
+def _anomalies(count: int) -> str:
+    return "no anomalies" if count == 0 else f"{count} anomal{'y' if count == 1 else 'ies'}"
+
+
+@dataclass(frozen=True)
+class ExportWindow:
+    """What an export holds: intervals in ``[start_ns, end_ns]``, or a billing period's."""
+
+    start_ns: int | None = None
+    end_ns: int | None = None
+    period: str | None = None  # YYYY-MM: each meter's own period, by its read schedule
+
+    def holds_read(self, read: StoredRead) -> bool:
+        """Return whether a billing read belongs in the export: the period's own read, or one
+        taken (its end) inside the window."""
+        if self.period is not None:
+            return bool(read.columns["period"] == self.period)
+        t_ns = int(read.columns["t_ns"])
+        return (self.start_ns is None or t_ns >= self.start_ns) and (
+            self.end_ns is None or t_ns <= self.end_ns
+        )
+
+
+def export_window(start: str | None, end: str | None, period: str | None) -> ExportWindow:
+    """Check ``--from``/``--to``/``--period`` and return the window they ask for.
+
+    A date (``2026-11-01``) is in UTC, like every time the export writes: ``--from`` its start,
+    ``--to`` its end (the day is included). A period in the meter's own zone is ``--period``.
+    """
+    if period is not None:
+        for option, value in (("--from", start), ("--to", end)):
+            if value is not None:
+                raise ConfigError(f"--period {period}: give it or {option}, not both")
+        try:
+            parse_period(period)
+        except ValueError as exc:
+            raise ConfigError(f"--period: {exc}") from None
+        return ExportWindow(period=period)
+    start_ns, end_ns = _export_time("--from", start), _export_time("--to", end, days=1)
+    if start_ns is not None and end_ns is not None and start_ns >= end_ns:
+        raise ConfigError(f"--from {start} is not before --to {end}: nothing could be exported")
+    return ExportWindow(start_ns, end_ns)
 
 
 def _time_option(option: str, text: str | None) -> int | None:
@@ -186,6 +297,49 @@ def _time_option(option: str, text: str | None) -> int | None:
         raise ConfigError(f"{option}: {exc}") from None
 
 
+def _export_time(option: str, text: str | None, days: int = 0) -> int | None:
+    """Return an export bound; a date is that day's 00:00 UTC, or with ``days=1`` the next
+    day's (a ``--to`` date includes its day, as in the web view)."""
+    if text is not None and DATE_RE.fullmatch(text):
+        try:
+            day = datetime.date.fromisoformat(text) + datetime.timedelta(days=days)
+        except (ValueError, OverflowError):
+            raise ConfigError(f"{option} {text}: not a date (YYYY-MM-DD)") from None
+        return calendar.timegm(day.timetuple()) * NS_PER_S
+    return _time_option(option, text)
+
+
+def meter_intervals(
+    readback: Readback, meter: str | None, window: ExportWindow
+) -> list[tuple[str, IntervalRow]]:
+    """Return the stored intervals an export asks for; an unknown ``--meter`` is an error."""
+    if meter is not None and readback.find_meter(meter) is None:
+        raise ConfigError(f"--meter {meter}: no such meter in the database")
+    if window.period is None:
+        return readback.intervals(meter, window.start_ns, window.end_ns)
+    year, month = parse_period(window.period)
+    rows: list[tuple[str, IntervalRow]] = []
+    for stored in readback.meters():
+        core = _core(stored)
+        if core is None or meter not in (None, stored.name):
+            continue
+        settings = core.settings
+        schedule = settings.read_schedule or ReadSchedule(align_s=settings.demand.sub_interval_s)
+        rows += readback.intervals(stored.name, *schedule.bounds(year, month))
+    return sorted(rows, key=lambda pair: (pair[0], pair[1].start_ns))
+
+
+def export_estimates(
+    readback: Readback, meter: str | None, window: ExportWindow, rows: list[tuple[str, IntervalRow]]
+) -> dict[str, dict[int, Estimate]]:
+    """Return the estimates of unwatched time for the intervals an export holds."""
+    start_ns, end_ns = window.start_ns, window.end_ns
+    if window.period is not None and rows:  # each meter's own period: the rows' span
+        start_ns = min(row.start_ns for _, row in rows)
+        end_ns = max(row.start_ns for _, row in rows)
+    return readback.estimates(meter, start_ns, end_ns)
+
+
 def export(
     url: str,
     fmt: str,
@@ -193,26 +347,38 @@ def export(
     start: str | None,
     end: str | None,
     out: TextIO = sys.stdout,
+    *,
+    period: str | None = None,
 ) -> int:
     if fmt != "csv":
         raise ConfigError(f"--format {fmt}: only csv is supported")
-    start_ns, end_ns = _time_option("--from", start), _time_option("--to", end)
+    window = export_window(start, end, period)
     database = open_database(url)
     try:
-        rows = meter_intervals(Readback(database), meter, start_ns, end_ns)
+        readback = Readback(database)
+        rows = meter_intervals(readback, meter, window)
+        estimates = export_estimates(readback, meter, window, rows)
     finally:
         database.close()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(INTERVAL_COLUMNS)
-    writer.writerows(interval_csv_row(name, row) for name, row in rows)
+    # The SPEC's columns, then the estimate of the interval's unwatched time (empty when it
+    # was watched or cannot be estimated), never added to energy_wh.
+    writer.writerow([*EXPORT_COLUMNS, "estimated_wh", "estimate_method"])
+    for name, row in rows:
+        estimate = estimates.get(name, {}).get(row.start_ns)
+        writer.writerow(
+            [
+                *interval_csv_row(name, row),
+                "" if estimate is None else estimate.estimated_wh,
+                "" if estimate is None else estimate.method,
+            ]
+        )
     return len(rows)
 
 
-INTERVAL_COLUMNS = ("meter", "start", "end", "energy_wh", "edges", "demand_kw", "quality")
-
-
 def interval_csv_row(name: str, row: Any) -> list[Any]:
-    """Return an interval (start_ns, end_ns, energy_wh, edges, quality) as an export CSV row."""
+    """Return an interval (start_ns, end_ns, energy_wh, edges, quality) as the SPEC's export
+    columns (EXPORT_COLUMNS)."""
     from fractions import Fraction
 
     demand = Fraction(row.energy_wh * 3600 * NS_PER_S, (row.end_ns - row.start_ns) * 1000)
@@ -246,9 +412,13 @@ def reconciliation(readings: list[Any]) -> dict[str, Any]:
     if len(readings) == 1:
         summary += f"offset {first_lo}..{first_lo + 999} Wh (the baseline)"
     else:
-        summary += f"drift {drift_lo}..{drift_hi} Wh since {format_iso(first.t_ns, 0)}: " + (
-            "consistent" if consistent else "the gateway has lost or gained energy"
-        )
+        summary += f"drift {drift_lo}..{drift_hi} Wh since {format_iso(first.t_ns, 0)}: "
+        if consistent:
+            summary += "consistent"
+        elif drift_lo > 0:  # the LCD moved further than the register: edges were missed
+            summary += f"the gateway counted {drift_lo}..{drift_hi} Wh less than the LCD"
+        else:
+            summary += f"the gateway counted {-drift_hi}..{-drift_lo} Wh more than the LCD"
     return {
         "time": format_iso(last.t_ns),
         "lcd_kwh": last.lcd_kwh,

@@ -4,7 +4,11 @@ Per meter: a UsagePoint (electricity), one MeterReading with its ReadingType (en
 delta data, the interval length, power of ten 0), IntervalBlocks of one UTC day each holding
 the closed intervals (start, duration, value in Wh; a ReadingQuality ``questionable`` (10) on
 every interval not ``complete``), and a UsageSummary per billing read (the period, its energy,
-its peak demand in W, the read instant as ``statusTimeStamp``). Times are UTC epoch seconds, as
+its peak demand in W, the read instant as ``statusTimeStamp``; ``qualityOfReading`` valid (0)
+for a complete read, questionable (10) for a partial one). The estimates of unwatched time
+(gateway/core/estimate.py) go in a second MeterReading of the same ReadingType, never into the
+measured values: one IntervalReading per estimated interval, with ESPI's own reading-quality
+codes, 9 (linear interpolation) or 8 (from historical data). Times are UTC epoch seconds, as
 the standard's TimeType says. Elements come in the order espi.xsd's sequences give them.
 
 Resources are linked as Green Button readers expect: an entry's ``self`` and ``up`` links, and
@@ -21,7 +25,13 @@ from collections.abc import Sequence
 from itertools import groupby
 from typing import Any, TextIO
 
-from gateway.commands.database import _time_option, meter_intervals, open_database
+from gateway.commands.database import (
+    export_estimates,
+    export_window,
+    meter_intervals,
+    open_database,
+)
+from gateway.core.estimate import HISTORY, LINEAR, Estimate
 from gateway.sinks.readback import Readback
 from gateway.sinks.reads import StoredRead, peak_kw, stored_reads
 from gateway.timefmt import NS_PER_S, format_iso
@@ -43,6 +53,7 @@ UOM_WH = 72
 UOM_W = 38
 QUALITY_VALID = 0
 QUALITY_QUESTIONABLE = 10
+QUALITY_ESTIMATED = {LINEAR: 9, HISTORY: 8}  # linear interpolation; from historical data
 DAY_S = 86_400
 
 
@@ -86,9 +97,10 @@ def build_feed(
     intervals: dict[str, list[Any]],
     reads: dict[str, list[StoredRead]],
     updated_ns: int,
+    estimates: dict[str, dict[int, Estimate]] | None = None,
 ) -> ET.Element:
-    """Return the feed for ``intervals`` (rows with start_ns, end_ns, energy_wh, quality) and
-    ``reads`` per meter."""
+    """Return the feed for ``intervals`` (rows with start_ns, end_ns, energy_wh, quality),
+    ``reads`` and the ``estimates`` of unwatched time (by interval start) per meter."""
     feed = ET.Element(f"{{{ATOM}}}feed")
     ET.SubElement(feed, f"{{{ATOM}}}id").text = f"urn:uuid:{uuid.uuid5(NAMESPACE, gateway)}"
     ET.SubElement(feed, f"{{{ATOM}}}title").text = f"{gateway}: Green Button data"
@@ -138,26 +150,26 @@ def build_feed(
         _sub(kind, "powerOfTenMultiplier", 0)
         _sub(kind, "timeAttribute", 0)
         _sub(kind, "uom", UOM_WH)
-        for block, (day, day_rows) in enumerate(
-            groupby(rows, key=lambda r: r.start_ns // (DAY_S * NS_PER_S)), start=1
-        ):
-            day_list = list(day_rows)
+        measured = [(r.start_ns, r.end_ns, r.energy_wh, _measured_quality(r.quality)) for r in rows]
+        _interval_blocks(feed, f"{gateway}/{meter}", meter, reading, measured)
+        found = (estimates or {}).get(meter, {})
+        if found:
+            length_ns = length_s * NS_PER_S
+            estimated = f"{point}/MeterReading/2"
             content = _entry(
                 feed,
-                f"{gateway}/{meter}/IntervalBlock/{day}",
-                f"{meter} {format_iso(day * DAY_S * NS_PER_S)[:10]}",
-                f"{reading}/IntervalBlock/{block}",
-                f"{reading}/IntervalBlock",
-                [],
+                f"{gateway}/{meter}/MeterReading/estimated",
+                f"{meter} estimated energy of unwatched time",
+                estimated,
+                f"{point}/MeterReading",
+                [reading_type, f"{estimated}/IntervalBlock"],
             )
-            interval_block = _sub(content, "IntervalBlock")
-            _interval(interval_block, "interval", day_list[0].start_ns, day_list[-1].end_ns)
-            for row in day_list:
-                item = _sub(interval_block, "IntervalReading")
-                if row.quality != "complete":
-                    _sub(_sub(item, "ReadingQuality"), "quality", QUALITY_QUESTIONABLE)
-                _interval(item, "timePeriod", row.start_ns, row.end_ns)
-                _sub(item, "value", row.energy_wh)
+            _sub(content, "MeterReading")
+            values = [
+                (t, t + length_ns, e.estimated_wh, QUALITY_ESTIMATED[e.method])
+                for t, e in sorted(found.items())
+            ]
+            _interval_blocks(feed, f"{gateway}/{meter}/estimated", meter, estimated, values)
         for index, read in enumerate(meter_reads, start=1):
             columns = read.columns
             content = _entry(
@@ -189,6 +201,41 @@ def build_feed(
     return feed
 
 
+def _measured_quality(quality: str) -> int | None:
+    return None if quality == "complete" else QUALITY_QUESTIONABLE
+
+
+def _interval_blocks(
+    feed: ET.Element,
+    key: str,
+    meter: str,
+    reading: str,
+    values: Sequence[tuple[int, int, int, int | None]],
+) -> None:
+    """Add a MeterReading's IntervalBlocks, one per UTC day, of (start_ns, end_ns, Wh,
+    reading quality or None) readings."""
+    for block, (day, day_values) in enumerate(
+        groupby(values, key=lambda v: v[0] // (DAY_S * NS_PER_S)), start=1
+    ):
+        day_list = list(day_values)
+        content = _entry(
+            feed,
+            f"{key}/IntervalBlock/{day}",
+            f"{meter} {format_iso(day * DAY_S * NS_PER_S)[:10]}",
+            f"{reading}/IntervalBlock/{block}",
+            f"{reading}/IntervalBlock",
+            [],
+        )
+        interval_block = _sub(content, "IntervalBlock")
+        _interval(interval_block, "interval", day_list[0][0], day_list[-1][1])
+        for start_ns, end_ns, value_wh, quality in day_list:
+            item = _sub(interval_block, "IntervalReading")
+            if quality is not None:
+                _sub(_sub(item, "ReadingQuality"), "quality", quality)
+            _interval(item, "timePeriod", start_ns, end_ns)
+            _sub(item, "value", value_wh)
+
+
 def read_ns(read: StoredRead) -> int:
     return int(read.columns["t_ns"])
 
@@ -202,22 +249,20 @@ def export_espi(
     *,
     gateway: str = "amr-gateway",
     now_ns: int | None = None,
+    period: str | None = None,
 ) -> int:
     """Write the feed of the stored intervals in ``[start, end]`` and of the billing reads
     taken in it; return how many intervals it holds."""
     import time
 
-    start_ns, end_ns = _time_option("--from", start), _time_option("--to", end)
+    window = export_window(start, end, period)
     database = open_database(url)
     try:
-        rows = meter_intervals(Readback(database), meter, start_ns, end_ns)
-        reads = [
-            r
-            for r in stored_reads(database, meter)
-            # a billing period belongs to the window its read (its end) falls in
-            if (start_ns is None or r.columns["t_ns"] >= start_ns)
-            and (end_ns is None or r.columns["t_ns"] <= end_ns)
-        ]
+        readback = Readback(database)
+        rows = meter_intervals(readback, meter, window)
+        estimates = export_estimates(readback, meter, window, rows)
+        # a billing period belongs to the window its read (its end) falls in
+        reads = [r for r in stored_reads(database, meter) if window.holds_read(r)]
     finally:
         database.close()
     intervals: dict[str, list[Any]] = {}
@@ -226,7 +271,7 @@ def export_espi(
     by_meter: dict[str, list[StoredRead]] = {}
     for read in reads:
         by_meter.setdefault(read.meter, []).append(read)
-    feed = build_feed(gateway, intervals, by_meter, now_ns or time.time_ns())
+    feed = build_feed(gateway, intervals, by_meter, now_ns or time.time_ns(), estimates)
     ET.indent(feed)
     out.write('<?xml version="1.0" encoding="UTF-8"?>\n')
     out.write(ET.tostring(feed, encoding="unicode"))

@@ -22,6 +22,7 @@ class EventKind(StrEnum):
     CLOCK_STEP = "clock_step"
     CAPTURE = "capture"  # the raw-edge capture failed (disk full, read-only) and was turned off
     STORAGE = "storage"  # the database failed (commits wait in memory) or came back
+    CONFLICT = "conflict"  # another database publishes on this meter's MQTT topic (issue #17)
 
 
 @dataclass(frozen=True, slots=True)

@@ -141,6 +141,7 @@ class Reading:
     power_kw: float
     demand_kw: Fraction
     peak: Peak | None
+    peak_since_ns: int | None = None  # the peak is the largest since: counting began, or a reset
 
 
 class MeterCore:
@@ -166,6 +167,7 @@ class MeterCore:
         self.first_ns: int | None = None
         self.last_ns: int | None = None
         self.ended_ns: int | None = None  # where the input last ended (a log's end)
+        self.peak_since_ns: int | None = None  # counting's start, then the last peak reset
         self.tail_ns: int | None = None  # see finish(keep_open=True)
         self._demand: dict[str, DemandMeter] = {}
         self._intervals: IntervalAccumulator | None = None
@@ -189,6 +191,7 @@ class MeterCore:
         if self.start_ns is not None:
             return
         self.start_ns = start_ns
+        self.peak_since_ns = start_ns
         s = self.settings
         for ch in CHANNELS:
             # Demand counts energy in Wh: J_PER_WH joules per unit.
@@ -450,6 +453,7 @@ class MeterCore:
     def reset_peak(self, now_ns: int, reason: str = "command") -> Peak | None:
         demand = self.demand
         cleared = demand.reset_peak() if demand else None
+        self.peak_since_ns = now_ns
         self.events.append(Event(now_ns, EventKind.PEAK_RESET, None, reason))
         return cleared
 
@@ -463,6 +467,7 @@ class MeterCore:
             self.power_kw(now_ns),
             demand.instantaneous_kw() if demand else Fraction(0),
             demand.peak if demand else None,
+            self.peak_since_ns,
         )
 
     @property
@@ -501,6 +506,7 @@ class MeterCore:
             "ended_ns": self.ended_ns,
             "tail_ns": self.tail_ns,
             "settings": self.settings.to_state(),
+            "peak_since_ns": self.peak_since_ns,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -523,6 +529,7 @@ class MeterCore:
         self.crosscheck = CrossCheck.from_state(state["crosscheck"], *self._crosscheck_settings())
         self.ended_ns = state.get("ended_ns")  # older states lack these two
         self.tail_ns = state.get("tail_ns")
+        self.peak_since_ns = state.get("peak_since_ns", self.start_ns)  # older: since the start
 
     def mark_gap(self, from_ns: int, to_ns: int, detail: str, missed_wh: int = 0) -> None:
         """Record time nothing was watched (the gateway was down, the clock stepped).

@@ -33,6 +33,7 @@ from gateway.daemon.wiring import SourceContext, build_source, check_inputs
 from gateway.errors import SinkError
 from gateway.pulselog.capture import Capture
 from gateway.sinks.database import Database
+from gateway.sinks.payloads import energy_time_ns as retained_time_ns
 from gateway.sinks.payloads import event_payload, state_payload
 from gateway.sinks.readback import StoredMeter
 from gateway.sinks.store import MeterBatch, Store
@@ -61,6 +62,8 @@ def format_reading(reading: Reading) -> str:
     if reading.peak is not None:
         window_end = format_iso(reading.peak.window_end_us * NS_PER_US)
         peak = f"{round_kw(reading.peak.demand_kw)} kW (window ending {window_end})"
+        if reading.peak_since_ns is not None:
+            peak += f" since {format_iso(reading.peak_since_ns, 0)}"
     return (
         f"{format_iso(reading.t_ns, 0)} {reading.meter}: "
         f"{reading.energy_wh / 1000:.3f} kWh (LCD {lcd_kwh(reading.energy_wh)}), "
@@ -171,8 +174,13 @@ class Service:
             self.capture = Capture(
                 config.gateway.capture_dir, config.gateway.capture_keep_days, config.gateway.id
             )
+        # Called on the loop's thread after each commit and each reading line (the web view
+        # takes an immutable snapshot there; nothing else may read the loop's objects).
+        self.observers: list[Callable[[Service], None]] = []
+        self.last_commit: tuple[int, float] | None = None  # (UTC ns, seconds it took)
         self.mqtt: MqttPublisher | None = None
         if config.mqtt.enabled:
+            from gateway.sinks.identity import database_identity
             from gateway.sinks.mqtt import MqttPublisher
             from gateway.sinks.outbox import Outbox
             from gateway.sinks.payloads import MeterInfo
@@ -182,6 +190,7 @@ class Service:
                 config.gateway.id,
                 [MeterInfo(m.settings.name, m.settings.model) for m in self.meters],
                 Outbox(self.database),
+                identity=database_identity(self.database),
             )
 
     def _open_meter(
@@ -199,6 +208,16 @@ class Service:
             settings, model, now_ns, stored.source_state, core.last_seen(), self.context
         )
         checkpoint = Checkpoint.resuming(stored, settings.name, settings.model, settings.source)
+        if checkpoint.published_wh > stored.register_wh:
+            # Only an older version stored more than it counted: a total it took from the broker.
+            logger.warning(
+                "%s: the database says %d Wh was published, above its register %d Wh; that came "
+                "from the broker, not from this meter, and is ignored",
+                settings.name,
+                checkpoint.published_wh,
+                stored.register_wh,
+            )
+            checkpoint.published_wh = stored.register_wh
         detail = f"resumed at {stored.register_wh} Wh" if resumed else "started counting from zero"
         checkpoint.add_events([Event(now_ns, EventKind.RESTART, None, detail)])
         return MeterRuntime(settings, model, core, source, stored, checkpoint, now_ns)
@@ -276,6 +295,7 @@ class Service:
             if due:
                 self._last_state = mono
             self.handle_commands(self.mqtt.pump())
+            self.note_conflicts(self.mqtt.take_conflicts())
         if mono - self._last_report >= self.config.gateway.report_interval_s * 1e9:
             self.report()
             self._last_report = mono
@@ -368,11 +388,12 @@ class Service:
         reading = runtime.core.reading(runtime.now_ns)
         # Only what the database holds is published: edges counted since the last commit could
         # still be lost to a crash, and the total must not come back lower after a restart. Nor
-        # below what the broker retains (a fresh database with a reused gateway id).
+        # below what the broker retains of THIS database's (a power cut that rolled it back to
+        # an older image): only a state it signed counts, and that floor is never stored, for
+        # nothing received from the broker is (issue #17).
         committed = min(reading.energy_wh, checkpoint.committed_wh)
-        floor = checkpoint.published_wh
-        if self.mqtt is not None:
-            floor = max(floor, self.mqtt.retained_wh(name))
+        own = self.mqtt.retained_state(name) if self.mqtt is not None else None
+        floor = max(checkpoint.published_wh, own.energy_wh if own is not None else 0)
         energy_wh = max(committed, floor)
         if energy_wh == 0:
             return None  # never a zero or unknown total at start-up
@@ -386,17 +407,26 @@ class Service:
                     floor,
                 )
             runtime.holding = True
-            # The total shown was reached before; when, this gateway may not know.
-            energy_time_ns = (
-                checkpoint.published_at_ns if energy_wh == checkpoint.published_wh else None
-            )
+            # The total shown was reached before, at the time its own state said.
+            if own is not None and energy_wh == own.energy_wh:
+                energy_time_ns = retained_time_ns(own)
+            else:
+                energy_time_ns = checkpoint.published_at_ns
         else:
             runtime.holding = False
             energy_time_ns = checkpoint.committed_at_ns
-        checkpoint.published_wh = energy_wh
-        checkpoint.published_at_ns = energy_time_ns
+            checkpoint.published_wh = energy_wh  # this database's own count, and only that
+            checkpoint.published_at_ns = energy_time_ns
         quality = runtime.core.current_quality(runtime.now_ns)
         return state_payload(reading, energy_wh, quality, energy_time_ns)
+
+    def note_conflicts(self, conflicts: Sequence[tuple[str, str]]) -> None:
+        """Record, as an event of the meter, that another database publishes as this one."""
+        for meter, detail in conflicts:
+            for runtime in self.meters:
+                if runtime.settings.name == meter:
+                    event = Event(runtime.now_ns, EventKind.CONFLICT, None, detail)
+                    runtime.checkpoint.add_events([event])
 
     def handle_commands(self, commands: Sequence[Command]) -> None:
         for command in commands:
@@ -478,6 +508,7 @@ class Service:
 
     def commit(self, *, stamp: bool = False) -> None:
         """Commit every meter's checkpoint in one transaction (``stamp``: see Store.commit)."""
+        started_ns = self._monotonic_ns()
         self._capturing(Capture.flush)
         batches = [runtime.batch() for runtime in self.meters]
         counted_at = [runtime.now_ns for runtime in self.meters]  # what time each total is for
@@ -487,6 +518,8 @@ class Service:
             runtime.checkpoint.committed_at_ns = at_ns
         if self.mqtt is not None and any(b.intervals or b.events or b.reads for b in batches):
             self.mqtt.outbox_changed()
+        self.last_commit = (self.timeline.now(), (self._monotonic_ns() - started_ns) / 1e9)
+        self._observe()
 
     def report(self) -> None:
         """Print each meter's reading line (and, while it fails, that the database does)."""
@@ -494,3 +527,11 @@ class Service:
             print(format_reading(runtime.core.reading(runtime.now_ns)), file=self.out, flush=True)
         if self.storage_error is not None:
             print(f"not committed: {self.storage_error}; counting in memory", file=self.out)
+        self._observe()
+
+    def _observe(self) -> None:
+        for observer in self.observers:
+            try:
+                observer(self)
+            except Exception:  # a view must never stop the counting
+                logger.exception("an observer of the loop failed")

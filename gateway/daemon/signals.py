@@ -4,6 +4,12 @@ A Python signal handler runs in the main thread between two bytecodes, possibly 
 thread holds a lock (``threading.Event.wait`` does), so setting an Event from a handler can
 deadlock: it did, once in 27 stops under load. Here a handler only sets a flag and writes a byte
 to a non-blocking pipe; the main loop sleeps in ``select`` on that pipe, so it wakes at once.
+
+The run path installs them before anything else it imports (:func:`install_early`, from
+``gateway/__main__.py`` and the start of ``cli.main``), so a SIGTERM during start-up is a clean
+stop with status 0. One that comes while Python itself starts, before the gateway's first line
+runs, still ends the process by the signal (status -15, nothing opened yet; systemd counts that
+as a clean stop too).
 """
 
 from __future__ import annotations
@@ -69,3 +75,29 @@ class Signals:
                     pass
             except BlockingIOError:
                 pass
+
+
+_early: Signals | None = None
+
+
+def run_requested(argv: list[str]) -> bool:
+    """Return whether a command line asks for ``run`` (options before it are flags only)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None) == "run"
+
+
+def install_early() -> None:
+    """Install the handlers now, ahead of the run path's imports (once per process)."""
+    global _early
+    if _early is None:
+        _early = Signals()
+        _early.install()
+
+
+def installed() -> Signals:
+    """Hand over the handlers :func:`install_early` installed (once), or install new ones."""
+    global _early
+    signals, _early = _early, None
+    if signals is None:
+        signals = Signals()
+        signals.install()
+    return signals

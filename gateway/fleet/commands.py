@@ -24,8 +24,6 @@ from gateway.fleet.database import FleetDatabase, is_fleet_database
 from gateway.sinks.database import make_engine
 from gateway.timefmt import NS_PER_S, format_iso, parse_time_ns
 
-NO_READ = "no read"
-
 
 def _is_fleet(url: str) -> bool:
     if url.startswith("sqlite:///"):
@@ -143,7 +141,7 @@ def fleet_bill(
     out: TextIO,
 ) -> None:
     """Print one row per meter of every gateway for ``period``; a meter with no read says so."""
-    from gateway.commands.bill import CSV_COLUMNS, determinants_row
+    from gateway.commands.bill import CSV_COLUMNS, NO_READ, csv_row
     from gateway.core.schedule import parse_period
 
     engine = database.engine
@@ -180,15 +178,37 @@ def fleet_bill(
         return
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(("gateway", *CSV_COLUMNS))
-    blank = [""] * (len(CSV_COLUMNS) - 2)
-    quality = CSV_COLUMNS.index("quality")
     for g, m, d in rows:
-        if d is None:
-            row = [m, period, *blank]
-            row[quality] = NO_READ
-            writer.writerow([g, *row])
-        else:
-            writer.writerow([g, *determinants_row(d)])
+        # The bill's columns a published read does not carry (the local times and zone of the
+        # gateway's schedule, the peak's start, estimates, the last LCD reading) stay empty.
+        row = dict.fromkeys(BILL_KEYS) | (d or {"meter": m, "period": period, "quality": NO_READ})
+        writer.writerow([g, *csv_row(row)])
+
+
+BILL_KEYS = (
+    "meter",
+    "period",
+    "start",
+    "end",
+    "start_local",
+    "end_local",
+    "register_wh",
+    "lcd_kwh",
+    "energy_wh",
+    "peak_demand_kw",
+    "peak_demand_end",
+    "quality",
+    "gap_minutes",
+    "glitches",
+    "inferred_edges",
+    "mismatches",
+    "estimated_energy_wh",
+    "last_reconciliation",
+    "timezone",
+    "peak_demand_since",
+    "estimated_wh",
+    "estimate_method",
+)
 
 
 # -- export ----------------------------------------------------------------------------------
@@ -212,7 +232,7 @@ def fleet_export(
     fmt: str,
     out: TextIO,
 ) -> None:
-    from gateway.commands.database import INTERVAL_COLUMNS, interval_csv_row
+    from gateway.commands.database import EXPORT_COLUMNS, interval_csv_row
 
     start_ns, end_ns = _time("--from", start), _time("--to", end)
     engine = database.engine
@@ -226,7 +246,7 @@ def fleet_export(
         _export_espi(engine, rows, gateway, meter, start_ns, end_ns, out)
         return
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(("gateway", *INTERVAL_COLUMNS))
+    writer.writerow(("gateway", *EXPORT_COLUMNS))
     for g, m, row in rows:
         writer.writerow([g, *interval_csv_row(m, row)])
 

@@ -26,6 +26,7 @@ from gateway.errors import ConfigError
 from gateway.pulselog import PulseLogWriter
 from gateway.sinks.failures import sink_errors
 from gateway.timefmt import NS_PER_S, format_iso
+from gateway.trouble import Trouble
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ class Capture:
         if not os.access(self.directory, os.W_OK):
             raise ConfigError(f"gateway.capture_dir {directory}: not writable")
         self._files: dict[str, _File] = {}
+        # Pruning runs at every new file, for every meter: a file that cannot go is said once.
+        self._pruning = Trouble(logger, "pruning old capture files", level=logging.WARNING)
 
     @property
     def paths(self) -> list[Path]:
@@ -116,6 +119,7 @@ class Capture:
         """Delete capture files older than ``keep_days``; return what was deleted."""
         cutoff = (time.time() if now_s is None else now_s) - self.keep_days * 86_400
         removed = []
+        failed: list[tuple[Path, OSError]] = []
         open_now = set(self.paths)
         for path in self.directory.glob("capture-*.csv.gz"):
             if path in open_now:
@@ -124,8 +128,18 @@ class Capture:
                 if path.stat().st_mtime < cutoff:
                     path.unlink()
                     removed.append(path)
-            except OSError:
-                logger.warning("could not prune %s", path, exc_info=True)
+            except OSError as exc:
+                failed.append((path, exc))
+        if failed:
+            first, error = failed[0]
+            self._pruning.failed(
+                "could not prune %d old capture file(s), %s the first: %s",
+                len(failed),
+                first,
+                error.strerror or error,
+            )
+        else:
+            self._pruning.cleared()
         return removed
 
     def _close(self, meter: str) -> None:

@@ -63,9 +63,10 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self._lock: _FileLock | _AdvisoryLock | None = None
-        from gateway.sinks.migrate import check_database, upgrade_database
+        from gateway.sinks.migrate import check_database, check_server, upgrade_database
 
         try:
+            check_server(self.engine)  # a missing PostgreSQL database: say how to create it
             if lock is not None:
                 self.lock(lock)
             if upgrade:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,31 @@ def _config() -> Config:
 
 def _describe(engine: Engine) -> str:
     return f"database {redact(engine.url.render_as_string(hide_password=False))}"
+
+
+# What PostgreSQL answers a connection to a database it does not have (no SQLSTATE reaches the
+# client before the connection exists, so the words are all there is).
+_NO_SUCH_DATABASE_RE = re.compile(r'database "([^"]+)" does not exist')
+
+
+def check_server(engine: Engine) -> None:
+    """Connect once to a database server; a database it does not have is a ConfigError saying
+    how to create it, anything else a SinkError (the server may come back)."""
+    if engine.dialect.name == "sqlite":
+        return
+    try:
+        with engine.connect():
+            pass
+    except SQLAlchemyError as exc:
+        match = _NO_SUCH_DATABASE_RE.search(str(getattr(exc, "orig", None) or exc))
+        if match is None:
+            raise SinkError(f"{_describe(engine)}: cannot open it: {first_line(exc)}") from exc
+        name, user = match[1], engine.url.username or "USER"
+        raise ConfigError(
+            f"{_describe(engine)}: database {name!r} does not exist on the server; create it"
+            f" with: createdb {name} (as a user allowed to, e.g. sudo -u postgres createdb"
+            f" -O {user} {name})"
+        ) from None
 
 
 def _tables(engine: Engine) -> set[str]:

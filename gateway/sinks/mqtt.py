@@ -15,6 +15,12 @@ Topics (``amr`` is ``base_topic``, ``gw`` the gateway id):
 - ``amr/gw/METER/interval`` and ``amr/gw/METER/event``: QoS 1 through the outbox.
 - ``homeassistant/sensor/...``: discovery, retained, re-sent when Home Assistant says ``online``.
 - ``amr/gw/METER/cmd/NAME``: commands, off unless listed in ``[mqtt] commands``.
+
+Anything may arrive from the broker (anyone who may publish there can put it there): every
+callback is guarded, so no message and no paho surprise ends publishing, and of a retained state
+on our own topic only one this database signed is taken as a floor for the published total
+(:func:`~gateway.sinks.payloads.judge_retained_state`); another database's is a conflict,
+reported once, and a malformed one is ignored, said once.
 """
 
 from __future__ import annotations
@@ -22,10 +28,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import secrets
+import socket
 import ssl
+import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +44,17 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from gateway.config import MqttSettings
 from gateway.errors import ConfigError, SinkError
 from gateway.sinks.outbox import Outbox
-from gateway.sinks.payloads import MeterInfo, discovery_messages
+from gateway.sinks.payloads import (
+    Conflict,
+    DatabaseIdentity,
+    Malformed,
+    MeterInfo,
+    OwnState,
+    discovery_messages,
+    judge_retained_state,
+    signed_state,
+)
+from gateway.trouble import Trouble
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +72,32 @@ class Command:
     meter: str
     name: str
     payload: str
+
+
+def unreachable(settings: MqttSettings, exc: BaseException | None) -> str:
+    """Say why the broker cannot be reached, as far as the connection's failure tells."""
+    host, port = settings.host, settings.port
+    if isinstance(exc, socket.gaierror):
+        why = f"the name {host} does not resolve ({exc.strerror})"
+    elif isinstance(exc, ssl.SSLCertVerificationError):
+        why = f"the TLS handshake failed: its certificate is not trusted ({exc.verify_message})"
+    elif isinstance(exc, ssl.SSLError) or (
+        (settings.tls or settings.ca_file) and isinstance(exc, ConnectionError)
+    ):
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+        why = f"the TLS handshake failed ({reason}: is port {port} a TLS listener?)"
+    elif isinstance(exc, ConnectionRefusedError):
+        why = "the connection was refused (nothing listens there)"
+    elif isinstance(exc, TimeoutError):
+        why = "no answer (timed out)"
+    elif isinstance(exc, OSError):
+        why = exc.strerror or str(exc)
+    else:
+        why = "the connection failed"
+    return (
+        f"cannot reach the broker at {host}:{port}: {why}; will keep trying"
+        " (data waits in the outbox)"
+    )
 
 
 def read_password(path: str) -> str:
@@ -73,7 +118,9 @@ class MqttPublisher:
         gateway_id: str,
         meters: Sequence[MeterInfo],
         outbox: Outbox | None,
+        identity: DatabaseIdentity | None = None,
     ) -> None:
+        """``identity`` signs the states (None: a passing one, so no retained state is ours)."""
         for name in settings.commands:
             if name not in KNOWN_COMMANDS:
                 raise ConfigError(
@@ -100,7 +147,15 @@ class MqttPublisher:
         self._done_pending: list[int] = []  # acknowledged rows whose deletion must be retried
         self._outbox_dirty = True  # look at the outbox only when something may be waiting
         self._refused: dict[int, float] = {}  # refused row id -> when to offer it again
-        self._retained_wh: dict[str, int] = {}  # meter -> the broker's retained total
+        self.identity = identity or DatabaseIdentity(secrets.token_hex(16), secrets.token_hex(32))
+        self._retained: dict[str, OwnState] = {}  # meter -> our highest state the broker retains
+        self._conflicts: list[tuple[str, str]] = []  # (meter, detail) to report as events
+        self._said: set[tuple[str, ...]] = set()  # what was logged once already
+        # What fails at every pass while it fails: said once, and once when it clears.
+        self._removing = Trouble(logger, "removing acknowledged messages")
+        self._reading = Trouble(logger, "reading the outbox")
+        self._refusing = Trouble(logger, "offering outbox messages", level=logging.WARNING)
+        self._connecting = Trouble(logger, "connecting to the broker", level=logging.WARNING)
         self._state_sub_mid: int | None = None
         self._retained_checked_at: float | None = None
         self._states_sent = False  # the states were (re-)sent since the last connect
@@ -133,25 +188,52 @@ class MqttPublisher:
                 )
             except (OSError, ssl.SSLError, ValueError) as exc:
                 raise ConfigError(f"mqtt.ca_file, cert_file, key_file: {exc}") from None
-        client.on_connect = self._on_connect
-        client.on_connect_fail = self._on_connect_fail
-        client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
-        client.on_message = self._on_message
-        client.on_subscribe = self._on_subscribe
+        client.on_connect = self._guarded("on_connect", self._on_connect)
+        client.on_connect_fail = self._guarded("on_connect_fail", self._on_connect_fail)
+        client.on_disconnect = self._guarded("on_disconnect", self._on_disconnect)
+        client.on_publish = self._guarded("on_publish", self._on_publish)
+        client.on_message = self._guarded("on_message", self._on_message)
+        client.on_subscribe = self._guarded("on_subscribe", self._on_subscribe)
         return client
+
+    def _guarded(self, name: str, callback: Callable[..., None]) -> Callable[..., None]:
+        """Wrap a paho callback: an exception in it is logged, never left to end paho's thread.
+
+        paho lets a callback's exception out of its network loop, which ends the loop: no more
+        publishing and no reconnect while counting goes on.
+        """
+
+        def guarded(*args: Any) -> None:
+            try:
+                callback(*args)
+            except Exception:
+                if self._once("callback", name):
+                    logger.exception("MQTT %s failed; ignored, publishing goes on", name)
+                else:
+                    logger.debug("MQTT %s failed again", name, exc_info=True)
+
+        return guarded
+
+    def _once(self, *key: str) -> bool:
+        """Return True the first time ``key`` is seen (for what is logged once per run)."""
+        with self._lock:
+            if key in self._said:
+                return False
+            self._said.add(key)
+            return True
 
     def _on_connect(
         self, client: paho.Client, _userdata: Any, _flags: Any, reason: Any, _properties: Any
     ) -> None:
         if reason.is_failure:
-            logger.warning(
-                "broker %s:%d refused the connection: %s",
+            self._connecting.failed(
+                "broker %s:%d refused the connection: %s; will keep trying",
                 self.settings.host,
                 self.settings.port,
                 reason,
             )
             return
+        self._connecting.cleared()
         self._failures = 0
         logger.info("connected to %s:%d", self.settings.host, self.settings.port)
         prefix = self.settings.discovery_prefix
@@ -180,11 +262,8 @@ class MqttPublisher:
     def _on_connect_fail(self, _client: paho.Client, _userdata: Any) -> None:
         # Said once, then every 60th try, so an absent broker is visible but not noisy.
         if self._failures % 60 == 0:
-            logger.warning(
-                "cannot reach the broker at %s:%d; will keep trying (data waits in the outbox)",
-                self.settings.host,
-                self.settings.port,
-            )
+            # paho calls this inside its `except OSError`: that exception says what went wrong.
+            logger.warning("%s", unreachable(self.settings, sys.exc_info()[1]))
         self._failures += 1
 
     def _on_publish(
@@ -207,8 +286,7 @@ class MqttPublisher:
         payload = message.payload.decode("utf-8", errors="replace").strip()
         parts = message.topic.split("/")
         if parts[:-2] == self.base.split("/") and parts[-1] == "state":
-            if message.retain:  # what the broker held when we subscribed, not our own echo
-                self._note_retained(parts[-2], payload)
+            self._note_state(parts[-2], payload, retained=bool(message.retain))
             return
         prefix = self.settings.discovery_prefix
         if prefix and message.topic == f"{prefix}/status":
@@ -256,18 +334,59 @@ class MqttPublisher:
         with self._lock:
             return self._connected
 
-    def _note_retained(self, meter: str, payload: str) -> None:
-        try:
-            energy_wh = int(json.loads(payload)["energy_wh"])
-        except (ValueError, KeyError, TypeError):
+    def _note_state(self, meter: str, payload: str, *, retained: bool) -> None:
+        """Judge a state on a meter's topic: retained and ours, it is a floor; else see below.
+
+        A live one is our own echo, or another gateway publishing with our id right now.
+        """
+        if meter not in {m.name for m in self.meters}:
             return
+        topic = f"{self.base}/{meter}/state"
+        verdict = judge_retained_state(payload, meter, self.identity)
+        if isinstance(verdict, Malformed):
+            if retained and self._once("malformed", meter):
+                logger.warning(
+                    "%s: ignored a malformed retained state on %s (%s)",
+                    meter,
+                    topic,
+                    verdict.detail,
+                )
+        elif isinstance(verdict, Conflict):
+            # Once per meter and kind (another id, no id, our id unsigned): whoever sends them
+            # cannot fill the log or the database by varying the id.
+            kind = "another id" if verdict.database_id else verdict.detail
+            if self._once("conflict", meter, kind):
+                logger.warning(
+                    "%s: %s on %s: another database publishes as this gateway (is the gateway "
+                    "id unique? a new database?); its total is not taken, this gateway's is "
+                    "published",
+                    meter,
+                    verdict.detail,
+                    topic,
+                )
+                with self._lock:
+                    self._conflicts.append((meter, f"{verdict.detail} on {topic}"))
+        elif retained:
+            with self._lock:
+                held = self._retained.get(meter)
+                if held is None or verdict.energy_wh > held.energy_wh:
+                    self._retained[meter] = verdict
+
+    def retained_state(self, meter: str) -> OwnState | None:
+        """Return this database's highest state the broker was found to retain for a meter."""
         with self._lock:
-            self._retained_wh[meter] = max(self._retained_wh.get(meter, 0), energy_wh)
+            return self._retained.get(meter)
 
     def retained_wh(self, meter: str) -> int:
-        """Return the highest total the broker was found to retain for a meter (0: none)."""
+        """Return the highest total of this database the broker retains for a meter (0: none)."""
+        state = self.retained_state(meter)
+        return 0 if state is None else state.energy_wh
+
+    def take_conflicts(self) -> list[tuple[str, str]]:
+        """Return (meter, detail) of each conflict noticed since the last call, once each."""
         with self._lock:
-            return self._retained_wh.get(meter, 0)
+            conflicts, self._conflicts = self._conflicts, []
+        return conflicts
 
     def _states_may_go(self) -> bool:
         """Connected, and the broker's retained totals had their moment to arrive."""
@@ -282,7 +401,7 @@ class MqttPublisher:
         Held until the broker's retained totals were read after a connect; the last state is
         sent then (and again after every reconnect).
         """
-        text = json.dumps(payload, separators=(",", ":"))
+        text = json.dumps(signed_state(payload, meter, self.identity), separators=(",", ":"))
         if int(payload.get("energy_wh", 0)) < self.retained_wh(meter):
             logger.warning(
                 "%s: %s Wh is below the %d Wh the broker retains; not published",
@@ -321,7 +440,7 @@ class MqttPublisher:
                 # would refuse again at once, many times a second.
                 self._handed.discard(row)
                 self._refused[row] = now + REFUSED_RETRY_S
-                logger.warning(
+                self._refusing.failed(
                     "the broker refused outbox message %d (%s); kept, offered again in %d s",
                     row,
                     why,
@@ -330,13 +449,19 @@ class MqttPublisher:
         if self._refused and min(self._refused.values()) <= now:
             self._refused = {row: t for row, t in self._refused.items() if t > now}
             self._outbox_dirty = True
-        self._done_pending += [self._in_flight.pop(mid) for mid in acked if mid in self._in_flight]
+        delivered = [self._in_flight.pop(mid) for mid in acked if mid in self._in_flight]
+        if delivered:
+            self._refusing.cleared()
+        self._done_pending += delivered
         if self._done_pending and self.outbox is not None:
             try:
                 self.outbox.done(self._done_pending)
             except SinkError as exc:
-                logger.error("could not remove acknowledged messages (will retry): %s", exc)
+                self._removing.failed(
+                    "could not remove acknowledged messages (will retry): %s", exc
+                )
             else:
+                self._removing.cleared()
                 self._handed.difference_update(self._done_pending)
                 self._done_pending = []
                 self._outbox_dirty = True  # room in flight again
@@ -361,8 +486,10 @@ class MqttPublisher:
                 m.name for m in self.meters
             }:
                 accepted.append(command)
-            else:
+            elif self._once("ignored command"):  # anyone may send them: said once, then DEBUG
                 logger.warning("ignored command %s for %s", command.name, command.meter)
+            else:
+                logger.debug("ignored command %s for %s", command.name, command.meter)
         return self._answer_resends(accepted)
 
     def _answer_resends(self, commands: list[Command]) -> list[Command]:
@@ -397,9 +524,10 @@ class MqttPublisher:
             limit = OUTBOX_BATCH + len(self._handed) + len(self._refused)
             messages = self.outbox.head(limit)
         except SinkError as exc:
-            logger.error("could not read the outbox (will retry): %s", exc)
+            self._reading.failed("could not read the outbox (will retry): %s", exc)
             self._outbox_dirty = True
             return
+        self._reading.cleared()
         waiting = [m for m in messages if m.id not in self._handed and m.id not in self._refused]
         if len(waiting) > room or len(messages) == limit:
             self._outbox_dirty = True  # more waits than goes now: come back next pass

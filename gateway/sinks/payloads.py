@@ -1,12 +1,17 @@
 """What the gateway publishes, as plain dicts (SPEC section 5): pure, no I/O, no paho.
 
-- :func:`state_payload`: a meter's retained state;
+- :func:`state_payload`: a meter's retained state; :func:`signed_state` adds this database's
+  identity to it, and :func:`judge_retained_state` says what a state found on the broker is;
 - :func:`interval_payload` and :func:`event_payload`: the outbox's messages, numbered by ``seq``;
 - :func:`discovery_messages`: Home Assistant's discovery configuration of one meter.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +19,7 @@ from gateway import __version__
 from gateway.core.events import Event
 from gateway.core.intervals import Interval
 from gateway.core.meter import Reading
-from gateway.timefmt import NS_PER_US, format_iso
+from gateway.timefmt import NS_PER_US, format_iso, parse_time_ns
 from meter_model.units import lcd_kwh, round_kw
 
 
@@ -45,9 +50,115 @@ def state_payload(
         "demand_kw": float(round_kw(reading.demand_kw)),
         "peak_demand_kw": float(round_kw(peak.demand_kw)) if peak else 0.0,
         "peak_demand_end": format_iso(peak.window_end_us * NS_PER_US) if peak else None,
+        # Since when the peak was measured: counting's start or the last reset (a billing
+        # read, the key switch, an MQTT command), so two peaks can be compared.
+        "peak_demand_since": None
+        if reading.peak_since_ns is None
+        else format_iso(reading.peak_since_ns),
         "lcd_kwh": lcd_kwh(energy_wh),
         "quality": quality,
     }
+
+
+# The most a state can say: nine LCD digits of kWh. Anything more is absurd, not a total.
+MAX_STATE_WH = 999_999_999_999
+MAX_STATE_CHARS = 4096  # ours are about 300; a longer one is not a state of ours
+_HEX_ID = re.compile(r"[0-9a-f]{32}", re.ASCII)
+
+
+@dataclass(frozen=True)
+class DatabaseIdentity:
+    """Who published a state: ``database_id`` is public, ``secret`` never leaves the database."""
+
+    database_id: str
+    secret: str  # hex
+
+
+@dataclass(frozen=True)
+class OwnState:
+    """A retained state this database published: a floor for what it publishes next."""
+
+    energy_wh: int
+    energy_time: str | None  # as published (the signature covers it)
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A well-formed state some other database published on this meter's topic."""
+
+    database_id: str | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """Not a state at all (or an absurd one): ignored."""
+
+    detail: str
+
+
+def _signature(identity: DatabaseIdentity, meter: str, energy_wh: int, time: Any) -> str:
+    message = f"{identity.database_id}\n{meter}\n{energy_wh}\n{time}".encode()
+    return hmac.new(bytes.fromhex(identity.secret), message, hashlib.sha256).hexdigest()[:32]
+
+
+def signed_state(payload: dict[str, Any], meter: str, identity: DatabaseIdentity) -> dict[str, Any]:
+    """Return a state message with the database's id and its signature of the total added.
+
+    The signature covers the meter, the total and its time: a copy on another meter's topic,
+    or with another number, is not this database's.
+    """
+    energy_wh, energy_time = payload["energy_wh"], payload.get("energy_time")
+    return {
+        **payload,
+        "database_id": identity.database_id,
+        "signature": _signature(identity, meter, energy_wh, energy_time),
+    }
+
+
+def judge_retained_state(
+    text: str, meter: str, identity: DatabaseIdentity
+) -> OwnState | Conflict | Malformed:
+    """Say what a state found on a meter's state topic is: ours, another's, or no state.
+
+    Anything may arrive there (anyone who may publish on the broker can put it there), so
+    nothing here raises, and nothing but a state this database signed is ever taken as ours.
+    """
+    if len(text) > MAX_STATE_CHARS:
+        return Malformed(f"{len(text)} characters")
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return Malformed("not JSON")
+    if not isinstance(data, dict):
+        return Malformed("not a JSON object")
+    energy_wh = data.get("energy_wh")
+    # bool is an int to Python; 1e400 is a float (inf), which int() cannot take.
+    if type(energy_wh) is not int or not 0 <= energy_wh <= MAX_STATE_WH:
+        return Malformed(f"energy_wh is not a whole number of Wh from 0 to {MAX_STATE_WH}")
+    database_id = data.get("database_id")
+    if database_id is None:
+        return Conflict(None, "a state with no database_id (another gateway, or an older one)")
+    if not isinstance(database_id, str) or not _HEX_ID.fullmatch(database_id):
+        return Malformed("database_id is not 32 hexadecimal digits")
+    if database_id != identity.database_id:
+        return Conflict(database_id, f"a state of another database ({database_id})")
+    energy_time = data.get("energy_time")
+    signature = data.get("signature")
+    expected = _signature(identity, meter, energy_wh, energy_time)
+    if not isinstance(signature, str) or not hmac.compare_digest(signature, expected):
+        return Conflict(None, "a state that carries this database's id but is not signed by it")
+    return OwnState(energy_wh, energy_time)
+
+
+def energy_time_ns(state: OwnState) -> int | None:
+    """Return the time an own state's total is for (None: it did not say)."""
+    if not isinstance(state.energy_time, str):
+        return None
+    try:
+        return parse_time_ns(state.energy_time)
+    except ValueError:
+        return None
 
 
 def interval_payload(interval: Interval, seq: int) -> dict[str, Any]:

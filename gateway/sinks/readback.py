@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from gateway.core.estimate import HISTORY_WEEKS, WEEK_S, Estimate, Watched, estimate_gaps
 from gateway.sinks.database import Database
 from gateway.sinks.schema import (
     CounterRow,
@@ -19,6 +20,23 @@ from gateway.sinks.schema import (
     MeterStateRow,
     SubIntervalRow,
 )
+
+NS_PER_S = 1_000_000_000
+ESTIMATE_LOOKBACK_NS = HISTORY_WEEKS * WEEK_S * NS_PER_S  # the history a long gap averages
+ESTIMATE_LOOKAHEAD_NS = 86_400 * NS_PER_S  # enough to tell a short gap from a long one
+
+
+def unwatched_s(row: IntervalRow) -> int:
+    """Return the seconds of a stored interval that nobody watched.
+
+    Interim, until intervals keep the figure themselves: an interval inside a gap comes out
+    with quality ``gap`` and no edge, so it is taken as wholly unwatched.
+    """
+    stored = getattr(row, "unwatched_s", None)  # the stored figure, where the schema has it
+    if stored is not None:
+        return int(stored)
+    interval_s = (row.end_ns - row.start_ns) // NS_PER_S
+    return interval_s if row.quality == "gap" and row.edges == 0 else 0
 
 
 @dataclass
@@ -85,6 +103,36 @@ class Readback:
         with self.database.reading() as session:
             return [(name, row) for name, row in session.execute(query).all()]
 
+    def estimates(
+        self, meter: str | None = None, start_ns: int | None = None, end_ns: int | None = None
+    ) -> dict[str, dict[int, Estimate]]:
+        """Return the estimates of unwatched time per meter, by interval start, for the
+        intervals in ``[start_ns, end_ns]`` (see gateway/core/estimate.py); the weeks before
+        are read too, for a long gap's history."""
+        from_ns = None if start_ns is None else start_ns - ESTIMATE_LOOKBACK_NS
+        to_ns = None if end_ns is None else end_ns + ESTIMATE_LOOKAHEAD_NS
+        rows = self.intervals(meter, from_ns, to_ns)
+        found_meter = None if meter is None else self.find_meter(meter)
+        meters = self.meters() if meter is None else [found_meter] if found_meter else []
+        max_power = {m.name: max_power_w(m) for m in meters}
+        per_meter: dict[str, list[IntervalRow]] = {}
+        for name, row in rows:
+            per_meter.setdefault(name, []).append(row)
+        result: dict[str, dict[int, Estimate]] = {}
+        for name, meter_rows in per_meter.items():
+            if not any(unwatched_s(row) for row in meter_rows):
+                continue
+            interval_s = (meter_rows[0].end_ns - meter_rows[0].start_ns) // NS_PER_S
+            watched = [Watched(r.start_ns, r.energy_wh, unwatched_s(r)) for r in meter_rows]
+            found = estimate_gaps(watched, interval_s, max_power.get(name))
+            result[name] = {
+                t: e
+                for t, e in found.items()
+                if (start_ns is None or t >= start_ns)
+                and (end_ns is None or t + interval_s * NS_PER_S <= end_ns)
+            }
+        return result
+
     def events(self, meter_id: int, since_ns: int | None = None) -> list[EventRow]:
         query = select(EventRow).where(EventRow.meter_id == meter_id)
         if since_ns is not None:
@@ -112,3 +160,10 @@ class Readback:
             query = query.where(table.meter_id == meter_id)
         with self.database.reading() as session:
             return int(session.scalar(query) or 0)
+
+
+def max_power_w(stored: StoredMeter) -> float | None:
+    """Return the most power the meter can carry, as its core was configured; None: unknown."""
+    settings = (stored.core_state or {}).get("settings") or {}
+    value = settings.get("max_power_w")
+    return None if value is None else float(value)

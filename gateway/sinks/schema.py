@@ -17,7 +17,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # The Alembic revision these models describe (migrations/versions/); a test holds it to the head.
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0004"
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -180,3 +180,17 @@ class MeterReadRow(Base):
     estimate_low_wh: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     estimate_high_wh: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     estimate_from: Mapped[str | None] = mapped_column(String(8), nullable=True)
+
+
+class DatabaseIdentityRow(Base):
+    """Who this database is, created once with it (migration 0004): one row.
+
+    ``database_id`` goes into every published state; ``secret`` never leaves the database and
+    signs those states, so a retained state is known to be this database's own (issue #17).
+    """
+
+    __tablename__ = "database_identity"
+
+    database_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    secret: Mapped[str] = mapped_column(String(64))
+    created_ns: Mapped[int] = mapped_column(BigInteger)

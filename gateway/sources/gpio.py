@@ -13,18 +13,48 @@
 
 from __future__ import annotations
 
+import glob
+import importlib
 import logging
+import os
 from collections import deque
 from typing import Any
 
 from gateway.core.edge import CHANNEL_10, Edge
 from gateway.daemon.clock import Timeline
-from gateway.errors import SourceError
+from gateway.errors import ConfigError, SourceError
 from gateway.sources import Poll, Source
 
 logger = logging.getLogger(__name__)
 NS_PER_S = 1_000_000_000
 CALLBACK_LATENCY_NS = 50_000_000
+GPIOCHIP_DIR = "/dev"
+
+
+INSTALL_LGPIO = "sudo apt install python3-lgpio (or pip install lgpio in the gateway's venv)"
+
+
+def check_lgpio() -> None:
+    """Raise ConfigError saying what to install when the lgpio module is missing.
+
+    Called at start-up, before the database or a pin is opened: a missing library is the
+    installation's fault, and a service restarted every few seconds cannot fix it (exit 2).
+    """
+    try:
+        importlib.import_module("lgpio")
+    except ImportError as exc:
+        raise ConfigError(f"source gpio needs the lgpio library ({exc}): {INSTALL_LGPIO}") from None
+    chips = sorted(glob.glob(os.path.join(GPIOCHIP_DIR, "gpiochip*")))
+    if not chips:
+        raise ConfigError(
+            f"source gpio: no {GPIOCHIP_DIR}/gpiochip* on this machine (not a Raspberry Pi,"
+            " or its GPIO driver is not loaded)"
+        )
+    if not any(os.access(chip, os.R_OK | os.W_OK) for chip in chips):
+        raise ConfigError(
+            f"source gpio: {', '.join(chips)} cannot be opened by this user: add it to the"
+            " gpio group (sudo usermod -aG gpio USER)"
+        )
 
 
 def lgpio_factory() -> Any:
@@ -35,7 +65,7 @@ def lgpio_factory() -> Any:
         return LGPIOFactory()
     except Exception as exc:  # ImportError, or lgpio failing to open /dev/gpiochip*
         raise SourceError(
-            f"the lgpio pin factory is unavailable ({exc}); install python3-lgpio and give the "
+            f"the lgpio pin factory is unavailable ({exc}); {INSTALL_LGPIO}, and give the "
             "service access to /dev/gpiochip*"
         ) from None
 

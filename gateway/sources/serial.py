@@ -35,6 +35,7 @@ from gateway.core.events import Event, EventKind
 from gateway.daemon.clock import Timeline
 from gateway.errors import SourceError
 from gateway.sources import Poll, Source
+from gateway.trouble import Trouble
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ OUT_OF_ORDER_US = 1_000_000
 # After this long without a line the offsets may have drifted (and a busy host could not have
 # held lines back so long): the mapping starts afresh from the next heartbeat.
 RESYNC_SILENCE_US = 10_000_000
+STEADY_NS = 60_000_000_000  # a board clock that held this long after a restart is steady again
 
 
 Queued = tuple[int, int, int, int]  # an edge: host monotonic ns, board µs, level, clock epoch
@@ -180,6 +182,10 @@ class SerialBoard:
         self.last_heartbeat_mono_ns: int | None = None
         self.notes: deque[tuple[int, str]] = deque()  # (mono ns, what happened to the link)
         self.users = 0
+        # A board in a restart loop would log a line per line it sends: said once, and once
+        # when its clock has held for STEADY_NS (each restart is still an event).
+        self._clock_trouble = Trouble(logger, f"serial board on {port}", level=logging.WARNING)
+        self._last_note_ns = 0
 
     def subscribe(self, inputs: list[int]) -> dict[int, deque[Queued]]:
         with self._lock:
@@ -263,8 +269,13 @@ class SerialBoard:
         board_us = clock.unwrap(numbers[0] if kind == "H" else numbers[1], received_mono_ns)
         while clock.notes:
             text = clock.notes.popleft()
-            logger.warning("serial board on %s: %s", self.port, text)
+            self._clock_trouble.failed(
+                "serial board on %s: %s", self.port, text, now_s=received_mono_ns / 1e9
+            )
+            self._last_note_ns = received_mono_ns
             self.notes.append((received_mono_ns, f"serial board on {self.port}: {text}"))
+        if self._clock_trouble.failing and received_mono_ns - self._last_note_ns >= STEADY_NS:
+            self._clock_trouble.cleared(now_s=received_mono_ns / 1e9)
         if kind == "H":
             clock.heartbeat(board_us, received_mono_ns)
             self.last_heartbeat_mono_ns = received_mono_ns

@@ -67,6 +67,17 @@ NOVEMBER = {
     "estimated_energy_wh": None,
     "last_reconciliation": None,
 }
+# bill adds the period in the meter's own zone, since when the peak was measured (the
+# October read at 04:00Z reset it) and the estimate of unwatched time (none: all watched).
+BILLED = {
+    **NOVEMBER,
+    "start_local": "2026-11-01T00:00:00-04:00",
+    "end_local": "2026-12-01T00:00:00-05:00",
+    "timezone": "America/New_York",
+    "peak_demand_since": "2026-11-01T04:00:00Z",
+    "estimated_wh": None,
+    "estimate_method": None,
+}
 
 
 def _imported(cli, tmp_path: Path) -> str:
@@ -97,7 +108,7 @@ def imported(cli, tmp_path: Path) -> str:
 def test_bill_after_replay_by_hand_over_a_dst_change(cli, imported: str) -> None:
     assert _bill(cli, imported, "--period", "2026-11") == {
         "period": "2026-11",
-        "meters": {"unit-101": NOVEMBER},
+        "meters": {"unit-101": BILLED},
     }
     october = _bill(cli, imported, "--period", "2026-10")["meters"]["unit-101"]
     assert (october["energy_wh"], october["register_wh"], october["quality"]) == (
@@ -107,6 +118,9 @@ def test_bill_after_replay_by_hand_over_a_dst_change(cli, imported: str) -> None
     )
     assert (october["gap_minutes"], october["peak_demand_kw"]) == (44580.0, 0.6)
     assert october["peak_demand_end"] == "2026-11-01T03:20:00Z"
+    # Measured since counting began (03:00Z), not since the period's start a month before.
+    assert october["peak_demand_since"] == "2026-11-01T03:00:00Z"
+    assert october["start_local"] == "2026-10-01T00:00:00-04:00"
     # The latest period read is the default; CSV carries the same figures.
     result = cli("bill", "--db", imported)
     assert result.returncode == 0, result.stderr
@@ -127,7 +141,7 @@ def test_importing_again_reads_nothing_twice(cli, tmp_path: Path, imported: str)
     log = tmp_path / "unit-101.csv"
     result = cli("replay", str(log), "--db", imported, "--config", str(tmp_path / "import.toml"))
     assert result.returncode == 0, result.stderr
-    assert _bill(cli, imported, "--period", "2026-11")["meters"]["unit-101"] == NOVEMBER
+    assert _bill(cli, imported, "--period", "2026-11")["meters"]["unit-101"] == BILLED
     status = json.loads(cli("status", "--db", imported, "--json").stdout)
     assert status["meters"]["unit-101"]["last_read"]["seq"] == 2
 
@@ -155,7 +169,7 @@ def test_the_live_daemon_reads_at_the_same_instants_and_publishes_them(cli, tmp_
     assert (october["period"], october["energy_wh"], october["seq"]) == ("2026-10", 595, 1)
     assert november == {**NOVEMBER, "seq": 2}
     daemon = _bill(cli, f"sqlite:///{tmp_path / 'gateway.db'}", "--period", "2026-11")
-    assert daemon["meters"]["unit-101"] == NOVEMBER
+    assert daemon["meters"]["unit-101"] == BILLED
 
 
 # -- Green Button --------------------------------------------------------------------------------
@@ -270,3 +284,24 @@ def test_the_kept_green_button_example_has_the_xsd_structure() -> None:
         for name in ("UsagePoint", "MeterReading", "ReadingType", "IntervalBlock", "UsageSummary")
     }
     assert _check_order(root) > 5
+
+
+def test_the_whole_feed_validates_and_a_partial_read_is_not_valid(
+    cli, tmp_path: Path, imported: str
+) -> None:
+    from espi_schema import validate_feed
+
+    result = cli("export", "--db", imported, "--format", "espi")
+    assert result.returncode == 0, result.stderr
+    feed = tmp_path / "feed.xml"
+    feed.write_text(result.stdout)
+    validate_feed(feed, tmp_path)
+    # October was watched from 03:00Z on 1 November only: partial, so its summary's
+    # qualityOfReading is questionable (10), not valid (0); November's is valid.
+    quality = {
+        summary.findtext(f"{ESPI}billingPeriod/{ESPI}start"): summary.findtext(
+            f"{ESPI}qualityOfReading"
+        )
+        for summary in ET.parse(feed).getroot().iter(f"{ESPI}UsageSummary")
+    }
+    assert quality == {"1790827200": "10", "1793505600": "0"}  # 1 October 04:00Z, 1 November

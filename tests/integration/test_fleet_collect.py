@@ -99,6 +99,10 @@ def test_two_gateways_into_one_fleet_then_status_bill_export(cli, broker, tmp_pa
     assert fleet_bill[0][:3] == ["gateway", "meter", "period"]
     by_meter = {row[1]: row for row in fleet_bill[1:]}
     assert sorted(by_meter) == ["a-1", "b-1", "b-2"]
+    # The columns a published read carries are the gateway's own bill's; the others (its local
+    # times and zone, the peak's start, estimates, the last LCD reading) stay empty.
+    carried = ["meter", "period", "start", "end", "register_wh", "lcd_kwh", "energy_wh"]
+    carried += ["energy_kwh", "peak_demand_kw", "peak_demand_end", "quality", "gap_minutes"]
     for gw, meter in (("gwa", "a-1"), ("gwb", "b-1")):
         own = cli(
             "bill",
@@ -110,8 +114,12 @@ def test_two_gateways_into_one_fleet_then_status_bill_export(cli, broker, tmp_pa
             meter,
         )
         assert own.returncode == 0, own.stderr
-        own_row = list(csv.reader(io.StringIO(own.stdout)))[1]
-        assert by_meter[meter] == [gw, *own_row[:-2], "", ""]  # no LCD reading in a published read
+        header, own_row = list(csv.reader(io.StringIO(own.stdout)))[:2]
+        mine = dict(zip(fleet_bill[0], by_meter[meter], strict=True))
+        theirs = dict(zip(header, own_row, strict=True))
+        assert mine["gateway"] == gw
+        assert {k: mine[k] for k in carried} == {k: theirs[k] for k in carried}
+        assert mine["timezone"] == "" and mine["last_lcd_kwh"] == ""
     quality = fleet_bill[0].index("quality")
     assert (
         by_meter["b-2"][:3] == ["gwb", "b-2", "2026-10"] and by_meter["b-2"][quality] == "no read"
@@ -125,7 +133,9 @@ def test_two_gateways_into_one_fleet_then_status_bill_export(cli, broker, tmp_pa
     # export: the gateways' own CSV, with the gateway in front; Green Button with every interval
     fleet_csv = cli("export", "--db", url, "--gateway", "gwa").stdout.splitlines()
     own_csv = cli("export", "--db", f"sqlite:///{dirs['gwa'] / 'gateway.db'}").stdout.splitlines()
-    assert fleet_csv == ["gateway," + own_csv[0], *("gwa," + line for line in own_csv[1:])]
+    # the gateway's own columns, without its estimates of unwatched time (not published)
+    own_spec = [",".join(line.split(",")[:7]) for line in own_csv]
+    assert fleet_csv == ["gateway," + own_spec[0], *("gwa," + line for line in own_spec[1:])]
     feed = ET.fromstring(cli("export", "--db", url, "--format", "espi").stdout)
     readings = feed.findall(".//{http://naesb.org/espi}IntervalReading")
     assert len(readings) == len(fleet_rows(url)[0])

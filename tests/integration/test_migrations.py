@@ -36,6 +36,33 @@ def test_migrations_up_and_down(database_url: str) -> None:
     _walk(database_url)
 
 
+def test_each_database_gets_one_identity_of_its_own(tmp_path) -> None:
+    """Created once by the migration; down and up again is a new database to the broker."""
+    from gateway.sinks.database import Database
+    from gateway.sinks.identity import database_identity
+
+    def identity(path):  # type: ignore[no-untyped-def]
+        database = Database(f"sqlite:///{path}")
+        try:
+            return database_identity(database), database_identity(database)
+        finally:
+            database.close()
+
+    first, again = identity(tmp_path / "a.db")
+    assert first == again and len(first.database_id) == 32 and len(first.secret) == 64
+    other, _ = identity(tmp_path / "b.db")
+    assert other.database_id != first.database_id and other.secret != first.secret
+    engine = make_engine(f"sqlite:///{tmp_path / 'a.db'}")
+    try:
+        downgrade_database(engine, "0002")
+        assert "database_identity" not in inspect(engine).get_table_names()
+        upgrade_database(engine)
+    finally:
+        engine.dispose()
+    renewed, _ = identity(tmp_path / "a.db")
+    assert renewed.database_id != first.database_id
+
+
 def test_migrations_match_the_models(database_url: str) -> None:
     """The migrations build exactly the schema the models describe."""
     from alembic.autogenerate import compare_metadata
@@ -55,7 +82,7 @@ def test_migrations_ship_in_the_package() -> None:
     """Alembic finds its scripts through the installed ``migrations`` package, no alembic.ini."""
     import migrations
 
-    assert head_revision() == "0002"
+    assert head_revision() == "0004"
     assert migrations.__file__ is not None
 
 
@@ -101,6 +128,7 @@ def test_the_wheel_carries_the_migrations(tmp_path) -> None:
     assert {"gateway/migrations/env.py", "gateway/migrations/script.py.mako"} <= names
     assert "gateway/migrations/versions/0001_initial_schema.py" in names
     assert "gateway/migrations/versions/0002_meter_reads.py" in names
+    assert "gateway/migrations/versions/0004_database_identity.py" in names
     assert "gateway/sinks/migrate.py" in names and "meter_model/meter.py" in names
     # No top-level "migrations" package to clash with another project's in site-packages.
     assert not any(name.startswith("migrations/") for name in names)
@@ -121,4 +149,4 @@ def test_the_wheel_carries_the_migrations(tmp_path) -> None:
         check=False,
     )
     assert migrated.returncode == 0, migrated.stderr
-    assert "revision 0002" in migrated.stdout and database.exists()
+    assert "revision 0004" in migrated.stdout and database.exists()

@@ -40,9 +40,13 @@ def test_topics_payloads_and_retained_flags(tmp_path, broker) -> None:
         "demand_kw",
         "peak_demand_kw",
         "peak_demand_end",
+        "peak_demand_since",  # added by issue 16: since when the peak was measured
         "lcd_kwh",
         "quality",
+        "database_id",  # who published it, and its signature (issue #17)
+        "signature",
     }
+    assert all(s["peak_demand_since"] is not None for s in states)
     energies = [s["energy_wh"] for s in states]
     assert energies == sorted(energies) and energies[0] > 0  # never zero, never backwards
     assert all(s["energy_kwh"] == s["energy_wh"] / 1000 for s in states)
@@ -439,29 +443,3 @@ def test_a_retained_command_is_ignored(tmp_path, broker) -> None:
     assert "peak_reset" not in kinds
     assert b"ignored a retained command" in gw.stderr
     sub.close()
-
-
-def test_a_fresh_database_never_publishes_below_what_the_broker_retains(tmp_path, broker) -> None:
-    """A gateway id reused with a new database: Home Assistant's total must not go back."""
-    import paho.mqtt.client as paho
-    from paho.mqtt.enums import CallbackAPIVersion
-
-    held = {"time": "2026-11-30T00:00:00Z", "energy_wh": 987_654_321, "energy_kwh": 987654.321}
-    client = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2)
-    client.connect("127.0.0.1", broker.port)
-    client.loop_start()
-    client.publish("amr/gwt/unit-101/state", json.dumps(held), qos=1, retain=True).wait_for_publish(
-        10
-    )
-    client.loop_stop()
-    client.disconnect()
-    sub = Subscriber(broker, ["amr/gwt/unit-101/state"])
-    gw = Gateway(gateway_config(tmp_path, broker)).start()
-    try:
-        # The retained total first, then what the new gateway says: at least as much.
-        wait_for(lambda: len(sub.on("amr/gwt/unit-101/state")) >= 3, 60, "the gateway's states")
-    finally:
-        assert gw.stop() == 0, gw.stderr.decode()
-    energies = [m.json()["energy_wh"] for m in sub.on("amr/gwt/unit-101/state")]
-    assert energies[0] == held["energy_wh"]
-    assert min(energies) >= held["energy_wh"], energies

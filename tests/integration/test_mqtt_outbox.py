@@ -193,7 +193,12 @@ def announced(sub: Subscriber, *, retained: bool = False) -> bool:
     wanted = [m for m in sub.messages if m.retain or not retained]
     status = [m.payload for m in wanted if m.topic == "amr/gwt/status"]
     configs = {m.topic for m in wanted if m.topic.startswith("homeassistant/sensor/")}
-    states = [m.json() for m in wanted if m.topic == "amr/gwt/unit-101/state"]
+    # The state as given, plus who published it (issue #17).
+    states = [
+        {k: v for k, v in m.json().items() if k not in ("database_id", "signature")}
+        for m in wanted
+        if m.topic == "amr/gwt/unit-101/state"
+    ]
     return status[-1:] == ["online"] and len(configs) == 5 and states[-1:] == [STATE]
 
 

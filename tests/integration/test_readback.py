@@ -83,7 +83,8 @@ def test_reconcile_sets_a_baseline_then_reports_drift(cli, tmp_path) -> None:
     assert "drift -999..999 Wh" in again.stdout and "consistent" in again.stdout
     # Two kWh more on the LCD with nothing more counted: the gateway lost energy.
     lost = cli("reconcile", "--db", url, "--meter", "u1", "--lcd-kwh", "1236")
-    assert "drift 1001..2999 Wh" in lost.stdout and "lost or gained" in lost.stdout
+    assert "drift 1001..2999 Wh" in lost.stdout
+    assert "the gateway counted 1001..2999 Wh less than the LCD" in lost.stdout  # issue 16
     status = json.loads(cli("status", "--db", url, "--json").stdout)["meters"]["u1"]
     assert status["last_reconciliation"]["lcd_kwh"] == 1236
     assert status["last_reconciliation"]["consistent"] is False

@@ -55,8 +55,8 @@ V1_STATE = json.loads(
 
 
 # Keys added to version 1 later (all optional when read): the settings, where the input ended,
-# the interval a finished log left open, and the first `10` edge.
-LATER_KEYS = {"settings", "ended_ns", "tail_ns"}
+# the interval a finished log left open, the first `10` edge, since when the peak is measured.
+LATER_KEYS = {"settings", "ended_ns", "tail_ns", "peak_since_ns"}
 
 
 def _as_v1(state: dict[str, Any]) -> dict[str, Any]:

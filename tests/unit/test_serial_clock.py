@@ -166,3 +166,28 @@ def test_a_busy_host_holding_lines_back_is_not_a_restart() -> None:
     happened = t + 7 * S + S // 2
     assert_stamped_right(link.edge(happened, latency_ns=read_at - happened), happened)
     assert link.clock.epoch == 1 and not link.clock.notes
+
+
+def test_a_board_in_a_restart_loop_is_said_once_and_once_when_steady(caplog) -> None:
+    """A line a second, its counter jumping at each: 60 restarts, one warning, then one line."""
+    import logging
+
+    from gateway.sources.serial import SerialBoard
+
+    caplog.set_level(logging.DEBUG, logger="gateway.sources.serial")
+    board = SerialBoard("/dev/ttyTEST", 115200)
+    t0 = 10**12
+    for k in range(61):
+        counter = 100 if k % 2 else 2_000_000_000  # a brown-out: it starts again and again
+        board.receive(f"H {counter}".encode(), t0 + k * S)
+    restarts = [n for _, n in board.notes if "restarted" in n]
+    assert len(restarts) == 60  # each is still an event
+    said = [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert len(said) == 1 and "restarted" in said[0].getMessage()
+    # Then a steady counter, a heartbeat a second: the restarts ran from t0 + 1 s (the first
+    # line only starts the clock) to t0 + 60 s, and a minute later, at t0 + 120 s, it is steady.
+    last = t0 + 60 * S
+    for k in range(1, 62):
+        board.receive(f"H {2_000_000_000 + k * 1_000_000}".encode(), last + k * S)
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert said[1:] == ["serial board on /dev/ttyTEST works again after 119 s (60 failed tries)"]
