@@ -42,6 +42,12 @@ def fleet_head() -> str:
     return head
 
 
+def _known_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    return {script.revision for script in ScriptDirectory.from_config(_config()).walk_revisions()}
+
+
 def _tables(engine: Engine) -> set[str]:
     try:
         return set(inspect(engine).get_table_names())
@@ -77,6 +83,13 @@ class FleetDatabase:
                     " give the collector a database of its own"
                 )
             current = fleet_revision(self.engine) if tables else None
+            if current is not None and current not in _known_revisions():
+                from gateway import __version__
+
+                raise ConfigError(
+                    f"{self.name} is at fleet revision {current}, from a newer amr-gateway than"
+                    f" this one ({__version__}, fleet schema {FLEET_REVISION}): upgrade it first"
+                )
             if current != FLEET_REVISION:
                 if not upgrade:
                     raise ConfigError(

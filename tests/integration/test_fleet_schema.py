@@ -178,3 +178,24 @@ def test_the_wheel_carries_the_fleet_migrations(tmp_path) -> None:
         check=False,
     )
     assert status.returncode == 0 and "no gateway in" in status.stdout, status.stderr
+
+
+def test_a_fleet_database_from_a_newer_version_is_refused_untouched(tmp_path, cli) -> None:
+    import sqlite3
+
+    path = tmp_path / "fleet.db"
+    FleetDatabase(f"sqlite:///{path}").close()
+    with sqlite3.connect(path) as con:
+        con.execute(f"UPDATE {VERSION_TABLE} SET version_num = 'f9999'")
+
+    def dump() -> list[str]:
+        with sqlite3.connect(path) as con:
+            return list(con.iterdump())
+
+    before = dump()
+    for args in (["status"], ["bill"], ["export"]):
+        result = cli(*args, "--db", f"sqlite:///{path}")
+        assert result.returncode == 2, result.stderr
+        assert "f9999" in result.stderr and "newer" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert dump() == before  # (the bytes may differ: closing checkpoints the WAL)
