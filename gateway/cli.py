@@ -153,7 +153,50 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--meter", required=True, metavar="NAME")
     reconcile.add_argument("--lcd-kwh", required=True, type=_lcd_kwh, metavar="N")
     reconcile.add_argument("--time", metavar="T", help="when it was read (default: now)")
+    _fleet_parsers(commands, status=status, export=export, bill=bill)
     return parser
+
+
+# -- the fleet collector (docs/fleet.md): `collect`, and `status`, `bill`, `export` on its
+# database (found by its schema from --db) with --gateway to narrow.
+
+
+def _fleet_parsers(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    **fleet_aware: argparse.ArgumentParser,
+) -> None:
+    from gateway.fleet.config import DEFAULT_COLLECTOR_CONFIG
+
+    collect = commands.add_parser(
+        "collect", help="collect every gateway's intervals, reads and events into one database"
+    )
+    collect.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"[collector] configuration (default {DEFAULT_COLLECTOR_CONFIG})",
+    )
+    for sub in fleet_aware.values():
+        sub.add_argument("--gateway", metavar="ID", help="on a fleet database: only this gateway")
+
+
+def _cmd_collect(args: argparse.Namespace) -> int:
+    from gateway.daemon.signals import Signals
+
+    signals = Signals()
+    signals.install()
+    from gateway.fleet.collector import Collector
+    from gateway.fleet.config import DEFAULT_COLLECTOR_CONFIG, load_collector
+
+    return Collector(load_collector(args.config or DEFAULT_COLLECTOR_CONFIG)).run(signals)
+
+
+def _fleet_command(args: argparse.Namespace) -> int | None:
+    """Run status, bill or export on a fleet database; None: the database is a gateway's."""
+    if args.command not in ("status", "bill", "export"):
+        return None
+    from gateway.fleet.commands import run_fleet_command
+
+    return run_fleet_command(args)
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -338,6 +381,7 @@ COMMANDS = {
     "export": _cmd_export,
     "reconcile": _cmd_reconcile,
     "bill": _cmd_bill,
+    "collect": _cmd_collect,
 }
 
 
@@ -351,6 +395,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
     try:
+        fleet = _fleet_command(args)
+        if fleet is not None:
+            return fleet
         return COMMANDS[args.command](args)
     except (ConfigError, PulseLogError) as exc:
         print(f"amr-gateway: error: {exc}", file=sys.stderr)

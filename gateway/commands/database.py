@@ -378,20 +378,11 @@ def export(
     # The SPEC's columns, then the estimate of the interval's unwatched time (empty when it
     # was watched or cannot be estimated), never added to energy_wh.
     writer.writerow([*EXPORT_COLUMNS, "estimated_wh", "estimate_method"])
-    from fractions import Fraction
-
     for name, row in rows:
-        demand = Fraction(row.energy_wh * 3600 * NS_PER_S, (row.end_ns - row.start_ns) * 1000)
         estimate = estimates.get(name, {}).get(row.start_ns)
         writer.writerow(
             [
-                name,
-                format_iso(row.start_ns),
-                format_iso(row.end_ns),
-                row.energy_wh,
-                row.edges,
-                round_kw(demand),
-                row.quality,
+                *interval_csv_row(name, row),
                 "" if estimate is None else estimate.estimated_wh,
                 "" if estimate is None else estimate.method,
             ]
@@ -406,6 +397,23 @@ def export(
             + "; see 'A damaged database' in docs/persistence.md"
         )
     return len(rows)
+
+
+def interval_csv_row(name: str, row: Any) -> list[Any]:
+    """Return an interval (start_ns, end_ns, energy_wh, edges, quality) as the SPEC's export
+    columns (EXPORT_COLUMNS)."""
+    from fractions import Fraction
+
+    demand = Fraction(row.energy_wh * 3600 * NS_PER_S, (row.end_ns - row.start_ns) * 1000)
+    return [
+        name,
+        format_iso(row.start_ns),
+        format_iso(row.end_ns),
+        row.energy_wh,
+        row.edges,
+        round_kw(demand),
+        row.quality,
+    ]
 
 
 def reconciliation(readings: list[Any]) -> dict[str, Any]:

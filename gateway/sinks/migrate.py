@@ -33,21 +33,25 @@ logger = logging.getLogger(__name__)
 _SQLITE_USER_ERRORS = {"SQLITE_NOTADB", "SQLITE_CANTOPEN", "SQLITE_CORRUPT"}
 
 
-def _config() -> Config:
-    from alembic.config import Config
-
+def script_location(tree: str = "") -> Any:
+    """Return the Alembic script directory of a migration tree: "" the gateway's, "fleet" the
+    fleet collector's (migrations/fleet/, installed as gateway.migrations.fleet)."""
     # The scripts are migrations/ in the repository, installed as the gateway.migrations package.
     # Run from a checkout (a git worktree beside an editable install of another one), the
     # checkout's own scripts go with its own models.
     # (A pyproject.toml beside it tells a checkout from site-packages.)
     root = Path(__file__).resolve().parents[2]
-    checkout = root / "migrations"
+    checkout = root / "migrations" / tree if tree else root / "migrations"
     if (root / "pyproject.toml").is_file() and (checkout / "env.py").is_file():
-        scripts: Any = checkout
-    else:
-        scripts = importlib.resources.files("gateway.migrations")
+        return checkout
+    return importlib.resources.files(f"gateway.migrations.{tree}" if tree else "gateway.migrations")
+
+
+def _config() -> Config:
+    from alembic.config import Config
+
     config = Config()
-    config.set_main_option("script_location", str(scripts))
+    config.set_main_option("script_location", str(script_location()))
     return config
 
 

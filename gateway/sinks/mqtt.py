@@ -58,7 +58,7 @@ from gateway.trouble import Trouble
 
 logger = logging.getLogger(__name__)
 
-KNOWN_COMMANDS = ("reset_peak",)
+KNOWN_COMMANDS = ("reset_peak", "resend")
 MAX_IN_FLIGHT = 50
 REFUSED_RETRY_S = 30
 RETAINED_GRACE_S = 0.5  # after our SUBACK, retained messages have arrived (sent right after it)
@@ -490,7 +490,19 @@ class MqttPublisher:
                 logger.warning("ignored command %s for %s", command.name, command.meter)
             else:
                 logger.debug("ignored command %s for %s", command.name, command.meter)
-        return accepted
+        return self._answer_resends(accepted)
+
+    def _answer_resends(self, commands: list[Command]) -> list[Command]:
+        """Answer re-send requests (gateway/sinks/resend.py); return the other commands."""
+        from gateway.sinks.resend import answer_resend
+
+        for command in commands:
+            if command.name == "resend" and self.outbox is not None:
+                for kind, text in answer_resend(
+                    self.outbox.database, command.meter, command.payload
+                ):
+                    self._publish(f"{self.base}/{command.meter}/{kind}", text, qos=1)
+        return [command for command in commands if command.name != "resend"]
 
     def _send_discovery(self) -> None:
         if not self.settings.discovery_prefix:

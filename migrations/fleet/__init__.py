@@ -1,0 +1,1 @@
+"""Alembic migrations of the fleet collector's database (shipped in the wheel)."""
