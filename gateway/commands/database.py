@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import sys
 import time
+import weakref
 from typing import Any, TextIO
 
 from gateway.config import DEFAULT_CONFIG_PATH, default_database_url, load_config
@@ -18,6 +20,7 @@ from gateway.sinks.readback import Readback, StoredMeter
 from gateway.sinks.reads import stored_reads
 from gateway.sinks.redact import redact
 from gateway.sinks.schema import IntervalRow
+from gateway.sinks.snapshot import copy_database, held_elsewhere
 from gateway.sinks.store import Store
 from gateway.timefmt import NS_PER_S, NS_PER_US, format_iso, parse_time_ns
 from meter_model.units import lcd_kwh, round_kw
@@ -37,12 +40,30 @@ def database_url(config: str | None, db: str | None) -> str:
     return default_database_url()
 
 
-def open_database(url: str) -> Database:
-    """Open an existing database at the current schema; a missing file is an error."""
+def open_database(url: str, *, writes: bool = False) -> Database:
+    """Open an existing database at the current schema; a missing file is an error.
+
+    An SQLite file a running gateway holds is read through a copy (:mod:`gateway.sinks.snapshot`);
+    a command that ``writes`` is refused then.
+    """
     if url.startswith("sqlite:///"):
         path = url.removeprefix("sqlite:///")
         if path and path != ":memory:" and not os.path.exists(path):
             raise ConfigError(f"database {path}: no such file (has the gateway run yet?)")
+        if path and path != ":memory:" and held_elsewhere(path):
+            if writes:
+                raise ConfigError(
+                    f"database {path} is in use by a running amr-gateway, which holds it alone "
+                    "(it spares the SD card that way): stop it first"
+                )
+            copy = copy_database(path)
+            try:
+                database = Database(f"sqlite:///{copy}", upgrade=False)
+            except BaseException:
+                shutil.rmtree(os.path.dirname(copy), ignore_errors=True)
+                raise
+            weakref.finalize(database, shutil.rmtree, os.path.dirname(copy), ignore_errors=True)
+            return database
     return Database(url, upgrade=False)
 
 
@@ -285,7 +306,7 @@ def reconcile(url: str, meter: str, lcd: int, when: str | None, out: TextIO = sy
     if t_ns > now_ns:
         # A reading from the future would sort after, and shadow, every real one (issue #11).
         raise ConfigError(f"--time {when}: is in the future")
-    database = open_database(url)
+    database = open_database(url, writes=True)
     try:
         readback = Readback(database)
         stored = readback.find_meter(meter)

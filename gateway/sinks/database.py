@@ -19,11 +19,13 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import QueuePool
 
 from gateway.errors import ConfigError, SinkError
 from gateway.sinks.failures import sink_errors
@@ -31,9 +33,16 @@ from gateway.sinks.redact import redact
 
 
 def make_engine(url: str) -> Engine:
-    """Create an engine; SQLite gets small pages, WAL mode, FULL synchronous, a busy timeout."""
+    """Create an engine; SQLite gets small pages, WAL mode with its index in memory (exclusive
+    locking, one connection), FULL synchronous, a busy timeout."""
     try:
-        engine = create_engine(url)
+        parsed = make_url(url)
+        options: dict[str, Any] = {}
+        if parsed.get_backend_name() == "sqlite":
+            # Exclusive locking (below) holds the file while a connection is open, so a second
+            # connection of this process would find it locked: one connection, taken in turn.
+            options = {"poolclass": QueuePool, "pool_size": 1, "max_overflow": 0}
+        engine = create_engine(parsed, **options)
     except (SQLAlchemyError, ImportError, ValueError) as exc:
         # A URL that cannot be parsed, or names a driver that is not installed: bad input.
         raise ConfigError(f"database {redact(url)}: {exc}") from None
@@ -46,6 +55,13 @@ def make_engine(url: str) -> Engine:
             # of 4 KiB ones (a quarter of the bytes on the card; benchmarks/bench_durability.py).
             # It takes effect when the file is created; an existing file keeps its page size.
             cursor.execute("PRAGMA page_size=1024")
+            # Exclusive locking before WAL mode: the WAL index lives in this process's memory,
+            # never in a -shm file. That file is mapped, not synced, so the kernel writes back
+            # its pages every 30 s that a commit touched them: three 4 KiB pages for each
+            # commit, more than the commit's own WAL frames (docs/persistence.md, measured).
+            # The price: no other process can open the file while this connection is open; the
+            # commands that only read then read a copy (gateway.sinks.snapshot).
+            cursor.execute("PRAGMA locking_mode=EXCLUSIVE")
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA busy_timeout=5000")
