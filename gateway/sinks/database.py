@@ -30,6 +30,7 @@ from sqlalchemy.pool import QueuePool
 from gateway.errors import ConfigError, SinkError
 from gateway.sinks.failures import sink_errors
 from gateway.sinks.redact import redact
+from gateway.sinks.snapshot import shm_in_use
 
 
 def make_engine(url: str) -> Engine:
@@ -50,6 +51,12 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+            path = engine.url.database
+            if path and path != ":memory:" and shm_in_use(path):
+                raise SinkError(
+                    f"database {path}: another program has it open (its -shm file is in use); "
+                    "amr-gateway holds the file alone: close that program"
+                )
             cursor = dbapi_connection.cursor()
             # Small pages for a small database: a commit appends a few 1 KiB WAL frames instead
             # of 4 KiB ones (a quarter of the bytes on the card; benchmarks/bench_durability.py).

@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import struct
 import tempfile
 import time
 
@@ -27,6 +28,7 @@ from gateway.errors import SinkError
 # SQLite's unix VFS: a connection that holds the file exclusively write-locks these bytes.
 _SHARED_FIRST = 0x40000002
 _SHARED_SIZE = 510
+_SHM_DMS = 128  # in the -shm file: every connection that uses it read-locks this byte
 # File times move in clock ticks (at most 10 ms): a write during the copy changes the database
 # file's time only if its last write is at least a tick older than the copy's start.
 _QUIET_NS = 50_000_000
@@ -48,6 +50,26 @@ def held_elsewhere(path: str) -> bool:
     finally:
         os.close(fd)
     return False
+
+
+def shm_in_use(path: str) -> bool:
+    """Return whether another process has the database at ``path`` open in shared WAL mode.
+
+    Such a connection (another program, opened before the gateway took the file) keeps a WAL
+    index in the ``-shm`` file that the gateway's in-memory one never updates: after the gateway
+    stops it would read stale pages, and a write from it could undo the gateway's commits. Every
+    such connection holds a read lock on the file's dead-man-switch byte.
+    """
+    try:
+        fd = os.open(path + "-shm", os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        probe = struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, _SHM_DMS, 1, 0)
+        answer = fcntl.fcntl(fd, fcntl.F_GETLK, probe)  # asks, takes nothing
+    finally:
+        os.close(fd)
+    return bool(struct.unpack("hhqqi", answer)[0] != fcntl.F_UNLCK)
 
 
 def copy_database(path: str) -> str:

@@ -146,3 +146,39 @@ def test_a_copy_is_one_commit_while_the_holder_commits_and_checkpoints(tmp_path:
     finally:
         writer.kill()
         writer.wait()
+
+
+HOLDER = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1])
+conn.execute("select count(*) from sqlite_master").fetchone()  # maps the -shm file
+print("open", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_database_another_program_has_open_in_shared_mode_is_refused(cli, tmp_path) -> None:
+    """Its WAL index (the -shm file) would go stale beside the gateway's in-memory one."""
+    db = tmp_path / "g.db"
+    Database(f"sqlite:///{db}").close()
+    with sqlite3.connect(db) as conn:  # as an older gateway or another tool left it: WAL mode
+        conn.execute("pragma journal_mode=wal")
+    conn.close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(db)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        assert (tmp_path / "g.db-shm").exists()
+        result = cli("status", "--db", f"sqlite:///{db}")
+        assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+        assert str(db) in result.stderr and "another program has it open" in result.stderr
+        result = cli("db", "upgrade", "--db", f"sqlite:///{db}")
+        assert result.returncode == 1 and "another program has it open" in result.stderr
+    finally:
+        holder.communicate("", timeout=30)
+    result = cli("status", "--db", f"sqlite:///{db}")
+    assert result.returncode == 0, result.stderr
