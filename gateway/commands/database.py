@@ -15,7 +15,7 @@ from gateway.config import DEFAULT_CONFIG_PATH, default_database_url, load_confi
 from gateway.core.meter import CoreSettings, MeterCore
 from gateway.core.state import restore
 from gateway.errors import ConfigError
-from gateway.sinks.database import Database
+from gateway.sinks.database import Database, holds_open
 from gateway.sinks.readback import Readback, StoredMeter
 from gateway.sinks.reads import stored_reads
 from gateway.sinks.redact import redact
@@ -50,7 +50,9 @@ def open_database(url: str, *, writes: bool = False) -> Database:
         path = url.removeprefix("sqlite:///")
         if path and path != ":memory:" and not os.path.exists(path):
             raise ConfigError(f"database {path}: no such file (has the gateway run yet?)")
-        if path and path != ":memory:" and held_elsewhere(path):
+        # Within the process that holds the file (the daemon's web view), its own engine reads
+        # it; probing would also close a descriptor of the file, dropping the process's locks.
+        if path and path != ":memory:" and not holds_open(path) and held_elsewhere(path):
             if writes:
                 raise ConfigError(
                     f"database {path} is in use by a running amr-gateway, which holds it alone "

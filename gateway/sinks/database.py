@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,10 +33,40 @@ from gateway.sinks.failures import sink_errors
 from gateway.sinks.redact import redact
 from gateway.sinks.snapshot import shm_in_use
 
+# One engine per SQLite file in a process: its one connection holds the file exclusively, so a
+# second engine (the web view's, beside the daemon's) would find it locked.
+_SQLITE_ENGINES: dict[str, Engine] = {}
+_SQLITE_ENGINES_LOCK = threading.Lock()
+
+
+def holds_open(path: str) -> bool:
+    """Return whether this process has the SQLite file at ``path`` open (and so holds it)."""
+    engine = _SQLITE_ENGINES.get(os.path.realpath(path))
+    if engine is None or not isinstance(engine.pool, QueuePool):
+        return False
+    return engine.pool.checkedin() + engine.pool.checkedout() > 0
+
 
 def make_engine(url: str) -> Engine:
     """Create an engine; SQLite gets small pages, WAL mode with its index in memory (exclusive
-    locking, one connection), FULL synchronous, a busy timeout."""
+    locking, one connection, one engine per file in a process), FULL synchronous, a busy
+    timeout."""
+    try:
+        parsed = make_url(url)
+    except (SQLAlchemyError, ImportError, ValueError) as exc:
+        raise ConfigError(f"database {redact(url)}: {exc}") from None
+    path = parsed.database if parsed.get_backend_name() == "sqlite" else None
+    if not path or path == ":memory:":
+        return _make_engine(url)
+    with _SQLITE_ENGINES_LOCK:
+        key = os.path.realpath(path)
+        engine = _SQLITE_ENGINES.get(key)
+        if engine is None:
+            engine = _SQLITE_ENGINES[key] = _make_engine(url)
+        return engine
+
+
+def _make_engine(url: str) -> Engine:
     try:
         parsed = make_url(url)
         options: dict[str, Any] = {}

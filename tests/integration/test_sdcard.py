@@ -8,6 +8,7 @@ frames; docs/persistence.md). The read-only commands read a copy while the daemo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import sqlite3
@@ -182,3 +183,31 @@ def test_a_database_another_program_has_open_in_shared_mode_is_refused(cli, tmp_
         holder.communicate("", timeout=30)
     result = cli("status", "--db", f"sqlite:///{db}")
     assert result.returncode == 0, result.stderr
+
+
+def test_a_reader_in_the_process_that_holds_the_file_shares_its_connection(tmp_path) -> None:
+    """The daemon's web view reads through open_database beside the daemon's own Database:
+    it shares the one connection, and the file stays held (no probe dropped the lock)."""
+    from gateway.commands.database import open_database
+    from gateway.sinks.readback import Readback
+
+    db = tmp_path / "g.db"
+    database = Database(f"sqlite:///{db}")
+    try:
+        batch = MeterBatch("m1", "2O208-4W", "gpio", {"k": 1}, None, {}, register_wh=7)
+        Store(database).commit([batch], T0_NS)
+        reader = open_database(f"sqlite:///{db}")
+        stored = Readback(reader).find_meter("m1")
+        assert stored is not None and stored.register_wh == 7
+        Store(database).commit([dataclasses.replace(batch, register_wh=8)], T0_NS + 1)
+        stored = Readback(reader).find_meter("m1")
+        assert stored is not None and stored.register_wh == 8
+        probe = subprocess.run(
+            [sys.executable, "-c", HELD, str(db)], capture_output=True, text=True, check=True
+        )
+        assert probe.stdout == "True\n"  # another process still finds it held
+    finally:
+        database.close()
+
+
+HELD = "import sys; from gateway.sinks.snapshot import held_elsewhere; print(held_elsewhere(sys.argv[1]))"
