@@ -8,8 +8,10 @@ import datetime
 import json
 import os
 import re
+import shutil
 import sys
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -25,13 +27,14 @@ from gateway.core.meter import CoreSettings, MeterCore
 from gateway.core.schedule import ReadSchedule, parse_period
 from gateway.core.state import restore
 from gateway.errors import ConfigError, SinkError
-from gateway.sinks.database import Database
+from gateway.sinks.database import Database, holds_open
 from gateway.sinks.integrity import DamagedDatabase
 from gateway.sinks.readback import Readback, StoredMeter
 from gateway.sinks.reads import StoredRead, stored_reads
 from gateway.sinks.redact import redact
 from gateway.sinks.salvage import salvage_intervals
 from gateway.sinks.schema import IntervalRow
+from gateway.sinks.snapshot import copy_database, held_elsewhere
 from gateway.sinks.store import Store
 from gateway.timefmt import NS_PER_S, NS_PER_US, format_iso, parse_time_ns
 from meter_model.units import lcd_kwh, round_kw
@@ -91,12 +94,32 @@ def upgrade_url(config: str | None, db: str | None) -> str:
     return url
 
 
-def open_database(url: str) -> Database:
-    """Open an existing database at the current schema; a missing file is an error."""
+def open_database(url: str, *, writes: bool = False) -> Database:
+    """Open an existing database at the current schema; a missing file is an error.
+
+    An SQLite file a running gateway holds is read through a copy (:mod:`gateway.sinks.snapshot`);
+    a command that ``writes`` is refused then.
+    """
     if url.startswith("sqlite:///"):
         path = url.removeprefix("sqlite:///")
         if path and path != ":memory:" and not os.path.exists(path):
             raise ConfigError(f"database {path}: no such file (has the gateway run yet?)")
+        # Within the process that holds the file (the daemon's web view), its own engine reads
+        # it; probing would also close a descriptor of the file, dropping the process's locks.
+        if path and path != ":memory:" and not holds_open(path) and held_elsewhere(path):
+            if writes:
+                raise ConfigError(
+                    f"database {path} is in use by a running amr-gateway, which holds it alone "
+                    "(it spares the SD card that way): stop it first"
+                )
+            copy = copy_database(path)
+            try:
+                database = Database(f"sqlite:///{copy}", upgrade=False)
+            except BaseException:
+                shutil.rmtree(os.path.dirname(copy), ignore_errors=True)
+                raise
+            weakref.finalize(database, shutil.rmtree, os.path.dirname(copy), ignore_errors=True)
+            return database
     return Database(url, upgrade=False)
 
 
@@ -483,7 +506,7 @@ def reconcile(url: str, meter: str, lcd: int, when: str | None, out: TextIO = sy
     if t_ns > now_ns:
         # A reading from the future would sort after, and shadow, every real one (issue #11).
         raise ConfigError(f"--time {when}: is in the future")
-    database = open_database(url)
+    database = open_database(url, writes=True)
     try:
         readback = Readback(database)
         stored = readback.find_meter(meter)

@@ -20,25 +20,66 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import QueuePool
 
 from gateway.errors import ConfigError, SinkError
 from gateway.sinks.failures import sink_errors
 from gateway.sinks.redact import redact
+from gateway.sinks.snapshot import shm_in_use
+
+# One engine per SQLite file in a process: its one connection holds the file exclusively, so a
+# second engine (the web view's, beside the daemon's) would find it locked.
+_SQLITE_ENGINES: dict[str, Engine] = {}
+_SQLITE_ENGINES_LOCK = threading.Lock()
+
+
+def holds_open(path: str) -> bool:
+    """Return whether this process has the SQLite file at ``path`` open (and so holds it)."""
+    engine = _SQLITE_ENGINES.get(os.path.realpath(path))
+    if engine is None or not isinstance(engine.pool, QueuePool):
+        return False
+    return engine.pool.checkedin() + engine.pool.checkedout() > 0
 
 logger = logging.getLogger(__name__)
 
 
 def make_engine(url: str) -> Engine:
-    """Create an engine; SQLite gets small pages, WAL mode, FULL synchronous, a busy timeout."""
+    """Create an engine; SQLite gets small pages, WAL mode with its index in memory (exclusive
+    locking, one connection, one engine per file in a process), FULL synchronous, a busy
+    timeout."""
     try:
-        engine = create_engine(url)
+        parsed = make_url(url)
+    except (SQLAlchemyError, ImportError, ValueError) as exc:
+        raise ConfigError(f"database {redact(url)}: {exc}") from None
+    path = parsed.database if parsed.get_backend_name() == "sqlite" else None
+    if not path or path == ":memory:":
+        return _make_engine(url)
+    with _SQLITE_ENGINES_LOCK:
+        key = os.path.realpath(path)
+        engine = _SQLITE_ENGINES.get(key)
+        if engine is None:
+            engine = _SQLITE_ENGINES[key] = _make_engine(url)
+        return engine
+
+
+def _make_engine(url: str) -> Engine:
+    try:
+        parsed = make_url(url)
+        options: dict[str, Any] = {}
+        if parsed.get_backend_name() == "sqlite":
+            # Exclusive locking (below) holds the file while a connection is open, so a second
+            # connection of this process would find it locked: one connection, taken in turn.
+            options = {"poolclass": QueuePool, "pool_size": 1, "max_overflow": 0}
+        engine = create_engine(parsed, **options)
     except (SQLAlchemyError, ImportError, ValueError) as exc:
         # A URL that cannot be parsed, or names a driver that is not installed: bad input.
         raise ConfigError(f"database {redact(url)}: {exc}") from None
@@ -46,11 +87,24 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+            path = engine.url.database
+            if path and path != ":memory:" and shm_in_use(path):
+                raise SinkError(
+                    f"database {path}: another program has it open (its -shm file is in use); "
+                    "amr-gateway holds the file alone: close that program"
+                )
             cursor = dbapi_connection.cursor()
             # Small pages for a small database: a commit appends a few 1 KiB WAL frames instead
             # of 4 KiB ones (a quarter of the bytes on the card; benchmarks/bench_durability.py).
             # It takes effect when the file is created; an existing file keeps its page size.
             cursor.execute("PRAGMA page_size=1024")
+            # Exclusive locking before WAL mode: the WAL index lives in this process's memory,
+            # never in a -shm file. That file is mapped, not synced, so the kernel writes back
+            # its pages every 30 s that a commit touched them: three 4 KiB pages for each
+            # commit, more than the commit's own WAL frames (docs/persistence.md, measured).
+            # The price: no other process can open the file while this connection is open; the
+            # commands that only read then read a copy (gateway.sinks.snapshot).
+            cursor.execute("PRAGMA locking_mode=EXCLUSIVE")
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA busy_timeout=5000")

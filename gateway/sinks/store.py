@@ -231,10 +231,11 @@ class Store:
         elif state != known.state or stamp:
             state["saved_ns"] = now_ns
             changed = {k: v for k, v in state.items() if v != known.state.get(k)}
-            session.execute(
-                update(MeterStateRow).where(MeterStateRow.meter_id == meter_id).values(changed)
-            )
-            statements += 1
+            if changed:  # a stamp at the time already stamped (a clock that stood) changes none
+                session.execute(
+                    update(MeterStateRow).where(MeterStateRow.meter_id == meter_id).values(changed)
+                )
+                statements += 1
         counters = dict(known.counters)
         for channel, values in batch.counters.items():
             before = known.counters.get(channel)

@@ -13,7 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from db_helpers import read_db
 from mqtt_helpers import wait_for
+
+from gateway.errors import SinkError
 
 T0 = 1_764_057_600  # 2025-11-25T08:00:00Z
 SIX_HOURS = [  # (offset s, kW): a working day's worth of load changes, compressed into 6 hours
@@ -67,9 +70,9 @@ speed = {speed}
 
 def counters(db: Path) -> dict[str, int]:
     try:
-        with sqlite3.connect(db, timeout=5) as conn:
+        with read_db(db) as conn:
             return dict(conn.execute("select channel, edges from channel_counters").fetchall())
-    except sqlite3.OperationalError:
+    except (sqlite3.OperationalError, SinkError):
         return {}
 
 
@@ -101,7 +104,9 @@ def run_to_the_end(config: Path, db: Path, expected: dict[str, int], timeout_s: 
 
 def check_consistent_so_far(db: Path) -> int:
     """Check what every commit leaves true, also mid-run; return the register in Wh."""
-    with sqlite3.connect(db) as conn:
+    # Through a copy, closed at once: a connection left open in this process would keep a
+    # WAL index that the next run (which keeps its own in memory) does not update.
+    with read_db(db) as conn:
         register = conn.execute("select register_wh, core from meter_state").fetchone()
         edges = conn.execute("select edges from channel_counters where channel = '10'").fetchone()
         assert register[0] == 5 * edges[0]  # the register and its counter move together
@@ -231,7 +236,8 @@ def test_sigterm_and_restart_resume_exactly(cli, tmp_path) -> None:
     db = tmp_path / "gateway.db"
     config = write_config(tmp_path, log, db, speed=7200)
     proc = start(config)
-    time.sleep(2.0)
+    # Once it has committed edges (start-up takes seconds on a loaded machine), stop it.
+    wait_for(committed_beyond(proc, db, 0), 120, "a first commit")
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err.decode()

@@ -6,12 +6,12 @@ import io
 import json
 import logging
 import os
-import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
+from db_helpers import read_db
 from gpiozero.pins import mock as gpio_mock
 from gpiozero.pins.mock import MockFactory, MockPin
 from mqtt_helpers import wait_for
@@ -50,7 +50,7 @@ def gpio_config(tmp_path: Path, **pins: int) -> Config:
 
 
 def counters(tmp_path: Path) -> dict[str, int]:
-    with sqlite3.connect(tmp_path / "g.db") as conn:
+    with read_db(tmp_path / "g.db") as conn:
         return dict(conn.execute("select channel, edges from channel_counters").fetchall())
 
 
@@ -529,7 +529,7 @@ def test_several_meters_mixing_sources_in_one_gateway(tmp_path, ticks) -> None:
 
 
 def counters_by_meter(tmp_path: Path) -> dict[str, int]:
-    with sqlite3.connect(tmp_path / "g.db") as conn:
+    with read_db(tmp_path / "g.db") as conn:
         rows = conn.execute(
             "select m.name, c.edges from channel_counters c join meters m on m.id = c.meter_id "
             "where c.channel = '10'"

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import re
 import signal
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from db_helpers import read_db
 from mqtt_helpers import Broker, Gateway, Subscriber, gateway_config, wait_for
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -169,7 +169,7 @@ def test_last_will_after_sigkill(tmp_path, broker) -> None:
 
 
 def outbox_size(directory: Path) -> int:
-    with sqlite3.connect(directory / "gateway.db") as conn:
+    with read_db(directory / "gateway.db") as conn:
         return conn.execute("select count(*) from mqtt_outbox").fetchone()[0]
 
 

@@ -8,12 +8,12 @@ exactly which pass handed a message to paho and which one saw the broker's answe
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from db_helpers import read_db
 from mqtt_helpers import Broker, Subscriber, wait_for
 
 from gateway.config import MqttSettings
@@ -63,7 +63,7 @@ def batch(intervals: int, events: int = 0) -> MeterBatch:
 
 def outbox(db: Path) -> list[tuple[str, int]]:
     """The outbox as the database file holds it, read past the store."""
-    with sqlite3.connect(db) as conn:
+    with read_db(db) as conn:
         return conn.execute("select kind, seq from mqtt_outbox order by id").fetchall()
 
 

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from db_helpers import read_db
+
 
 def start(cwd: Path, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
@@ -21,7 +23,7 @@ def start(cwd: Path, *args: str) -> subprocess.Popen[str]:
 
 
 def counters(db: Path) -> dict[str, int]:
-    with sqlite3.connect(db) as conn:
+    with read_db(db) as conn:
         return dict(conn.execute("select channel, edges from channel_counters").fetchall())
 
 
@@ -82,7 +84,7 @@ def test_run_without_simulate_or_config_is_a_usage_error(cli, tmp_path) -> None:
 def source_state(db: Path) -> dict:
     import json
 
-    with sqlite3.connect(db) as conn:
+    with read_db(db) as conn:
         return json.loads(conn.execute("select source from meter_state").fetchone()[0])
 
 

@@ -152,6 +152,18 @@ def test_a_commit_writes_only_what_changed(database_url: str) -> None:
         database.close()
 
 
+def test_a_stamp_at_the_time_already_stamped_writes_nothing(database_url: str) -> None:
+    """A stop right after a commit, on a clock that has not moved (a simulated one), stamps
+    the time the row already holds: no statement, where an UPDATE with nothing to SET failed."""
+    database = Database(database_url)
+    store = Store(database)
+    try:
+        assert store.commit([batch(10)], T0) > 0
+        assert store.commit([batch(10)], T0, stamp=True) == 0
+    finally:
+        database.close()
+
+
 def test_a_retry_of_a_commit_that_reached_the_database_is_harmless(database_url: str) -> None:
     """A connection lost during COMMIT: the database has it, the gateway thinks it failed."""
     database = Database(database_url)
