@@ -34,7 +34,7 @@ from gateway.sinks.reads import StoredRead, stored_reads
 from gateway.sinks.redact import redact
 from gateway.sinks.salvage import salvage_intervals
 from gateway.sinks.schema import IntervalRow
-from gateway.sinks.snapshot import copy_database, held_elsewhere
+from gateway.sinks.snapshot import copy_database, held_elsewhere, shm_in_use
 from gateway.sinks.store import Store
 from gateway.timefmt import NS_PER_S, NS_PER_US, format_iso, parse_time_ns
 from meter_model.units import lcd_kwh, round_kw
@@ -106,20 +106,26 @@ def open_database(url: str, *, writes: bool = False) -> Database:
             raise ConfigError(f"database {path}: no such file (has the gateway run yet?)")
         # Within the process that holds the file (the daemon's web view), its own engine reads
         # it; probing would also close a descriptor of the file, dropping the process's locks.
-        if path and path != ":memory:" and not holds_open(path) and held_elsewhere(path):
-            if writes:
+        if path and path != ":memory:" and not holds_open(path):
+            held = held_elsewhere(path)
+            if held and writes:
                 raise ConfigError(
                     f"database {path} is in use by a running amr-gateway, which holds it alone "
                     "(it spares the SD card that way): stop it first"
                 )
-            copy = copy_database(path)
-            try:
-                database = Database(f"sqlite:///{copy}", upgrade=False)
-            except BaseException:
-                shutil.rmtree(os.path.dirname(copy), ignore_errors=True)
-                raise
-            weakref.finalize(database, shutil.rmtree, os.path.dirname(copy), ignore_errors=True)
-            return database
+            # Another program with the file open in SQLite's shared mode (a sqlite3 shell, a
+            # script): opening it here would be refused (make_engine), so a reader reads a copy.
+            if held or (not writes and shm_in_use(path)):
+                copy = copy_database(path)
+                try:
+                    database = Database(f"sqlite:///{copy}", upgrade=False)
+                except BaseException:
+                    shutil.rmtree(os.path.dirname(copy), ignore_errors=True)
+                    raise
+                weakref.finalize(
+                    database, shutil.rmtree, os.path.dirname(copy), ignore_errors=True
+                )
+                return database
     return Database(url, upgrade=False)
 
 

@@ -21,6 +21,7 @@ from typing import Any, TextIO
 from gateway.errors import ConfigError
 from gateway.fleet import readback
 from gateway.fleet.database import FleetDatabase, is_fleet_database
+from gateway.fleet.schema import VERSION_TABLE
 from gateway.sinks.database import make_engine
 from gateway.timefmt import NS_PER_S, format_iso, parse_time_ns
 
@@ -30,11 +31,41 @@ def _is_fleet(url: str) -> bool:
         path = url.removeprefix("sqlite:///")
         if not path or not os.path.exists(path):
             return False
+        return _sqlite_has_table(path, VERSION_TABLE)
     engine = make_engine(url)
     try:
         return is_fleet_database(engine)
     finally:
         engine.dispose()
+
+
+def _sqlite_has_table(path: str, table: str) -> bool:
+    """Look at an SQLite file's schema without opening it as the gateway does: a running daemon
+    or collector holds its file alone (exclusive locking), and another program may have it open
+    in shared mode; either way a read-only look is enough, through a copy where it is held."""
+    import sqlite3
+    import urllib.parse
+
+    from gateway.sinks.snapshot import copy_database, held_elsewhere
+
+    look, copy = path, None
+    if held_elsewhere(path):
+        copy = look = copy_database(path)
+    try:
+        uri = f"file:{urllib.parse.quote(os.path.abspath(look))}?mode=ro"
+        connection = sqlite3.connect(uri, uri=True)
+        try:
+            query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+            return connection.execute(query, (table,)).fetchone() is not None
+        except sqlite3.DatabaseError:
+            return False  # not a database: the gateway's own command says what is wrong
+        finally:
+            connection.close()
+    finally:
+        if copy is not None:
+            import shutil
+
+            shutil.rmtree(os.path.dirname(copy), ignore_errors=True)
 
 
 def run_fleet_command(args: argparse.Namespace, out: TextIO = sys.stdout) -> int | None:

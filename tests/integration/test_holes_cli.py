@@ -367,6 +367,8 @@ def test_replay_db_memory_follows_the_rows_not_the_span(tmp_path) -> None:
             "edges": "0",
             "demand_kw": "0.00",
             "quality": "complete",
+            "estimated_wh": "",  # watched: nothing to estimate
+            "estimate_method": "",
         }
         for m in (0, 15, 30)
     ]
@@ -407,8 +409,13 @@ def test_green_button_marks_the_intervals_nobody_watched_questionable(cli, tmp_p
         )
         for r in readings
     ]
-    assert [(format_iso(t), q, v) for t, q, v in got] == [
+    # The estimates of the unwatched time are a MeterReading of their own (quality 8: from
+    # the same time of the weeks before), never mixed into the measured one.
+    measured = [(format_iso(t), q, v) for t, q, v in got if q not in ("8", "9")]
+    estimated = [(format_iso(t), q) for t, q, _ in got if q in ("8", "9")]
+    assert measured == [
         ("2026-11-19T23:45:00Z", None, "150"),  # watched: valid, no quality element
         ("2026-11-20T00:00:00Z", "10", "0"),  # nobody watched: questionable
         ("2026-11-20T00:15:00Z", "10", "0"),
     ]
+    assert estimated == [("2026-11-20T00:00:00Z", "8"), ("2026-11-20T00:15:00Z", "8")]
