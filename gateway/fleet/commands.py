@@ -18,7 +18,8 @@ import sys
 import time
 from typing import Any, TextIO
 
-from gateway.errors import ConfigError
+from gateway.config import check_database_url
+from gateway.errors import ConfigError, GatewayError
 from gateway.fleet import readback
 from gateway.fleet.database import FleetDatabase, is_fleet_database
 from gateway.fleet.schema import VERSION_TABLE
@@ -27,14 +28,19 @@ from gateway.timefmt import NS_PER_S, format_iso, parse_time_ns
 
 
 def _is_fleet(url: str) -> bool:
+    """Whether ``url`` is a fleet database; anything wrong with it is left to the gateway's own
+    commands, which say what (a bare path, a missing file or PostgreSQL database)."""
+    check_database_url(url, "--db")
     if url.startswith("sqlite:///"):
         path = url.removeprefix("sqlite:///")
         if not path or not os.path.exists(path):
             return False
         return _sqlite_has_table(path, VERSION_TABLE)
-    engine = make_engine(url)
+    engine = make_engine(url, exclusive=False)
     try:
         return is_fleet_database(engine)
+    except GatewayError:
+        return False
     finally:
         engine.dispose()
 

@@ -1,6 +1,7 @@
 """The fleet database: its engine, its migrations (migrations/fleet/), and telling it apart.
 
-The same engine settings as the gateway's database (:func:`gateway.sinks.database.make_engine`),
+The same engine settings as the gateway's database (:func:`gateway.sinks.database.make_engine`)
+but in SQLite's shared mode, so `status` and `bill` read it while a collector writes;
 and the same way of finding the Alembic scripts from a checkout or from the installed package
 (:func:`gateway.sinks.migrate.script_location`); only the tree and the version table differ.
 """
@@ -74,7 +75,7 @@ class FleetDatabase:
     def __init__(self, url: str, *, upgrade: bool = True) -> None:
         self.url = url
         self.name = f"database {redact(url)}"
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, exclusive=False)
         try:
             tables = _tables(self.engine)
             if tables and VERSION_TABLE not in tables:

@@ -52,17 +52,22 @@ def holds_open(path: str) -> bool:
 logger = logging.getLogger(__name__)
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, exclusive: bool = True) -> Engine:
     """Create an engine; SQLite gets small pages, WAL mode with its index in memory (exclusive
     locking, one connection, one engine per file in a process), FULL synchronous, a busy
-    timeout."""
+    timeout.
+
+    ``exclusive=False`` (the fleet collector's database, on a server's disk, read by ``status``
+    and ``bill`` while the collector writes) keeps SQLite's shared mode: several connections,
+    its WAL index in the ``-shm`` file.
+    """
     try:
         parsed = make_url(url)
     except (SQLAlchemyError, ImportError, ValueError) as exc:
         raise ConfigError(f"database {redact(url)}: {exc}") from None
     path = parsed.database if parsed.get_backend_name() == "sqlite" else None
-    if not path or path == ":memory:":
-        return _make_engine(url)
+    if not path or path == ":memory:" or not exclusive:
+        return _make_engine(url, exclusive=exclusive)
     with _SQLITE_ENGINES_LOCK:
         key = os.path.realpath(path)
         engine = _SQLITE_ENGINES.get(key)
@@ -71,11 +76,11 @@ def make_engine(url: str) -> Engine:
         return engine
 
 
-def _make_engine(url: str) -> Engine:
+def _make_engine(url: str, *, exclusive: bool = True) -> Engine:
     try:
         parsed = make_url(url)
         options: dict[str, Any] = {}
-        if parsed.get_backend_name() == "sqlite":
+        if parsed.get_backend_name() == "sqlite" and exclusive:
             # Exclusive locking (below) holds the file while a connection is open, so a second
             # connection of this process would find it locked: one connection, taken in turn.
             options = {"poolclass": QueuePool, "pool_size": 1, "max_overflow": 0}
@@ -88,7 +93,7 @@ def _make_engine(url: str) -> Engine:
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
             path = engine.url.database
-            if path and path != ":memory:" and shm_in_use(path):
+            if exclusive and path and path != ":memory:" and shm_in_use(path):
                 raise SinkError(
                     f"database {path}: another program has it open (its -shm file is in use); "
                     "amr-gateway holds the file alone: close that program"
@@ -104,7 +109,8 @@ def _make_engine(url: str) -> Engine:
             # commit, more than the commit's own WAL frames (docs/persistence.md, measured).
             # The price: no other process can open the file while this connection is open; the
             # commands that only read then read a copy (gateway.sinks.snapshot).
-            cursor.execute("PRAGMA locking_mode=EXCLUSIVE")
+            if exclusive:
+                cursor.execute("PRAGMA locking_mode=EXCLUSIVE")
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA busy_timeout=5000")

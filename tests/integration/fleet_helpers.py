@@ -16,6 +16,9 @@ from typing import Any
 from mqtt_helpers import Broker, free_port, wait_for
 from sqlalchemy import create_engine, text
 
+from gateway.errors import SinkError
+from gateway.sinks.snapshot import copy_database
+
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
@@ -184,7 +187,12 @@ def gateway_rows(db: Path) -> tuple[set[tuple[Any, ...]], set[tuple[Any, ...]], 
     message while the gateway has not made its database yet)."""
     if not db.exists():
         return set(), set(), 1
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    # A running gateway holds its file alone (exclusive locking): read a copy of it.
+    try:
+        copy = copy_database(str(db))
+    except SinkError:  # it kept changing while it was copied
+        return set(), set(), 1
+    con = sqlite3.connect(copy)
     try:
         intervals = set(
             con.execute(
@@ -203,6 +211,7 @@ def gateway_rows(db: Path) -> tuple[set[tuple[Any, ...]], set[tuple[Any, ...]], 
         return set(), set(), 1
     finally:
         con.close()
+        shutil.rmtree(os.path.dirname(copy), ignore_errors=True)
     return intervals, reads, waiting
 
 
