@@ -18,15 +18,23 @@ import importlib
 import logging
 import os
 from collections import deque
-from typing import Any
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from gateway.core.edge import CHANNEL_10, Edge
-from gateway.daemon.clock import Timeline
+from gateway.core.edge import CHANNEL_1K, CHANNEL_10, Edge
 from gateway.errors import ConfigError, SourceError
-from gateway.sources import Poll, Source
+from gateway.sources import Poll, Source, SourceContext, SourceSettings
+from gateway.timeline import Timeline
+from meter_model.units import NS_PER_S
+
+if TYPE_CHECKING:
+    from gateway.config import MeterSettings
+    from meter_model import MeterConfig
+
+__all__ = ["GpioSettings", "GpioSource", "check_lgpio", "lgpio_factory"]
 
 logger = logging.getLogger(__name__)
-NS_PER_S = 1_000_000_000
 CALLBACK_LATENCY_NS = 50_000_000
 GPIOCHIP_DIR = "/dev"
 
@@ -70,10 +78,57 @@ def lgpio_factory() -> Any:
         ) from None
 
 
+PIN_RANGE = {"range": (0, 27)}  # the Raspberry Pi's header GPIOs, BCM 0-27
+
+
+@dataclass(frozen=True)
+class GpioSettings(SourceSettings):
+    """``source = "gpio"``: the BCM pins the meter's outputs are wired to."""
+
+    pin_10: int | None = field(default=None, metadata=PIN_RANGE)
+    pin_1k: int | None = field(default=None, metadata=PIN_RANGE)
+
+    def check(self, where: str) -> None:
+        if self.pin_10 is None and self.pin_1k is None:
+            raise ConfigError(f"{where}.pin_10: a gpio meter needs pin_10 or pin_1k")
+
+    def register_channel(self) -> str:
+        return CHANNEL_10 if self.pin_10 is not None else CHANNEL_1K
+
+    def pins(self) -> dict[str, int]:
+        """Return the pin of each wired channel."""
+        wired = ((CHANNEL_10, self.pin_10), (CHANNEL_1K, self.pin_1k))
+        return {channel: pin for channel, pin in wired if pin is not None}
+
+    def claims(self) -> Iterator[tuple[str, tuple[str, ...]]]:
+        for key, pin in (("pin_10", self.pin_10), ("pin_1k", self.pin_1k)):
+            if pin is not None:
+                yield key, ("gpio", str(pin))
+
+
 class GpioSource(Source):
     """One meter's `10` and/or `1K` outputs on GPIO pins."""
 
+    settings_type = GpioSettings
     live = True
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: MeterSettings,
+        model: MeterConfig,
+        start_ns: int,
+        source_state: dict[str, Any] | None,
+        last_seen: Mapping[str, tuple[int, int]],
+        context: SourceContext,
+    ) -> GpioSource:
+        assert isinstance(settings.backend, GpioSettings)
+        pins = settings.backend.pins()
+        return cls(settings.name, pins, context.timeline, pin_factory=context.pin_factory)
+
+    @classmethod
+    def check_host(cls) -> None:
+        check_lgpio()  # before anything is opened: a restart cannot install it
 
     def __init__(
         self,
@@ -135,6 +190,7 @@ class GpioSource(Source):
         return self._levels
 
     def poll(self, mono_ns: int) -> Poll:
+        self.check_open()
         edges = []
         factory = self._factory
         while True:
@@ -151,6 +207,7 @@ class GpioSource(Source):
         return Poll(edges, self.timeline.from_monotonic(mono_ns) - CALLBACK_LATENCY_NS)
 
     def close(self) -> None:
+        self.closed = True
         for pin in self._pins.values():
             try:
                 pin.when_changed = None

@@ -18,7 +18,7 @@ import pytest
 from gpiozero.pins import mock as gpio_mock
 from gpiozero.pins.mock import MockFactory
 
-from gateway.config import Config, GatewaySettings, MeterSettings, MqttSettings
+from gateway.config import Config, GatewaySettings, MeterSettings, MqttSettings, meter_settings
 from gateway.core.meter import MeterCore
 from gateway.daemon.service import Service
 from gateway.pulselog import PulseLogWriter
@@ -55,7 +55,7 @@ def run_simulate(tmp_path: Path) -> MeterCore:
     profile = tmp_path / "p.csv"
     profile.write_text(f"time,kw\n{T0_US / 1e6:.6f},70\n{(T0_US + DURATION_US) / 1e6:.6f},0\n")
     service = service_for(
-        tmp_path, MeterSettings("m", source="simulate", profile=str(profile), speed=1000)
+        tmp_path, meter_settings("m", source="simulate", profile=str(profile), speed=1000)
     )
     # Start the simulated register at 480 Wh, as a resumed meter would.
     service.meters[0].stored.source_state = {"t_us": T0_US, "energy_nj": START_NJ}
@@ -91,7 +91,7 @@ def run_replay(tmp_path: Path) -> MeterCore:
             np.array([ch == "1K" for _, ch, _ in rows]),
             np.array([lv for _, _, lv in rows], np.int64),
         )
-    service = service_for(tmp_path, MeterSettings("m", source="replay", file=str(log), speed=1e6))
+    service = service_for(tmp_path, meter_settings("m", source="replay", file=str(log), speed=1e6))
     service._open_sources()
     runtime = service.meters[0]
     deadline = time.monotonic() + 10
@@ -105,7 +105,7 @@ def run_gpio(tmp_path: Path, monkeypatch) -> MeterCore:
     monkeypatch.setattr(gpio_mock, "monotonic", lambda: clock[0])
     factory = MockFactory()
     service = service_for(
-        tmp_path, MeterSettings("m", source="gpio", pin_10=17, pin_1k=27), pin_factory=factory
+        tmp_path, meter_settings("m", source="gpio", pin_10=17, pin_1k=27), pin_factory=factory
     )
     pins = {"10": factory.pin(17), "1K": factory.pin(27)}
     service._open_sources()
@@ -122,7 +122,7 @@ def run_serial(tmp_path: Path) -> MeterCore:
     port = os.ttyname(slave)
     service = service_for(
         tmp_path,
-        MeterSettings("m", source="serial", port=port, input_10=3, input_1k=4),
+        meter_settings("m", source="serial", port=port, input_10=3, input_1k=4),
     )
     service._open_sources()
     start = time.monotonic()

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from gateway.batch.command import replay
 from gateway.commands.database import export, status
-from gateway.config import Config, GatewaySettings, MeterSettings, MqttSettings
+from gateway.config import Config, GatewaySettings, MqttSettings, meter_settings
 from gateway.daemon.service import Service
 from gateway.timefmt import format_iso
 
@@ -161,7 +161,7 @@ def leaves_a_hole(scenario: Scenario) -> bool:
 
 def config_for(tmp: Path, scenario: Scenario, database: str, files: dict[str, Path]) -> Config:
     meters = tuple(
-        MeterSettings(
+        meter_settings(
             m.name,
             source="replay",
             file=str(files.get(m.name, tmp / "none")),
