@@ -7,7 +7,7 @@ from typing import Any
 
 from gateway.config import Config, MeterSettings, MqttSettings, check_readable
 from gateway.errors import ConfigError
-from gateway.sources import Source, SourceContext, source_class
+from gateway.sources import Source, SourceContext, SourceStart, source_class
 from meter_model import MeterConfig
 
 __all__ = ["SourceContext", "build_source", "check_inputs"]
@@ -57,6 +57,6 @@ def build_source(
     last_seen: Mapping[str, tuple[int, int]],
     context: SourceContext,
 ) -> Source:
-    """Return the source a meter's settings name (see :meth:`Source.from_settings`)."""
-    backend = source_class(settings.source)
-    return backend.from_settings(settings, model, start_ns, source_state, last_seen, context)
+    """Return the source a meter's settings name (see :class:`SourceStart` for the rest)."""
+    start = SourceStart(model, start_ns, source_state, last_seen)
+    return source_class(settings.source).from_settings(settings, start, context)

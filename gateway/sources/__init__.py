@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from gateway.core.edge import Edge
+from gateway.core.edge import CHANNEL_1K, CHANNEL_10, Edge
 from gateway.core.events import Event
 from gateway.errors import ConfigError, SourceClosedError
 
@@ -79,6 +79,8 @@ __all__ = [
     "Source",
     "SourceContext",
     "SourceSettings",
+    "SourceStart",
+    "WiredSettings",
     "is_live",
     "source_class",
 ]
@@ -156,6 +158,53 @@ class SourceSettings:
         return iter(())
 
 
+@dataclass(frozen=True)
+class WiredSettings(SourceSettings):
+    """Settings of a backend whose channels are wired to numbered lines (a pin, an input):
+    ``wired_keys`` names the keys of the `10` and `1K` lines, of which one at least is set."""
+
+    wired_keys: ClassVar[tuple[str, str]]
+
+    def wired(self) -> dict[str, int]:
+        """Return the line of each wired channel."""
+        numbers = (getattr(self, key) for key in self.wired_keys)
+        lines = zip((CHANNEL_10, CHANNEL_1K), numbers, strict=True)
+        return {channel: number for channel, number in lines if number is not None}
+
+    def line(self, number: int) -> tuple[str, ...]:
+        """Return what names line ``number`` among every meter's (``("gpio", "17")``)."""
+        raise NotImplementedError
+
+    def check(self, where: str) -> None:
+        if not self.wired():
+            key_10, key_1k = self.wired_keys
+            raise ConfigError(
+                f"{where}.{key_10}: a {self.line(0)[0]} meter needs {key_10} or {key_1k}"
+            )
+
+    def register_channel(self) -> str:
+        return CHANNEL_10 if CHANNEL_10 in self.wired() else CHANNEL_1K
+
+    def claims(self) -> Iterator[tuple[str, tuple[str, ...]]]:
+        keys = dict(zip((CHANNEL_10, CHANNEL_1K), self.wired_keys, strict=True))
+        for channel, number in self.wired().items():
+            yield keys[channel], self.line(number)
+
+
+@dataclass(frozen=True)
+class SourceStart:
+    """Where a meter's source starts: its model, the time, and what the last commit stored.
+
+    ``source_state`` is what :meth:`Source.resume_state` gave at the last commit, ``last_seen``
+    the last edge the core saw per channel: a resumed source continues from them.
+    """
+
+    model: MeterConfig
+    start_ns: int
+    source_state: dict[str, Any] | None = None
+    last_seen: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+
+
 @dataclass
 class SourceContext:
     """What sources share: the timeline, serial boards by port, a GPIO pin factory for tests."""
@@ -178,19 +227,9 @@ class Source(ABC):
     @classmethod
     @abstractmethod
     def from_settings(
-        cls,
-        settings: MeterSettings,
-        model: MeterConfig,
-        start_ns: int,
-        source_state: dict[str, Any] | None,
-        last_seen: Mapping[str, tuple[int, int]],
-        context: SourceContext,
+        cls, settings: MeterSettings, start: SourceStart, context: SourceContext
     ) -> Source:
-        """Return the source for a configured meter.
-
-        ``source_state`` is what :meth:`resume_state` gave at the last commit, ``last_seen`` the
-        last edge the core saw per channel: a resumed source continues from them.
-        """
+        """Return the source for a configured meter, starting (or resuming) at ``start``."""
 
     @classmethod
     def check_host(cls) -> None:

@@ -18,19 +18,17 @@ import importlib
 import logging
 import os
 from collections import deque
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from gateway.core.edge import CHANNEL_1K, CHANNEL_10, Edge
+from gateway.core.edge import CHANNEL_10, Edge
 from gateway.errors import ConfigError, SourceError
-from gateway.sources import Poll, Source, SourceContext, SourceSettings
+from gateway.sources import Poll, Source, SourceContext, SourceStart, WiredSettings
 from gateway.timeline import Timeline
 from meter_model.units import NS_PER_S
 
 if TYPE_CHECKING:
     from gateway.config import MeterSettings
-    from meter_model import MeterConfig
 
 __all__ = ["GpioSettings", "GpioSource", "check_lgpio", "lgpio_factory"]
 
@@ -82,28 +80,15 @@ PIN_RANGE = {"range": (0, 27)}  # the Raspberry Pi's header GPIOs, BCM 0-27
 
 
 @dataclass(frozen=True)
-class GpioSettings(SourceSettings):
+class GpioSettings(WiredSettings):
     """``source = "gpio"``: the BCM pins the meter's outputs are wired to."""
 
+    wired_keys = ("pin_10", "pin_1k")
     pin_10: int | None = field(default=None, metadata=PIN_RANGE)
     pin_1k: int | None = field(default=None, metadata=PIN_RANGE)
 
-    def check(self, where: str) -> None:
-        if self.pin_10 is None and self.pin_1k is None:
-            raise ConfigError(f"{where}.pin_10: a gpio meter needs pin_10 or pin_1k")
-
-    def register_channel(self) -> str:
-        return CHANNEL_10 if self.pin_10 is not None else CHANNEL_1K
-
-    def pins(self) -> dict[str, int]:
-        """Return the pin of each wired channel."""
-        wired = ((CHANNEL_10, self.pin_10), (CHANNEL_1K, self.pin_1k))
-        return {channel: pin for channel, pin in wired if pin is not None}
-
-    def claims(self) -> Iterator[tuple[str, tuple[str, ...]]]:
-        for key, pin in (("pin_10", self.pin_10), ("pin_1k", self.pin_1k)):
-            if pin is not None:
-                yield key, ("gpio", str(pin))
+    def line(self, number: int) -> tuple[str, ...]:
+        return ("gpio", str(number))
 
 
 class GpioSource(Source):
@@ -114,16 +99,10 @@ class GpioSource(Source):
 
     @classmethod
     def from_settings(
-        cls,
-        settings: MeterSettings,
-        model: MeterConfig,
-        start_ns: int,
-        source_state: dict[str, Any] | None,
-        last_seen: Mapping[str, tuple[int, int]],
-        context: SourceContext,
+        cls, settings: MeterSettings, start: SourceStart, context: SourceContext
     ) -> GpioSource:
         assert isinstance(settings.backend, GpioSettings)
-        pins = settings.backend.pins()
+        pins = settings.backend.wired()
         return cls(settings.name, pins, context.timeline, pin_factory=context.pin_factory)
 
     @classmethod

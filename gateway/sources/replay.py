@@ -9,7 +9,6 @@ the replay clock where it stopped, so a log is counted exactly once whatever hap
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,12 +19,11 @@ from gateway.core.edge import CHANNEL_1K, CHANNEL_10, Edge
 from gateway.core.hygiene import skip_seen
 from gateway.errors import ConfigError, SourceError
 from gateway.pulselog.scan import LogScanner, order_rows
-from gateway.sources import SPEED_RANGE, Poll, Source, SourceContext, SourceSettings
+from gateway.sources import SPEED_RANGE, Poll, Source, SourceContext, SourceSettings, SourceStart
 from gateway.timefmt import parse_time_ns
 
 if TYPE_CHECKING:
     from gateway.config import MeterSettings
-    from meter_model import MeterConfig
 
 __all__ = ["ReplaySettings", "ReplaySource"]
 
@@ -53,13 +51,7 @@ class ReplaySource(Source):
 
     @classmethod
     def from_settings(
-        cls,
-        settings: MeterSettings,
-        model: MeterConfig,
-        start_ns: int,
-        source_state: dict[str, Any] | None,
-        last_seen: Mapping[str, tuple[int, int]],
-        context: SourceContext,
+        cls, settings: MeterSettings, start: SourceStart, context: SourceContext
     ) -> ReplaySource:
         backend = settings.backend
         assert isinstance(backend, ReplaySettings) and backend.file is not None
@@ -67,8 +59,8 @@ class ReplaySource(Source):
             settings.name,
             backend.file,
             speed=backend.speed,
-            resume=dict(last_seen),
-            state=source_state,
+            resume=dict(start.last_seen),
+            state=start.source_state,
         )
 
     @classmethod

@@ -27,21 +27,20 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from gateway.core.edge import CHANNEL_1K, CHANNEL_10, Edge
+from gateway.core.edge import CHANNEL_10, Edge
 from gateway.core.events import Event, EventKind
 from gateway.errors import ConfigError, SourceError
-from gateway.sources import Gap, Poll, Source, SourceContext, SourceSettings
+from gateway.sources import Gap, Poll, Source, SourceContext, SourceStart, WiredSettings
 from gateway.timeline import Timeline
 from gateway.trouble import Trouble
 from meter_model.units import NS_PER_US
 
 if TYPE_CHECKING:
     from gateway.config import MeterSettings
-    from meter_model import MeterConfig
 
 __all__ = [
     "BoardClock",
@@ -327,9 +326,10 @@ INPUT_RANGE = {"range": (0, 63)}
 
 
 @dataclass(frozen=True)
-class SerialSettings(SourceSettings):
+class SerialSettings(WiredSettings):
     """``source = "serial"``: the board's port and speed, and its inputs the outputs feed."""
 
+    wired_keys = ("input_10", "input_1k")
     port: str | None = None
     baudrate: int = field(default=115_200, metadata={"range": (50, 4_000_000)})
     input_10: int | None = field(default=None, metadata=INPUT_RANGE)
@@ -338,21 +338,10 @@ class SerialSettings(SourceSettings):
     def check(self, where: str) -> None:
         if not self.port:
             raise ConfigError(f'{where}.port: missing required key for source "serial"')
-        if self.input_10 is None and self.input_1k is None:
-            raise ConfigError(f"{where}.input_10: a serial meter needs input_10 or input_1k")
+        super().check(where)
 
-    def register_channel(self) -> str:
-        return CHANNEL_10 if self.input_10 is not None else CHANNEL_1K
-
-    def inputs(self) -> dict[str, int]:
-        """Return the board input of each wired channel."""
-        wired = ((CHANNEL_10, self.input_10), (CHANNEL_1K, self.input_1k))
-        return {channel: number for channel, number in wired if number is not None}
-
-    def claims(self) -> Iterator[tuple[str, tuple[str, ...]]]:
-        for key, number in (("input_10", self.input_10), ("input_1k", self.input_1k)):
-            if number is not None:
-                yield key, ("serial", str(self.port), str(number))
+    def line(self, number: int) -> tuple[str, ...]:
+        return ("serial", str(self.port), str(number))
 
 
 class SerialSource(Source):
@@ -363,13 +352,7 @@ class SerialSource(Source):
 
     @classmethod
     def from_settings(
-        cls,
-        settings: MeterSettings,
-        model: MeterConfig,
-        start_ns: int,
-        source_state: dict[str, Any] | None,
-        last_seen: Mapping[str, tuple[int, int]],
-        context: SourceContext,
+        cls, settings: MeterSettings, start: SourceStart, context: SourceContext
     ) -> SerialSource:
         backend = settings.backend
         assert isinstance(backend, SerialSettings) and backend.port is not None
@@ -378,7 +361,8 @@ class SerialSource(Source):
             board = context.boards[backend.port] = SerialBoard(
                 backend.port, backend.baudrate, opener=context.serial_opener
             )
-        return cls(settings.name, board, backend.inputs(), context.timeline, state=source_state)
+        inputs = backend.wired()
+        return cls(settings.name, board, inputs, context.timeline, state=start.source_state)
 
     @classmethod
     def check_inputs(cls, settings: MeterSettings, where: str, *, ports: bool = True) -> None:

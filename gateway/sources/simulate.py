@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bisect
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +17,7 @@ from gateway.config import check_readable, meter_config
 from gateway.core.edge import CHANNEL_10, Edge
 from gateway.core.events import Event, EventKind
 from gateway.errors import ConfigError
-from gateway.sources import SPEED_RANGE, Poll, Source, SourceContext, SourceSettings
+from gateway.sources import SPEED_RANGE, Poll, Source, SourceContext, SourceSettings, SourceStart
 from meter_model import Meter, MeterConfig
 from meter_model.electrical import balanced_inputs
 from meter_model.profiles import BUILTIN_PEAK_MW, builtin_segments
@@ -99,23 +99,17 @@ class SimulateSource(Source):
 
     @classmethod
     def from_settings(
-        cls,
-        settings: MeterSettings,
-        model: MeterConfig,
-        start_ns: int,
-        source_state: dict[str, Any] | None,
-        last_seen: Mapping[str, tuple[int, int]],
-        context: SourceContext,
+        cls, settings: MeterSettings, start: SourceStart, context: SourceContext
     ) -> SimulateSource:
         backend = settings.backend
         assert isinstance(backend, SimulateSettings)
         return cls(
             settings.name,
-            model,
-            start_ns=start_ns,
+            start.model,
+            start_ns=start.start_ns,
             speed=backend.speed,
             profile=backend.profile,
-            state=source_state,
+            state=start.source_state,
         )
 
     @classmethod

@@ -33,7 +33,7 @@ from gateway.core.meter import MeterCore
 from gateway.daemon.service import Service
 from gateway.errors import SourceClosedError, SourceError
 from gateway.pulselog import PulseLogWriter
-from gateway.sources import BACKENDS, Source, SourceContext, source_class
+from gateway.sources import BACKENDS, Source, SourceContext, SourceStart, source_class
 from gateway.sources.serial import checksum
 from gateway.timeline import Timeline
 from meter_model import profile_edges
@@ -92,10 +92,10 @@ def run_simulate(tmp_path: Path) -> MeterCore:
     return runtime.core
 
 
-def run_replay(tmp_path: Path) -> MeterCore:
+def write_model_log(log: Path) -> Path:
+    """Write the model's edges as meter m's pulse log."""
     import numpy as np
 
-    log = tmp_path / "log.csv"
     rows = model_edges()
     with PulseLogWriter(log) as writer:
         writer.write_rows(
@@ -104,6 +104,11 @@ def run_replay(tmp_path: Path) -> MeterCore:
             np.array([ch == "1K" for _, ch, _ in rows]),
             np.array([lv for _, _, lv in rows], np.int64),
         )
+    return log
+
+
+def run_replay(tmp_path: Path) -> MeterCore:
+    log = write_model_log(tmp_path / "log.csv")
     service = service_for(tmp_path, meter_settings("m", source="replay", file=str(log), speed=1e6))
     service._open_sources()
     runtime = service.meters[0]
@@ -206,9 +211,9 @@ class Built:
 
     def build(self, state: dict[str, Any] | None = None) -> Source:
         backend = source_class(self.settings.source)
-        start_ns = T0_US * 1000
+        start = SourceStart(self.model, T0_US * 1000, state)
         self.context.boards.clear()  # a fresh board for each source: no shared state
-        return backend.from_settings(self.settings, self.model, start_ns, state, {}, self.context)
+        return backend.from_settings(self.settings, start, self.context)
 
 
 def build_simulate(tmp_path: Path) -> Built:
@@ -216,17 +221,7 @@ def build_simulate(tmp_path: Path) -> Built:
 
 
 def build_replay(tmp_path: Path) -> Built:
-    import numpy as np
-
-    log = tmp_path / "contract.csv"
-    rows = model_edges()
-    with PulseLogWriter(log) as writer:
-        writer.write_rows(
-            np.array([t * 1000 for t, _, _ in rows], np.int64),
-            "m",
-            np.array([ch == "1K" for _, ch, _ in rows]),
-            np.array([lv for _, _, lv in rows], np.int64),
-        )
+    log = write_model_log(tmp_path / "contract.csv")
     return Built(tmp_path, "replay", {"file": str(log), "speed": 1000})
 
 
