@@ -2,6 +2,7 @@
 
     GatewayError
      +-- ConfigError          bad configuration or usage: names the key or option (exit status 2)
+     |    +-- NotFoundError   asked for what the database does not hold (also a LookupError)
      +-- PulseLogError        a malformed pulse log or load profile: names the file and line
      |                        (exit 2)
      +-- SourceError          an edge source failed (GPIO, serial, simulate, replay)
@@ -23,6 +24,7 @@ from contextlib import contextmanager
 __all__ = [
     "ConfigError",
     "GatewayError",
+    "NotFoundError",
     "PulseLogError",
     "SinkError",
     "SourceClosedError",
@@ -38,6 +40,10 @@ class GatewayError(Exception):
 
 class ConfigError(GatewayError):
     """Bad configuration or command-line usage."""
+
+
+class NotFoundError(ConfigError, LookupError):
+    """A command asked for what the database does not hold (a period no read ends)."""
 
 
 class PulseLogError(GatewayError):
