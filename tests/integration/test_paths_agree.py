@@ -179,7 +179,7 @@ def write_toml(path: Path, config: Config) -> None:
     for m in config.meters:
         text += (
             f'[[meters]]\nname = "{m.name}"\nmodel = "{m.model}"\nsource = "replay"\n'
-            f'file = "{m.file}"\nwh_per_edge_1k = {m.wh_per_edge_1k}\n\n'
+            f'file = "{m.backend.file}"\nwh_per_edge_1k = {m.wh_per_edge_1k}\n\n'
         )
     path.write_text(text)
 
