@@ -17,7 +17,9 @@ A backend **must** provide:
 
 - ``settings_type``: a frozen dataclass subclassing :class:`SourceSettings`, holding the keys of a
   ``[[meters]]`` table only this backend takes (the configuration accepts exactly its fields);
-- :meth:`Source.from_settings`: build the source for a configured meter;
+- :meth:`Source.from_settings`: build the source for a configured meter from its settings, a
+  :class:`SourceStart` (the model, the start time, what the last commit stored) and the
+  :class:`SourceContext` sources share;
 - ``meter``: the name of the meter whose edges it gives;
 - :meth:`Source.open`: acquire the hardware or file; raise ``SourceError`` (or ``ConfigError``
   for a bad key);
@@ -27,7 +29,9 @@ A backend **must** provide:
   clock for the others. ``mono_ns`` is the service's monotonic clock, which simulated and
   replayed sources pace themselves by. "Now" never goes back. A poll after :meth:`close` raises
   :class:`~gateway.errors.SourceClosedError` (call :meth:`check_open` first);
-- :meth:`Source.close`: release everything; safe to call twice.
+- :meth:`Source.close`: release everything and set ``closed``; safe to call twice.
+
+tests/contract/test_sources.py runs every backend in :data:`BACKENDS` through this contract.
 
 A backend **may** override (the defaults suit a source that needs none of it):
 
@@ -47,7 +51,8 @@ A backend **may** override (the defaults suit a source that needs none of it):
 A backend's :class:`SourceSettings` may override :meth:`~SourceSettings.check` (keys required
 together), :meth:`~SourceSettings.register_channel` (the output whose count is the meter's
 register) and :meth:`~SourceSettings.claims` (inputs only one meter may use); a field's
-``metadata={"range": (lo, hi)}`` bounds its value, inclusive.
+``metadata={"range": (lo, hi)}`` bounds its value, inclusive. A backend whose channels are
+numbered lines (pins, a board's inputs) subclasses :class:`WiredSettings`, which does all three.
 """
 
 from __future__ import annotations
