@@ -21,7 +21,7 @@ from pathlib import Path
 
 from _common import gateway, run_timed, write_profile
 
-from gateway.config import Config, GatewaySettings, MeterSettings, MqttSettings
+from gateway.config import Config, GatewaySettings, MqttSettings, meter_settings
 from gateway.daemon.service import Service
 
 T0_S = 1_735_689_600
@@ -40,7 +40,7 @@ def once(log: Path, directory: Path) -> tuple[int, float, int]:
     config = Config(
         GatewaySettings(id="bench", database=f"sqlite:///{db}"),
         MqttSettings(enabled=False),
-        (MeterSettings("meter1", source="replay", file=str(log), speed=1e9),),
+        (meter_settings("meter1", source="replay", file=str(log), speed=1e9),),
     )
     service = Service(config, out=io.StringIO())
     stop = threading.Event()

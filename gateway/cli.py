@@ -34,7 +34,7 @@ def _positive_float(text: str) -> float:
 
 
 def _speed(text: str) -> float:
-    from gateway.config import MAX_SPEED
+    from gateway.sources import MAX_SPEED
 
     value = _positive_float(text)
     if value > MAX_SPEED:
@@ -245,19 +245,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     else:
         raise ConfigError(f"run: give --config FILE or --simulate (no {DEFAULT_CONFIG_PATH})")
     if args.speed:
-        meters = tuple(
-            dataclasses.replace(m, speed=args.speed) if m.source in ("simulate", "replay") else m
-            for m in config.meters
-        )
+        meters = tuple(m.with_speed(args.speed) for m in config.meters)
         config = dataclasses.replace(config, meters=meters)
     for index, meter in enumerate(config.meters):
         # The file's meters were checked when it was read; the embedded ones are checked here,
         # so a bad TZ stops start-up before the database is created.
         read_schedule(config.billing, meter, f"{config.path or 'defaults'}: meters[{index}]")
-    if any(m.source == "gpio" for m in config.meters):
-        from gateway.sources.gpio import check_lgpio
+    from gateway.sources import source_class
 
-        check_lgpio()  # before anything is opened: a restart cannot install it
+    for name in dict.fromkeys(m.source for m in config.meters):
+        source_class(name).check_host()  # before anything is opened: a restart cannot fix it
     if args.web:
         from gateway.config import check_web
 

@@ -2,7 +2,8 @@
 
 SPEC section 7. An unknown key, a value of the wrong type or a missing required key stops
 start-up with a ConfigError naming the file and the key (``meters[2].pin_10``). Source-specific
-keys are accepted only for their source.
+keys are accepted only for their source: each backend in :data:`gateway.sources.BACKENDS` owns a
+settings dataclass, and a meter's ``backend`` is one of those.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway.errors import ConfigError
+from gateway.sources import BACKENDS, SourceSettings, source_class
 
 if TYPE_CHECKING:
     from gateway.core.meter import CoreSettings
@@ -29,7 +31,6 @@ if TYPE_CHECKING:
 
 DEFAULT_CONFIG_PATH = "/etc/amr-gateway/config.toml"
 DATABASE_FILE = "gateway.db"
-SOURCES = ("gpio", "serial", "simulate", "replay")
 METER_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)  # fullmatch: "$" takes a "\n"
 
 
@@ -123,27 +124,31 @@ class MeterSettings:
     read_day: int | None = None
     read_time: str | None = None
     timezone: str | None = None
-    # simulate and replay
-    speed: float = 1.0
-    profile: str | None = None
-    file: str | None = None
-    # gpio
-    pin_10: int | None = None
-    pin_1k: int | None = None
-    # serial
-    port: str | None = None
-    baudrate: int = 115_200
-    input_10: int | None = None
-    input_1k: int | None = None
+    # The keys only the source takes (its backend's settings dataclass); none given: its
+    # defaults.
+    backend: SourceSettings = field(default_factory=SourceSettings)
+
+    def __post_init__(self) -> None:
+        if type(self.backend) is SourceSettings and self.source in BACKENDS:
+            object.__setattr__(self, "backend", source_class(self.source).settings_type())
+
+    def with_speed(self, speed: float) -> MeterSettings:
+        """Return these settings at ``speed`` when the source is paced (has a ``speed`` key)."""
+        if "speed" not in {f.name for f in dataclasses.fields(self.backend)}:
+            return self
+        paced = dataclasses.replace(self.backend, **{"speed": speed})  # a key the base lacks
+        return dataclasses.replace(self, backend=paced)
 
 
-# Keys only their source may carry (the rest are common to every meter).
-SOURCE_KEYS: dict[str, frozenset[str]] = {
-    "simulate": frozenset({"speed", "profile"}),
-    "replay": frozenset({"speed", "file"}),
-    "gpio": frozenset({"pin_10", "pin_1k"}),
-    "serial": frozenset({"port", "baudrate", "input_10", "input_1k"}),
-}
+def meter_settings(name: str, source: str = "simulate", **keys: Any) -> MeterSettings:
+    """Return a meter's settings from flat keys, as a ``[[meters]]`` table gives them."""
+    backend_type = source_class(source).settings_type
+    own = {f.name for f in dataclasses.fields(backend_type)}
+    backend = backend_type(**{k: v for k, v in keys.items() if k in own})
+    common = {k: v for k, v in keys.items() if k not in own}
+    return MeterSettings(name, source=source, backend=backend, **common)
+
+
 REQUIRED_METER_KEYS = ("name", "model", "source")
 
 
@@ -162,7 +167,7 @@ def embedded_defaults(speed: float = 1.0) -> Config:
 
     The gateway id is the host name made topic-safe.
     """
-    return Config(meters=(MeterSettings("meter1", speed=speed),))
+    return Config(meters=(meter_settings("meter1", speed=speed),))
 
 
 def _type_name(kind: Any) -> str:
@@ -206,6 +211,21 @@ def _build(cls: type[Any], table: dict[str, Any], where: str, allowed: set[str])
     return cls(**values)
 
 
+def _build_meter(table: dict[str, Any], where: str) -> MeterSettings:
+    """Build a meter's settings: the common keys, and its backend's own (and no other's)."""
+    backend_type = source_class(table["source"]).settings_type
+    own = {f.name for f in dataclasses.fields(backend_type)}
+    common = {f.name for f in dataclasses.fields(MeterSettings)} - {"backend"}
+    hints = {**typing.get_type_hints(MeterSettings), **typing.get_type_hints(backend_type)}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in common | own:
+            raise ConfigError(f"{where}.{key}: unknown key")
+        values[key] = _convert(f"{where}.{key}", value, hints[key])
+    backend = backend_type(**{k: v for k, v in values.items() if k in own})
+    return MeterSettings(**{k: v for k, v in values.items() if k in common}, backend=backend)
+
+
 def parse_config(data: dict[str, Any], path: str = "config") -> Config:
     """Validate a parsed TOML document into a Config; raise ConfigError naming the key."""
     known = {"gateway", "mqtt", "meters", "billing", "web"}
@@ -233,9 +253,6 @@ def parse_config(data: dict[str, Any], path: str = "config") -> Config:
     raw_meters = data.get("meters")
     if not isinstance(raw_meters, list) or not raw_meters:
         raise ConfigError(f"{path}: meters: at least one [[meters]] table is required")
-    common = {f.name for f in dataclasses.fields(MeterSettings)} - set().union(
-        *SOURCE_KEYS.values()
-    )
     meters: list[MeterSettings] = []
     for index, table in enumerate(raw_meters):
         where = f"{path}: meters[{index}]"
@@ -245,9 +262,9 @@ def parse_config(data: dict[str, Any], path: str = "config") -> Config:
             if key not in table:
                 raise ConfigError(f"{where}.{key}: missing required key")
         source = table["source"]
-        if source not in SOURCES:
-            raise ConfigError(f"{where}.source: {source!r} is not one of {', '.join(SOURCES)}")
-        meter = _build(MeterSettings, table, where, common | SOURCE_KEYS[source])
+        if not isinstance(source, str) or source not in BACKENDS:
+            raise ConfigError(f"{where}.source: {source!r} is not one of {', '.join(BACKENDS)}")
+        meter = _build_meter(table, where)
         _check_meter(meter, where)
         read_schedule(billing, meter, where)
         meters.append(meter)
@@ -269,8 +286,6 @@ def parse_config(data: dict[str, Any], path: str = "config") -> Config:
     return Config(gateway, mqtt, tuple(meters), path, billing, web)
 
 
-# A million times real time replays a year in 32 s: faster only starves the loop and memory.
-MAX_SPEED = 1e6
 # Numbers bounded to physical sense (issue #12: values that passed a sign check overflowed
 # later). Each range is inclusive, and documented in the README.
 BOUNDS: dict[str, dict[str, tuple[float, float]]] = {
@@ -289,14 +304,15 @@ BOUNDS: dict[str, dict[str, tuple[float, float]]] = {
         "sub_interval_s": (1, 86_400),
         "window_s": (1, 86_400),
         "interval_s": (1, 86_400),
-        "speed": (1e-6, MAX_SPEED),
-        "baudrate": (50, 4_000_000),
-        "pin_10": (0, 27),  # the Raspberry Pi's header GPIOs, BCM 0-27
-        "pin_1k": (0, 27),
-        "input_10": (0, 63),
-        "input_1k": (0, 63),
+        # a source's own keys are bounded by its settings' field metadata (backend_bounds)
     },
 }
+
+
+def backend_bounds(backend: SourceSettings) -> dict[str, tuple[float, float]]:
+    """Return the inclusive range of each bounded key of a source's settings."""
+    fields = dataclasses.fields(backend)
+    return {f.name: f.metadata["range"] for f in fields if "range" in f.metadata}
 
 
 def _bounded(where: str, value: float | None, lo: float, hi: float) -> None:
@@ -311,6 +327,8 @@ def _check_meter(meter: MeterSettings, where: str) -> None:
         raise ConfigError(f"{where}.name: {meter.name!r}: use 1-64 of A-Z a-z 0-9 _ -")
     for key, (lo, hi) in BOUNDS["meters"].items():
         _bounded(f"{where}.{key}", getattr(meter, key), lo, hi)
+    for key, (lo, hi) in backend_bounds(meter.backend).items():
+        _bounded(f"{where}.{key}", getattr(meter.backend, key), lo, hi)
     meter_config(meter, where)  # a mistyped model number stops start-up, with the closest one
     if meter.window_s % meter.sub_interval_s:
         raise ConfigError(
@@ -322,15 +340,7 @@ def _check_meter(meter: MeterSettings, where: str) -> None:
             f"{where}.sub_interval_s: {meter.sub_interval_s} s must divide interval_s "
             f"{meter.interval_s} s"
         )
-    if meter.source == "replay" and not meter.file:
-        raise ConfigError(f'{where}.file: missing required key for source "replay"')
-    if meter.source == "gpio" and meter.pin_10 is None and meter.pin_1k is None:
-        raise ConfigError(f"{where}.pin_10: a gpio meter needs pin_10 or pin_1k")
-    if meter.source == "serial":
-        if not meter.port:
-            raise ConfigError(f'{where}.port: missing required key for source "serial"')
-        if meter.input_10 is None and meter.input_1k is None:
-            raise ConfigError(f"{where}.input_10: a serial meter needs input_10 or input_1k")
+    meter.backend.check(where)
 
 
 TOPIC_PART_RE = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
@@ -356,15 +366,8 @@ def _check_shared(meters: list[MeterSettings], path: str) -> None:
     """A GPIO pin, or a serial port's input, may feed one channel only."""
     used: dict[tuple[str, ...], str] = {}
     for index, meter in enumerate(meters):
-        for key in ("pin_10", "pin_1k", "input_10", "input_1k"):
-            value = getattr(meter, key)
-            if value is None or (meter.source == "gpio") != key.startswith("pin"):
-                continue
-            resource = (
-                ("gpio", str(value))
-                if key.startswith("pin")
-                else ("serial", str(meter.port), str(value))
-            )
+        for key, resource in meter.backend.claims():
+            value = resource[-1]
             where = f"{path}: meters[{index}].{key}"
             if resource in used:
                 raise ConfigError(f"{where}: {value} is already used by {used[resource]}")
@@ -443,6 +446,15 @@ def load_config(path: str) -> Config:
     return parse_config(data, path)
 
 
+def check_readable(key: str, path: str) -> None:
+    """Raise ConfigError naming ``key`` when the file ``path`` cannot be opened for reading."""
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{key}: {path}: {exc.strerror or exc}") from None
+
+
 def meter_config(settings: MeterSettings, where: str) -> MeterConfig:
     """Return the meter model's configuration for a configured meter (ConfigError if bad)."""
     from meter_model import MeterConfig, MeterModelError
@@ -503,17 +515,15 @@ def read_schedule(
     billing: BillingSettings, meter: MeterSettings, where: str = "config"
 ) -> ReadSchedule:
     """Return a meter's billing read schedule: its own keys, else ``[billing]``'s."""
-    from gateway.core.schedule import ReadSchedule
+    from gateway.core.schedule import ReadSchedule, ScheduleError
 
     day = meter.read_day if meter.read_day is not None else billing.read_day
     at = meter.read_time if meter.read_time is not None else billing.read_time
     zone = meter.timezone or billing.timezone or host_timezone()
     try:
         return ReadSchedule(day, at, zone, meter.sub_interval_s)
-    except (ValueError, KeyError) as exc:  # KeyError: ZoneInfoNotFoundError
-        if str(exc).startswith("read_"):
-            raise ConfigError(f"{where}.{str(exc).split(' ', 1)[0]}: {exc}") from None
-        raise ConfigError(f"{where}.timezone: {zone!r} is not a known time zone") from None
+    except ScheduleError as exc:
+        raise ConfigError(f"{where}.{exc.key}: {exc}") from None
 
 
 def core_settings(
@@ -522,13 +532,9 @@ def core_settings(
     """Return how a configured meter's edges are reconstructed."""
     from gateway.core.edge import CHANNEL_1K, CHANNEL_10
     from gateway.core.meter import CoreSettings
-
-    register = None
-    if settings.source == "gpio":
-        register = CHANNEL_10 if settings.pin_10 is not None else CHANNEL_1K
-    elif settings.source == "serial":
-        register = CHANNEL_10 if settings.input_10 is not None else CHANNEL_1K
     from meter_model.demand import DemandSettings
+
+    register = settings.backend.register_channel()
 
     return CoreSettings(
         wh_per_edge={CHANNEL_10: settings.wh_per_edge_10, CHANNEL_1K: settings.wh_per_edge_1k},

@@ -8,7 +8,7 @@ skipped.
 A profile is read in chunks of whole lines. A chunk of plain rows (decimal epoch seconds, decimal
 kW, LF or CRLF line ends) is parsed with vectorised byte arithmetic, as pulse logs are
 (:mod:`gateway.pulselog.scan`); any other chunk goes line by line through the reference parser
-(:meth:`_Rows.line`), which reads ISO times, exponents, comments and the like. Should anything
+(:meth:`Rows.line`), which reads ISO times, exponents, comments and the like. Should anything
 fail, the whole file is read again by the reference parser alone, as it always was, so an error
 names the file and line exactly as it did, and the fast path only ever has to agree on good
 input (a property test holds the two to it).
@@ -96,7 +96,7 @@ def read_profile(path: str | os.PathLike[str]) -> LoadProfile:
         rows = _read_chunks(name)
     except (PulseLogError, _Unsure, OSError, UnicodeDecodeError, EOFError, zlib.error):
         # Whatever went wrong, the reference parser says what, as it always has.
-        rows = _read_lines(name)
+        rows = read_lines(name)
     return rows.profile()
 
 
@@ -105,7 +105,7 @@ class _Unsure(Exception):
 
 
 @dataclass
-class _Rows:
+class Rows:
     """The rows read so far, and the reference parser of one line."""
 
     path: str
@@ -178,9 +178,9 @@ class _Rows:
         return LoadProfile(self.path, t_us, power_mw[:-1], lines)
 
 
-def _read_lines(name: str) -> _Rows:
+def read_lines(name: str) -> Rows:
     """Read the whole file through the reference parser, line by line."""
-    rows = _Rows(name)
+    rows = Rows(name)
     try:
         with open_text(name, "r") as handle:
             for line_no, line in enumerate(handle, 1):
@@ -207,9 +207,9 @@ def _whole_lines(name: str) -> Iterator[bytes]:
                 yield data
 
 
-def _read_chunks(name: str) -> _Rows:
+def _read_chunks(name: str) -> Rows:
     """Read the file chunk by chunk, plain rows vectorised; raise _Unsure when in doubt."""
-    rows = _Rows(name)
+    rows = Rows(name)
     line_no = 0  # lines consumed, counted as the reference parser counts them
     for data in _whole_lines(name):
         if not rows.header_seen:
@@ -231,7 +231,7 @@ def _read_chunks(name: str) -> _Rows:
     return rows
 
 
-def _head(rows: _Rows, data: bytes, line_no: int) -> tuple[bytes, int]:
+def _head(rows: Rows, data: bytes, line_no: int) -> tuple[bytes, int]:
     """Take the comment lines and the header; return the rest of ``data`` and the lines read."""
     offset = 0
     while offset < len(data) and not rows.header_seen:

@@ -9,8 +9,19 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-NS_PER_S = 1_000_000_000
-NS_PER_US = 1_000
+from meter_model.units import NS_PER_S, NS_PER_US
+
+__all__ = [
+    "MAX_TIME_NS",
+    "MIN_TIME_NS",
+    "NS_PER_S",
+    "NS_PER_US",
+    "TIME_RANGE",
+    "format_epoch",
+    "format_iso",
+    "parse_time_ns",
+    "shown",
+]
 
 # Every time the gateway reads lies in [1970-01-01, 2200-01-01) UTC (SPEC section 3): well inside
 # int64 nanoseconds (which end in 2262), so no arithmetic on a time read can overflow (issue #12).

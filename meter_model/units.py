@@ -13,6 +13,7 @@ from fractions import Fraction
 
 US_PER_S = 1_000_000
 NS_PER_US = 1_000
+NS_PER_S = 1_000_000_000  # the gateway's times are integer ns since the epoch
 NJ_PER_WH = 3_600 * 1_000_000_000  # 1 Wh = 3600 J
 WH_PER_EDGE_10 = 5  # `10` output: 10 Wh per full cycle, so every edge is 5 Wh
 WH_PER_EDGE_1K = 500  # `1K` output: 1 kWh per full cycle, so every edge is 500 Wh

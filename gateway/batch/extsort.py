@@ -94,7 +94,7 @@ def _rows_at_or_below(columns: Columns, bound: Key) -> int:
 
 
 @dataclass
-class _Run:
+class Run:
     """One sorted run on file, and the block of it held in memory."""
 
     path: str
@@ -162,7 +162,7 @@ class RunSorter:
 
     spill_dir: str | None = None  # where the temporary directory goes; None: $TMPDIR or /tmp
     run_rows: int = field(default_factory=lambda: SORT_RUN_ROWS)
-    runs: list[_Run] = field(default_factory=list)
+    runs: list[Run] = field(default_factory=list)
     _buffer: Columns | None = None  # run_rows rows, allocated on first use
     _buffered: int = 0
     _directory: tempfile.TemporaryDirectory[str] | None = None
@@ -234,7 +234,7 @@ class RunSorter:
                 f"{where or tempfile.gettempdir()}: {exc.strerror or exc} "
                 "(TMPDIR chooses the directory)"
             ) from None
-        self.runs.append(_Run(path, len(order)))
+        self.runs.append(Run(path, len(order)))
         self._buffered = 0
 
     def chunks(self) -> Iterator[Chunk]:

@@ -25,7 +25,7 @@ from typing import Any, TextIO
 from gateway.commands.database import open_database
 from gateway.core.estimate import period_estimate
 from gateway.core.schedule import ReadSchedule, parse_period
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, NotFoundError
 from gateway.sinks.readback import Readback, StoredMeter
 from gateway.sinks.reads import StoredRead, stored_reads
 from gateway.timefmt import NS_PER_S, format_iso
@@ -242,14 +242,18 @@ def bill(
         reads = stored_reads(database)
         stored = {m.name: m for m in readback.meters()}
         if not reads:
-            raise ConfigError("no meter read in the database yet (a read ends each billing period)")
+            raise NotFoundError(
+                "no meter read in the database yet (a read ends each billing period)"
+            )
         if period is None:  # the latest period read (of the meter asked for, if it has one)
             own = [r for r in reads if r.meter == meter]
             period = max(r.columns["period"] for r in own or reads)
         chosen = {r.meter: r for r in reads if r.columns["period"] == period}
         if not chosen:
             known = ", ".join(sorted({r.columns["period"] for r in reads}))
-            raise ConfigError(f"--period {period}: no meter read ends this period (read: {known})")
+            raise NotFoundError(
+                f"--period {period}: no meter read ends this period (read: {known})"
+            )
         if configured is None:
             listed = [BilledMeter(m.name, stored_schedule(m)) for m in stored.values()]
         else:

@@ -36,6 +36,7 @@ from gateway.sinks.salvage import salvage_intervals
 from gateway.sinks.schema import IntervalRow
 from gateway.sinks.snapshot import copy_database, held_elsewhere, shm_in_use
 from gateway.sinks.store import Store
+from gateway.sources import is_live
 from gateway.timefmt import NS_PER_S, NS_PER_US, format_iso, parse_time_ns
 from meter_model.units import lcd_kwh, round_kw
 
@@ -176,7 +177,7 @@ def meter_status(readback: Readback, stored: StoredMeter, now_ns: int) -> dict[s
         # "now" for a live meter is the wall clock; a replayed or simulated one stops at its
         # own clock: where its log ended (a finished replay or import), else its last edge.
         last = max(core.last_ns or 0, core.ended_ns or 0) or now_ns
-        reference = now_ns if stored.source in ("gpio", "serial") else last
+        reference = now_ns if is_live(stored.source) else last
         status["power_kw"] = round(core.power_kw(reference), 3)
         demand = core.demand
         if demand is not None:
@@ -200,8 +201,7 @@ def meter_status(readback: Readback, stored: StoredMeter, now_ns: int) -> dict[s
             "missed_wh": e.missed_wh,
         }
         for e in readback.events(stored.id)
-        if e.kind not in ("restart",)
-        and (e.t_ns >= since or stored.source not in ("gpio", "serial"))
+        if e.kind not in ("restart",) and (e.t_ns >= since or not is_live(stored.source))
     ]
     anomalies = [e for e in recent if e["kind"] in NEEDS_A_LOOK]
     if stored.source == "serial":

@@ -22,10 +22,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
+from meter_model.units import NS_PER_S
+
 SHORT_GAP_S = 3600
 HISTORY_WEEKS = 4
 WEEK_S = 7 * 86_400
-NS_PER_S = 1_000_000_000
 J_PER_WH = 3600
 
 LINEAR = "linear"

@@ -20,10 +20,9 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.core.arrays import runs
-from meter_model.units import round_kw
+from meter_model.units import NS_PER_S, round_kw
 
 I64 = npt.NDArray[np.int64]
-NS_PER_S = 1_000_000_000
 J_PER_WH = 3600
 DAY_NS = 86_400 * NS_PER_S
 

@@ -27,11 +27,9 @@ from gateway.core.hygiene import DEFAULT_GLITCH_NS, ChannelHygiene, Cleaned
 from gateway.core.intervals import IntervalAccumulator, IntervalBatch
 from gateway.core.schedule import ReadSchedule
 from meter_model.demand import DemandMeter, DemandSettings, Peak, SubInterval
-from meter_model.units import WH_PER_EDGE_1K, WH_PER_EDGE_10
+from meter_model.units import NS_PER_S, NS_PER_US, WH_PER_EDGE_1K, WH_PER_EDGE_10
 
 I64 = npt.NDArray[np.int64]
-NS_PER_US = 1_000
-NS_PER_S = 1_000_000_000
 J_PER_WH = 3600
 
 

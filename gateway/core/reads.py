@@ -37,9 +37,10 @@ import numpy.typing as npt
 from gateway.core.edge import CHANNEL_1K, CHANNEL_10, CHANNELS, Edge
 from gateway.core.events import Event, EventKind
 from gateway.core.intervals import IntervalBatch
-from gateway.core.meter import I64, J_PER_WH, NS_PER_S, CoreSettings, MeterCore
+from gateway.core.meter import I64, J_PER_WH, CoreSettings, MeterCore
 from gateway.core.schedule import ReadSchedule, period_label
 from meter_model.demand import Peak
+from meter_model.units import NS_PER_S
 
 
 @dataclass(frozen=True)

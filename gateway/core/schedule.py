@@ -23,7 +23,8 @@ from datetime import UTC, datetime
 from functools import cached_property
 from zoneinfo import ZoneInfo
 
-NS_PER_S = 1_000_000_000
+from meter_model.units import NS_PER_S
+
 READ_TIME_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 PERIOD_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
@@ -44,6 +45,14 @@ def _previous_month(year: int, month: int) -> tuple[int, int]:
     return (year - 1, 12) if month == 1 else (year, month - 1)
 
 
+class ScheduleError(ValueError):
+    """A schedule value that cannot be; ``key`` names its field (``read_day``, ``timezone``)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        super().__init__(message)
+
+
 @dataclass(frozen=True)
 class ReadSchedule:
     """Read on ``read_day`` at ``read_time`` (HH:MM) in ``timezone``, on ``align_s`` marks."""
@@ -55,12 +64,19 @@ class ReadSchedule:
 
     def __post_init__(self) -> None:
         if not 1 <= self.read_day <= 31:
-            raise ValueError(f"read_day {self.read_day} is not a day of the month 1-31")
+            raise ScheduleError(
+                "read_day", f"read_day {self.read_day} is not a day of the month 1-31"
+            )
         if not READ_TIME_RE.match(self.read_time):
-            raise ValueError(f"read_time {self.read_time!r}: expected HH:MM, 00:00 to 23:59")
+            raise ScheduleError(
+                "read_time", f"read_time {self.read_time!r}: expected HH:MM, 00:00 to 23:59"
+            )
         if self.align_s <= 0:
-            raise ValueError("align_s must be positive")
-        self.zone  # noqa: B018 - raises for an unknown zone
+            raise ScheduleError("align_s", "align_s must be positive")
+        try:
+            self.zone  # noqa: B018 - raises for an unknown zone
+        except (ValueError, KeyError, OSError) as exc:  # KeyError: ZoneInfoNotFoundError
+            raise ScheduleError("timezone", f"{self.timezone!r} is not a known time zone") from exc
 
     @cached_property
     def zone(self) -> ZoneInfo:

@@ -1,0 +1,11 @@
+"""The running gateway: the loop, the commit policy and the lifecycle.
+
+Each module is imported by name; these are they.
+"""
+
+__all__ = [
+    "notify",
+    "service",
+    "signals",
+    "wiring",
+]

@@ -26,7 +26,6 @@ from gateway.core.events import Event, EventKind
 from gateway.core.meter import MeterCore, Reading
 from gateway.core.reads import ReadingCore
 from gateway.core.state import restore
-from gateway.daemon.clock import ClockStep, Timeline, clock_synchronized
 from gateway.daemon.notify import Notifier
 from gateway.daemon.signals import Signals
 from gateway.daemon.wiring import SourceContext, build_source, check_inputs
@@ -37,8 +36,9 @@ from gateway.sinks.payloads import energy_time_ns as retained_time_ns
 from gateway.sinks.payloads import event_payload, state_payload
 from gateway.sinks.readback import StoredMeter
 from gateway.sinks.store import MeterBatch, Store
-from gateway.sources import Source
+from gateway.sources import Source, is_live
 from gateway.timefmt import NS_PER_US, format_iso
+from gateway.timeline import ClockStep, Timeline, clock_synchronized
 from meter_model import MeterConfig
 from meter_model.units import lcd_kwh, round_kw
 
@@ -153,7 +153,7 @@ class Service:
             [
                 int((s.core_state or {}).get("last_ns") or 0)
                 for s, m in zip(stored, config.meters, strict=True)
-                if m.source in ("gpio", "serial")  # simulated and replayed clocks are their own
+                if is_live(m.source)  # simulated and replayed clocks are their own
             ],
             default=0,
         )
@@ -452,8 +452,8 @@ class Service:
             core = runtime.core
             if poll.edges:
                 self._capturing(partial(Capture.write, edges=poll.edges, now_ns=poll.now_ns))  # raw
-            for gap_from, gap_to, why in poll.gaps:
-                core.mark_gap(gap_from, gap_to, why)
+            for gap in poll.gaps:
+                core.mark_gap(gap.from_ns, gap.to_ns, gap.why)
             feed(core, poll.edges)
             if poll.edges or poll.gaps:
                 runtime.checkpoint.dirty = True

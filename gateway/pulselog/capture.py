@@ -24,9 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.core.edge import Edge
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, os_errors
 from gateway.pulselog import PulseLogWriter
-from gateway.sinks.failures import sink_errors
 from gateway.timefmt import NS_PER_S, format_iso
 from gateway.trouble import Trouble
 
@@ -86,7 +85,7 @@ class Capture:
     def write(self, edges: Sequence[Edge], now_ns: int) -> None:
         """Append one meter's raw edges (in time order), ``now_ns`` in that meter's clock; start
         a new file at UTC midnight. A file that cannot be written raises SinkError."""
-        with sink_errors(f"capture {self.directory}"):
+        with os_errors(f"capture {self.directory}"):
             start = 0
             while start < len(edges):
                 meter, first = edges[start].meter, edges[start].t_ns
@@ -110,13 +109,13 @@ class Capture:
                 start = stop
 
     def flush(self) -> None:
-        with sink_errors(f"capture {self.directory}"):
+        with os_errors(f"capture {self.directory}"):
             for current in self._files.values():
                 current.writer.flush()
 
     def reopen(self, now_by_meter: Mapping[str, int]) -> None:
         """Start new files (SIGHUP), each at its meter's "now": the old ones can be moved away."""
-        with sink_errors(f"capture {self.directory}"):
+        with os_errors(f"capture {self.directory}"):
             for meter in list(self._files):
                 if meter in now_by_meter:
                     self._close(meter, now_by_meter[meter])
@@ -153,7 +152,7 @@ class Capture:
         """Close a meter's file; ``end_ns``: watched until then, written as ``end=``."""
         current = self._files.pop(meter, None)
         if current is not None:
-            with sink_errors(f"capture {current.path}"):
+            with os_errors(f"capture {current.path}"):
                 if end_ns is not None:
                     current.writer.write_comment(f"end={format_iso(end_ns)}")
                 current.writer.close()

@@ -1,0 +1,21 @@
+"""Where results go, one job per module.
+
+Each module is imported by name; these are they.
+"""
+
+__all__ = [
+    "database",
+    "failures",
+    "identity",
+    "integrity",
+    "migrate",
+    "mqtt",
+    "outbox",
+    "payloads",
+    "readback",
+    "reads",
+    "redact",
+    "salvage",
+    "schema",
+    "store",
+]

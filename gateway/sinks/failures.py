@@ -2,7 +2,8 @@
 
 A database that is locked, full, read-only or gone, and a capture file that cannot be written,
 all fail the same way for the service: a ``SinkError`` naming what failed and why, in one line,
-with the original exception chained for the log.
+with the original exception chained for the log. The file half is
+:func:`gateway.errors.os_errors`, which the capture uses without the database layer.
 """
 
 from __future__ import annotations
@@ -12,21 +13,16 @@ from contextlib import contextmanager
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.errors import SinkError
+from gateway.errors import SinkError, first_line, os_errors
 
-
-def first_line(exc: BaseException) -> str:
-    """Return the first line of what an exception (or the DBAPI error inside it) says."""
-    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+__all__ = ["first_line", "sink_errors"]
 
 
 @contextmanager
 def sink_errors(what: str) -> Iterator[None]:
     """Turn a storage or file failure inside the block into ``SinkError("what: why")``."""
     try:
-        yield
+        with os_errors(what):
+            yield
     except SQLAlchemyError as exc:
         raise SinkError(f"{what}: {first_line(exc)}") from exc
-    except OSError as exc:
-        raise SinkError(f"{what}: {exc.strerror or first_line(exc)}") from exc

@@ -20,8 +20,8 @@ from gateway.sinks.schema import (
     MeterStateRow,
     SubIntervalRow,
 )
+from meter_model.units import NS_PER_S
 
-NS_PER_S = 1_000_000_000
 ESTIMATE_LOOKBACK_NS = HISTORY_WEEKS * WEEK_S * NS_PER_S  # the history a long gap averages
 ESTIMATE_LOOKAHEAD_NS = 86_400 * NS_PER_S  # enough to tell a short gap from a long one
 
@@ -29,6 +29,8 @@ ESTIMATE_LOOKAHEAD_NS = 86_400 * NS_PER_S  # enough to tell a short gap from a l
 def unwatched_s(row: IntervalRow) -> int:
     """Return the seconds of a stored interval that nobody watched (0: wholly watched)."""
     return int(row.unwatched_s)
+
+
 DEFAULT_INTERVAL_NS = 900 * NS_PER_S
 
 

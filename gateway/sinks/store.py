@@ -43,9 +43,9 @@ from gateway.sinks.schema import (
     SubIntervalRow,
 )
 from meter_model.demand import Peak, SubInterval
+from meter_model.units import NS_PER_US
 
 logger = logging.getLogger(__name__)
-NS_PER_US = 1_000
 
 
 @dataclass

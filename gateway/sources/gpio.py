@@ -18,15 +18,21 @@ import importlib
 import logging
 import os
 from collections import deque
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from gateway.core.edge import CHANNEL_10, Edge
-from gateway.daemon.clock import Timeline
 from gateway.errors import ConfigError, SourceError
-from gateway.sources import Poll, Source
+from gateway.sources import Poll, Source, SourceContext, SourceStart, WiredSettings
+from gateway.timeline import Timeline
+from meter_model.units import NS_PER_S
+
+if TYPE_CHECKING:
+    from gateway.config import MeterSettings
+
+__all__ = ["GpioSettings", "GpioSource", "check_lgpio", "lgpio_factory"]
 
 logger = logging.getLogger(__name__)
-NS_PER_S = 1_000_000_000
 CALLBACK_LATENCY_NS = 50_000_000
 GPIOCHIP_DIR = "/dev"
 
@@ -70,10 +76,38 @@ def lgpio_factory() -> Any:
         ) from None
 
 
+PIN_RANGE = {"range": (0, 27)}  # the Raspberry Pi's header GPIOs, BCM 0-27
+
+
+@dataclass(frozen=True)
+class GpioSettings(WiredSettings):
+    """``source = "gpio"``: the BCM pins the meter's outputs are wired to."""
+
+    wired_keys = ("pin_10", "pin_1k")
+    pin_10: int | None = field(default=None, metadata=PIN_RANGE)
+    pin_1k: int | None = field(default=None, metadata=PIN_RANGE)
+
+    def line(self, number: int) -> tuple[str, ...]:
+        return ("gpio", str(number))
+
+
 class GpioSource(Source):
     """One meter's `10` and/or `1K` outputs on GPIO pins."""
 
+    settings_type = GpioSettings
     live = True
+
+    @classmethod
+    def from_settings(
+        cls, settings: MeterSettings, start: SourceStart, context: SourceContext
+    ) -> GpioSource:
+        assert isinstance(settings.backend, GpioSettings)
+        pins = settings.backend.wired()
+        return cls(settings.name, pins, context.timeline, pin_factory=context.pin_factory)
+
+    @classmethod
+    def check_host(cls) -> None:
+        check_lgpio()  # before anything is opened: a restart cannot install it
 
     def __init__(
         self,
@@ -135,6 +169,7 @@ class GpioSource(Source):
         return self._levels
 
     def poll(self, mono_ns: int) -> Poll:
+        self.check_open()
         edges = []
         factory = self._factory
         while True:
@@ -151,6 +186,7 @@ class GpioSource(Source):
         return Poll(edges, self.timeline.from_monotonic(mono_ns) - CALLBACK_LATENCY_NS)
 
     def close(self) -> None:
+        self.closed = True
         for pin in self._pins.values():
             try:
                 pin.when_changed = None

@@ -9,24 +9,75 @@ the replay clock where it stopped, so a log is counted exactly once whatever hap
 from __future__ import annotations
 
 import logging
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gateway.config import check_readable
 from gateway.core.edge import CHANNEL_1K, CHANNEL_10, Edge
 from gateway.core.hygiene import skip_seen
-from gateway.errors import SourceError
+from gateway.errors import ConfigError, SourceError
 from gateway.pulselog.scan import LogScanner, order_rows
-from gateway.sources import Poll, Source
+from gateway.sources import SPEED_RANGE, Poll, Source, SourceContext, SourceSettings, SourceStart
 from gateway.timefmt import parse_time_ns
+
+if TYPE_CHECKING:
+    from gateway.config import MeterSettings
+
+__all__ = ["ReplaySettings", "ReplaySource"]
 
 logger = logging.getLogger(__name__)
 
 MAX_EDGES_PER_POLL = 20_000
 
 
+@dataclass(frozen=True)
+class ReplaySettings(SourceSettings):
+    """``source = "replay"``: the pulse log to play, and how fast."""
+
+    speed: float = field(default=1.0, metadata=SPEED_RANGE)
+    file: str | None = None
+
+    def check(self, where: str) -> None:
+        if not self.file:
+            raise ConfigError(f'{where}.file: missing required key for source "replay"')
+
+
 class ReplaySource(Source):
     """One meter's rows of a pulse log, emitted as their times come in the replay clock."""
+
+    settings_type = ReplaySettings
+
+    @classmethod
+    def from_settings(
+        cls, settings: MeterSettings, start: SourceStart, context: SourceContext
+    ) -> ReplaySource:
+        backend = settings.backend
+        assert isinstance(backend, ReplaySettings) and backend.file is not None
+        return cls(
+            settings.name,
+            backend.file,
+            speed=backend.speed,
+            resume=dict(start.last_seen),
+            state=start.source_state,
+        )
+
+    @classmethod
+    def check_inputs(cls, settings: MeterSettings, where: str, *, ports: bool = True) -> None:
+        """Refuse a log that cannot be read, is malformed, or has no rows for the meter."""
+        backend = settings.backend
+        assert isinstance(backend, ReplaySettings)
+        if backend.file is None:
+            return
+        check_readable(f"{where}.file", backend.file)
+        scanner = LogScanner(backend.file)
+        for _chunk in scanner.chunks():
+            pass
+        if settings.name not in scanner.meters:
+            raise ConfigError(
+                f"{where}.file: {backend.file} has no rows for meter {settings.name!r}"
+            )
 
     def __init__(
         self,
@@ -100,7 +151,7 @@ class ReplaySource(Source):
         )
 
     def close(self) -> None:
-        pass
+        self.closed = True
 
     @property
     def finished(self) -> bool:
@@ -114,6 +165,7 @@ class ReplaySource(Source):
         return {"now_ns": self._now_ns}
 
     def poll(self, mono_ns: int) -> Poll:
+        self.check_open()
         if self._mono0_ns is None:
             self._mono0_ns = mono_ns
         self._now_ns = min(

@@ -23,19 +23,34 @@ One board may serve several meters: one reader thread per port, shared by the me
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.core.edge import CHANNEL_10, Edge
 from gateway.core.events import Event, EventKind
-from gateway.daemon.clock import Timeline
-from gateway.errors import SourceError
-from gateway.sources import Poll, Source
+from gateway.errors import ConfigError, SourceError
+from gateway.sources import Gap, Poll, Source, SourceContext, SourceStart, WiredSettings
+from gateway.timeline import Timeline
 from gateway.trouble import Trouble
+from meter_model.units import NS_PER_US
+
+if TYPE_CHECKING:
+    from gateway.config import MeterSettings
+
+__all__ = [
+    "BoardClock",
+    "Queued",
+    "SerialBoard",
+    "SerialSettings",
+    "SerialSource",
+    "checksum",
+    "parse_line",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +58,6 @@ WRAP = 1 << 32
 HEARTBEAT_LOST_S = 2.5
 OFFSET_WINDOW = 16
 REOPEN_S = 1.0
-NS_PER_US = 1_000
 # How far the board's clock may run from the host's: crystals are within ±100 ppm and ceramic
 # resonators within ±0.5 %, so ±1 % leaves room and still tells wraps apart for 2.5 days.
 RATE_TOLERANCE_PPM = 10_000
@@ -58,7 +72,14 @@ RESYNC_SILENCE_US = 10_000_000
 STEADY_NS = 60_000_000_000  # a board clock that held this long after a restart is steady again
 
 
-Queued = tuple[int, int, int, int]  # an edge: host monotonic ns, board µs, level, clock epoch
+@dataclass(frozen=True)
+class Queued:
+    """An edge the board sent, waiting for its source's next poll."""
+
+    host_mono_ns: int  # on the host's monotonic clock
+    board_us: int  # on the board's clock, unwrapped
+    level: int
+    epoch: int  # the board clock's epoch: board times compare only within one
 
 
 def checksum(body: str) -> str:
@@ -284,7 +305,7 @@ class SerialBoard:
         queue = self._queues.get(number)
         if queue is not None:
             host_ns = clock.to_host(board_us, received_mono_ns)
-            queue.append((host_ns, board_us, level, clock.epoch))
+            queue.append(Queued(host_ns, board_us, level, clock.epoch))
 
     def close(self) -> None:
         self.users -= 1
@@ -301,10 +322,54 @@ class SerialBoard:
         self._serial = None
 
 
+INPUT_RANGE = {"range": (0, 63)}
+
+
+@dataclass(frozen=True)
+class SerialSettings(WiredSettings):
+    """``source = "serial"``: the board's port and speed, and its inputs the outputs feed."""
+
+    wired_keys = ("input_10", "input_1k")
+    port: str | None = None
+    baudrate: int = field(default=115_200, metadata={"range": (50, 4_000_000)})
+    input_10: int | None = field(default=None, metadata=INPUT_RANGE)
+    input_1k: int | None = field(default=None, metadata=INPUT_RANGE)
+
+    def check(self, where: str) -> None:
+        if not self.port:
+            raise ConfigError(f'{where}.port: missing required key for source "serial"')
+        super().check(where)
+
+    def line(self, number: int) -> tuple[str, ...]:
+        return ("serial", str(self.port), str(number))
+
+
 class SerialSource(Source):
     """One meter's channels on inputs of a serial pulse-counter board."""
 
+    settings_type = SerialSettings
     live = True
+
+    @classmethod
+    def from_settings(
+        cls, settings: MeterSettings, start: SourceStart, context: SourceContext
+    ) -> SerialSource:
+        backend = settings.backend
+        assert isinstance(backend, SerialSettings) and backend.port is not None
+        board = context.boards.get(backend.port)
+        if board is None:  # meters on one board share it
+            board = context.boards[backend.port] = SerialBoard(
+                backend.port, backend.baudrate, opener=context.serial_opener
+            )
+        inputs = backend.wired()
+        return cls(settings.name, board, inputs, context.timeline, state=start.source_state)
+
+    @classmethod
+    def check_inputs(cls, settings: MeterSettings, where: str, *, ports: bool = True) -> None:
+        assert isinstance(settings.backend, SerialSettings)
+        port = settings.backend.port
+        if ports and not os.path.exists(port or ""):
+            raise ConfigError(f"{where}.port: {port} does not exist")
 
     def __init__(
         self,
@@ -344,14 +409,16 @@ class SerialSource(Source):
         )
 
     def poll(self, mono_ns: int) -> Poll:
+        self.check_open()
         edges = []
         for channel, queue in self._queues.items():
             while True:
                 try:
-                    host_ns, board_us, level, epoch = queue.popleft()
+                    queued = queue.popleft()
                 except IndexError:
                     break
-                t_ns = self.timeline.from_monotonic(host_ns)
+                board_us, epoch = queued.board_us, queued.epoch
+                t_ns = self.timeline.from_monotonic(queued.host_mono_ns)
                 previous = self._previous.get(channel)
                 # A better offset estimate must not pull an edge closer to the one before than
                 # the board itself saw them (that would fake a glitch). Only within an epoch:
@@ -362,7 +429,7 @@ class SerialSource(Source):
                     if spacing > 0:
                         t_ns = max(t_ns, prev_t + spacing)
                 self._previous[channel] = (t_ns, board_us, epoch)
-                edges.append(Edge(t_ns, self.meter, channel, level))
+                edges.append(Edge(t_ns, self.meter, channel, queued.level))
         edges.sort(key=lambda e: (e.t_ns, e.channel != CHANNEL_10, e.level))
         now = self.timeline.from_monotonic(mono_ns)
         events = []
@@ -384,7 +451,7 @@ class SerialSource(Source):
             events.append(Event(now, EventKind.LINK, None, f"heartbeats back on {self.board.port}"))
             if self._lost_at is not None:
                 # Nothing was watched meanwhile: those intervals are partial, not empty.
-                gaps.append((self._lost_at, now, f"serial link {self.board.port} was down"))
+                gaps.append(Gap(self._lost_at, now, f"serial link {self.board.port} was down"))
                 self._lost_at = None
         # "Now" trails the last heartbeat: an edge the board has not sent yet may still be older.
         if last is not None:
@@ -392,4 +459,7 @@ class SerialSource(Source):
         return Poll(edges, now, events=events, gaps=gaps)
 
     def close(self) -> None:
+        if self.closed:
+            return  # the board counts its users: one close each
+        self.closed = True
         self.board.close()

@@ -10,19 +10,24 @@ from __future__ import annotations
 import bisect
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from gateway.config import check_readable, meter_config
 from gateway.core.edge import CHANNEL_10, Edge
 from gateway.core.events import Event, EventKind
-from gateway.sources import Poll, Source
-from gateway.timefmt import NS_PER_US
+from gateway.errors import ConfigError
+from gateway.sources import SPEED_RANGE, Poll, Source, SourceContext, SourceSettings, SourceStart
 from meter_model import Meter, MeterConfig
 from meter_model.electrical import balanced_inputs
-from meter_model.profiles import builtin_segments
-from meter_model.units import WH_PER_EDGE_10
+from meter_model.profiles import BUILTIN_PEAK_MW, builtin_segments
+from meter_model.units import NS_PER_US, WH_PER_EDGE_10
 
 if TYPE_CHECKING:
+    from gateway.config import MeterSettings
     from gateway.core.meter import MeterCore
+
+__all__ = ["ModelChecker", "SimulateSettings", "SimulateSource", "profile_segments"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +84,56 @@ def profile_segments(path: str, start_us: int) -> Iterator[tuple[int, int]]:
     yield from zip(times[current + 1 :], powers[current + 1 :], strict=True)
 
 
+@dataclass(frozen=True)
+class SimulateSettings(SourceSettings):
+    """``source = "simulate"``: how fast simulated time runs, and the load it follows."""
+
+    speed: float = field(default=1.0, metadata=SPEED_RANGE)
+    profile: str | None = None  # a ``time,kw`` CSV; None: the built-in household profile
+
+
 class SimulateSource(Source):
     """A simulated meter whose clock runs ``speed`` times faster than the service's."""
+
+    settings_type = SimulateSettings
+
+    @classmethod
+    def from_settings(
+        cls, settings: MeterSettings, start: SourceStart, context: SourceContext
+    ) -> SimulateSource:
+        backend = settings.backend
+        assert isinstance(backend, SimulateSettings)
+        return cls(
+            settings.name,
+            start.model,
+            start_ns=start.start_ns,
+            speed=backend.speed,
+            profile=backend.profile,
+            state=start.source_state,
+        )
+
+    @classmethod
+    def check_inputs(cls, settings: MeterSettings, where: str, *, ports: bool = True) -> None:
+        """Refuse a profile that cannot be read, or a load the CTs cannot carry: the meter
+        model would raise mid-run."""
+        from gateway.loadprofile import read_profile
+
+        backend = settings.backend
+        assert isinstance(backend, SimulateSettings)
+        peak_mw, peak = BUILTIN_PEAK_MW, "the built-in profile peaks at {kw:g} kW"
+        if backend.profile is not None:
+            check_readable(f"{where}.profile", backend.profile)
+            profile = read_profile(backend.profile)  # two rows at least: one has a power
+            row = int(profile.power_mw.argmax())
+            peak_mw = int(profile.power_mw[row])
+            peak = f"{backend.profile}:{int(profile.lines[row])} asks {{kw:g}} kW"
+        model = meter_config(settings, where)
+        if peak_mw > model.nominal_max_power_kw * 1_000_000:
+            raise ConfigError(
+                f"{where}.ct_rating_a: {settings.ct_rating_a:g} A CTs carry at most "
+                f"{model.nominal_max_power_kw:g} kW on a {model.model.text} (nominal voltage, CT "
+                f"rating + 10 %), but {peak.format(kw=peak_mw / 1e6)}; give CTs rated for the load"
+            )
 
     def __init__(
         self,
@@ -122,7 +175,7 @@ class SimulateSource(Source):
         logger.info("simulating %s (%s) at %gx", self.meter, self.config.model.text, self.speed)
 
     def close(self) -> None:
-        pass
+        self.closed = True
 
     def resume_state(self) -> dict[str, Any]:
         """Return what a restart needs to continue: the simulated clock and register."""
@@ -134,6 +187,7 @@ class SimulateSource(Source):
         return self._start_us + int((mono_ns - self._mono0_ns) * self.speed) // NS_PER_US
 
     def poll(self, mono_ns: int) -> Poll:
+        self.check_open()
         assert self._segments is not None, "open() first"
         # At most MAX_STEP_US of simulated time per poll: a fast simulation falls behind its
         # pace rather than making one poll (and its memory) as large as the speed allows.

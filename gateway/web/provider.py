@@ -21,7 +21,7 @@ from typing import Any
 from gateway.commands.bill import bill, determinants
 from gateway.commands.database import export, meter_status, open_database
 from gateway.commands.espi import export_espi
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, NotFoundError
 from gateway.sinks.outbox import Outbox
 from gateway.sinks.readback import Readback
 from gateway.sinks.reads import stored_reads
@@ -133,10 +133,8 @@ class GatewayProvider(Provider):
     def bill(self, period: str | None, meter: str | None) -> dict[str, Any]:
         try:
             text = _capture(bill, self.url, period, meter, "json")
-        except ConfigError as exc:
-            if "no meter read" in str(exc):
-                raise NotFound(str(exc)) from None
-            raise
+        except NotFoundError as exc:
+            raise NotFound(str(exc)) from None
         result: dict[str, Any] = json.loads(text)
         return result
 

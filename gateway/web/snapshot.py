@@ -12,8 +12,8 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from gateway.daemon.clock import clock_synchronized
 from gateway.timefmt import NS_PER_US
+from gateway.timeline import clock_synchronized
 from meter_model.units import round_kw
 
 if TYPE_CHECKING:

@@ -37,8 +37,10 @@ def test_a_good_file_loads_into_typed_settings(tmp_path) -> None:
     config = load_config(str(path))
     assert config.gateway.id == "gw1"
     assert [m.name for m in config.meters] == ["unit-101", "unit-102"]
-    assert config.meters[0].speed == 60.0 and isinstance(config.meters[0].speed, float)
-    assert config.meters[1].pin_10 == 17 and config.meters[1].source == "gpio"
+    assert config.meters[0].backend.speed == 60.0 and isinstance(
+        config.meters[0].backend.speed, float
+    )
+    assert config.meters[1].backend.pin_10 == 17 and config.meters[1].source == "gpio"
     assert config.mqtt.commands == ()  # commands are off by default
 
 

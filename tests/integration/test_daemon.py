@@ -11,9 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from gateway.config import Config, GatewaySettings, MeterSettings, MqttSettings
-from gateway.daemon.clock import Timeline
+from gateway.config import Config, GatewaySettings, MqttSettings, meter_settings
 from gateway.daemon.service import Service
+from gateway.timeline import Timeline
 
 
 def config_file(tmp_path: Path, capture: bool = False) -> Path:
@@ -157,7 +157,7 @@ def test_a_clock_step_neither_loses_nor_duplicates_energy(tmp_path) -> None:
         config = Config(
             GatewaySettings(id="t", database=f"sqlite:///{tmp_path / 'g.db'}"),
             MqttSettings(enabled=False),
-            (MeterSettings("m1", source="gpio", pin_10=17),),
+            (meter_settings("m1", source="gpio", pin_10=17),),
         )
         factory = MockFactory()
         service = Service(

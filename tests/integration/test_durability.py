@@ -26,7 +26,7 @@ import pytest
 from mqtt_helpers import Broker, Subscriber, wait_for
 from test_exactly_once import SIX_HOURS, T0, check_consistent, counters, make_log
 
-from gateway.config import Config, GatewaySettings, MeterSettings, MqttSettings
+from gateway.config import Config, GatewaySettings, MqttSettings, meter_settings
 from gateway.errors import ConfigError
 
 DATA = Path(__file__).parent / "data"
@@ -307,7 +307,7 @@ def test_a_failing_database_keeps_the_counting_and_the_watchdog_going(
     config = Config(
         GatewaySettings(id="gwf", database=f"sqlite:///{small_disk / 'gateway.db'}"),
         MqttSettings(enabled=False),
-        (MeterSettings("m", source="simulate", profile=str(profile), speed=60),),
+        (meter_settings("m", source="simulate", profile=str(profile), speed=60),),
     )
     service = Service(
         config,

@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from gateway.config import BillingSettings, Config, GatewaySettings, MeterSettings, MqttSettings
+from gateway.config import (
+    BillingSettings,
+    Config,
+    GatewaySettings,
+    MqttSettings,
+    meter_settings,
+)
 from gateway.daemon.service import Service
 from gateway.sinks.database import Database
 from gateway.sinks.readback import Readback
@@ -33,7 +39,7 @@ def _gpio(tmp_path: Path) -> Config:
     return Config(
         GatewaySettings(id="t", database=f"sqlite:///{tmp_path / 'g.db'}"),
         MqttSettings(enabled=False),
-        (MeterSettings("m1", model="2O208-4W", source="gpio", pin_10=17),),
+        (meter_settings("m1", model="2O208-4W", source="gpio", pin_10=17),),
         billing=BillingSettings(timezone="UTC"),
     )
 

@@ -16,12 +16,12 @@ from gpiozero.pins import mock as gpio_mock
 from gpiozero.pins.mock import MockFactory, MockPin
 from mqtt_helpers import wait_for
 
-from gateway.config import Config, GatewaySettings, MeterSettings, MqttSettings
+from gateway.config import Config, GatewaySettings, MqttSettings, meter_settings
 from gateway.core.edge import CHANNEL_10, Edge
 from gateway.core.meter import MeterCore
-from gateway.daemon.clock import Timeline
 from gateway.daemon.service import Service
 from gateway.sources.serial import SerialBoard, SerialSource, checksum
+from gateway.timeline import Timeline
 
 
 class FakeMonotonic:
@@ -45,7 +45,7 @@ def gpio_config(tmp_path: Path, **pins: int) -> Config:
     return Config(
         GatewaySettings(id="t", database=f"sqlite:///{tmp_path / 'g.db'}"),
         MqttSettings(enabled=False),
-        (MeterSettings("m1", model="2O208-4W", source="gpio", **pins),),
+        (meter_settings("m1", model="2O208-4W", source="gpio", **pins),),
     )
 
 
@@ -223,8 +223,8 @@ def serial_config(tmp_path: Path, port: Path) -> Config:
         GatewaySettings(id="t", database=f"sqlite:///{tmp_path / 'g.db'}"),
         MqttSettings(enabled=False),
         (
-            MeterSettings("m1", source="serial", port=str(port), input_10=0, input_1k=1),
-            MeterSettings("m2", source="serial", port=str(port), input_10=5),
+            meter_settings("m1", source="serial", port=str(port), input_10=0, input_1k=1),
+            meter_settings("m2", source="serial", port=str(port), input_10=5),
         ),
     )
 
@@ -469,7 +469,7 @@ def test_a_last_edge_stored_in_the_future_does_not_drag_the_timeline(tmp_path, c
     assert service.meters[0].core.last_seen()["10"][0] > time.time_ns() + hour // 2
     service.commit()
     close_all(service)
-    with caplog.at_level(logging.WARNING, logger="gateway.daemon.clock"):
+    with caplog.at_level(logging.WARNING, logger="gateway.timeline"):
         again = Service(  # the clock is right, and synchronised
             serial_config(tmp_path, port), out=io.StringIO(), clock_synchronized=lambda: True
         )
@@ -502,10 +502,10 @@ def test_several_meters_mixing_sources_in_one_gateway(tmp_path, ticks) -> None:
         GatewaySettings(id="t", database=f"sqlite:///{tmp_path / 'g.db'}"),
         MqttSettings(enabled=False),
         (
-            MeterSettings("g1", source="gpio", pin_10=17),
-            MeterSettings("s1", source="serial", port=str(tmp_path / "ttyUSB0"), input_10=2),
-            MeterSettings("sim1", source="simulate", profile=str(profile), speed=3600),
-            MeterSettings("r1", source="replay", file=str(log), speed=1000),
+            meter_settings("g1", source="gpio", pin_10=17),
+            meter_settings("s1", source="serial", port=str(tmp_path / "ttyUSB0"), input_10=2),
+            meter_settings("sim1", source="simulate", profile=str(profile), speed=3600),
+            meter_settings("r1", source="replay", file=str(log), speed=1000),
         ),
     )
     service = Service(config, out=io.StringIO(), pin_factory=factory)

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from gateway.batch.command import replay
 from gateway.commands.database import export, status
-from gateway.config import Config, GatewaySettings, MeterSettings, MqttSettings
+from gateway.config import Config, GatewaySettings, MqttSettings, meter_settings
 from gateway.daemon.service import Service
 from gateway.timefmt import format_iso
 
@@ -161,7 +161,7 @@ def leaves_a_hole(scenario: Scenario) -> bool:
 
 def config_for(tmp: Path, scenario: Scenario, database: str, files: dict[str, Path]) -> Config:
     meters = tuple(
-        MeterSettings(
+        meter_settings(
             m.name,
             source="replay",
             file=str(files.get(m.name, tmp / "none")),
@@ -179,7 +179,7 @@ def write_toml(path: Path, config: Config) -> None:
     for m in config.meters:
         text += (
             f'[[meters]]\nname = "{m.name}"\nmodel = "{m.model}"\nsource = "replay"\n'
-            f'file = "{m.file}"\nwh_per_edge_1k = {m.wh_per_edge_1k}\n\n'
+            f'file = "{m.backend.file}"\nwh_per_edge_1k = {m.wh_per_edge_1k}\n\n'
         )
     path.write_text(text)
 

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from logs import read_log_and_metadata
 
-from gateway.config import BOUNDS, core_settings, meter_config, parse_config
+from gateway.config import BOUNDS, backend_bounds, core_settings, meter_config, parse_config
 from gateway.core.edge import CHANNELS, Edge
 from gateway.errors import ConfigError, PulseLogError
 from gateway.loadprofile import read_profile
@@ -405,6 +405,9 @@ def test_fuzz_configs_load_within_bounds_or_name_the_key(source, changes, gatewa
         return
     for key, (lo, hi) in BOUNDS["meters"].items():
         value = getattr(meter, key)
+        assert value is None or (math.isfinite(value) and lo <= value <= hi), key
+    for key, (lo, hi) in backend_bounds(meter.backend).items():
+        value = getattr(meter.backend, key)
         assert value is None or (math.isfinite(value) and lo <= value <= hi), key
     for section, values in (("gateway", config.gateway), ("mqtt", config.mqtt)):
         for key, (lo, hi) in BOUNDS[section].items():

@@ -112,3 +112,52 @@ def test_sqlalchemy_lives_in_the_sinks_and_the_fleet() -> None:
         if not name.startswith(("gateway.sinks", "gateway.fleet"))
     }
     assert outside == set()
+
+
+def _private_uses(path: Path, modules: set[str]) -> Iterator[str]:
+    """Each ``_name`` a file takes from another module: imported, or read as an attribute of a
+    module it imported (``module._name``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    aliases: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in modules and alias.asname:
+                    aliases[alias.asname] = alias.name
+                elif alias.name in modules:
+                    aliases[alias.name] = alias.name
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                if alias.name.startswith("_") and not alias.name.startswith("__"):
+                    yield f"{node.module}.{alias.name}"
+                if f"{node.module}.{alias.name}" in modules:
+                    aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute) or not node.attr.startswith("_"):
+            continue
+        owner = ast.unparse(node.value)
+        if node.attr.startswith("__") or owner not in aliases:
+            continue
+        yield f"{aliases[owner]}.{node.attr}"
+
+
+def test_no_module_takes_another_modules_private_names() -> None:
+    """What a module does not export is its own: no other module or test reaches for it."""
+    modules = set(_modules())
+    files = [path for package in (*PACKAGES, "tests") for path in (ROOT / package).rglob("*.py")]
+    taken = [
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in files
+        for name in _private_uses(path, modules)
+    ]
+    assert taken == []
+
+
+def test_each_package_says_its_public_names() -> None:
+    """Every package's __init__ declares __all__ (python-can's can/__init__.py does)."""
+    missing = [
+        name
+        for name, path in _modules().items()
+        if path.name == "__init__.py" and "__all__" not in path.read_text(encoding="utf-8")
+    ]
+    assert missing == []

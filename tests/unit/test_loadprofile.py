@@ -133,7 +133,7 @@ def _outcome(path: Path, reader: Callable[[str], LoadProfile]) -> tuple[object, 
 
 
 def _reference(path: str) -> LoadProfile:
-    return loadprofile._read_lines(path).profile()
+    return loadprofile.read_lines(path).profile()
 
 
 @settings(max_examples=500, deadline=None)
@@ -155,8 +155,8 @@ def test_plain_rows_skip_the_line_parser(tmp_path) -> None:
         + "".join(f"{T0_S + 60 * i}.{i:06d},{i % 7}.{i:03d}\n" for i in range(1000))
         + f"{T0_S + 60_000}.5,0\r\n"
     )
-    parse_line = loadprofile._Rows.line
-    with mock.patch.object(loadprofile._Rows, "line", autospec=True, side_effect=parse_line) as spy:
+    parse_line = loadprofile.Rows.line
+    with mock.patch.object(loadprofile.Rows, "line", autospec=True, side_effect=parse_line) as spy:
         profile = read_profile(path)
     assert spy.call_count == 2  # the comment and the header
     assert profile.t_us[1] == (T0_S + 60) * 1_000_000 + 1

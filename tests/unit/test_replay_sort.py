@@ -231,7 +231,7 @@ def _interrupt_on_call(owner: type, name: str, call: int) -> mock._patch[object]
 
 @pytest.mark.parametrize(
     ("owner", "name", "call"),
-    [(extsort.RunSorter, "_spill", 3), (extsort._Run, "load", 20)],
+    [(extsort.RunSorter, "_spill", 3), (extsort.Run, "load", 20)],
     ids=["sorting", "merging"],
 )
 def test_an_interrupt_leaves_no_file(tmp_path: Path, owner: type, name: str, call: int) -> None:
@@ -252,7 +252,7 @@ def test_a_bad_row_after_runs_were_spilled_leaves_no_file(tmp_path: Path) -> Non
     spill_run = extsort.RunSorter._spill
     with (
         mock.patch.object(extsort.RunSorter, "_spill", autospec=True, side_effect=spill_run) as spy,
-        _interrupt_on_call(extsort._Run, "load", 1),  # the merge never starts
+        _interrupt_on_call(extsort.Run, "load", 1),  # the merge never starts
         pytest.raises(PulseLogError, match="bad time") as info,
     ):
         _replay(paths, spill, finish=True, SORT_RUN_ROWS=50)

@@ -1,4 +1,5 @@
-"""Issue #11, one bullet at a time (the property over every path is test_paths_agree.py)."""
+"""Where the replay, import and status paths once disagreed, case by case (the property over
+every path is test_paths_agree.py)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,40 @@
+"""Errors are also the builtin they resemble, and carry what callers need without parsing text."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.core.schedule import ReadSchedule, ScheduleError
+from gateway.errors import ConfigError, NotFoundError, SinkError, os_errors
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"read_day": 32}, "read_day"),
+        ({"read_time": "24:00"}, "read_time"),
+        ({"timezone": "Mars/Olympus_Mons"}, "timezone"),
+        ({"timezone": "../etc"}, "timezone"),
+        ({"align_s": 0}, "align_s"),
+    ],
+)
+def test_a_bad_schedule_names_its_key_and_is_a_value_error(kwargs: dict, key: str) -> None:
+    with pytest.raises(ScheduleError) as info:
+        ReadSchedule(**kwargs)
+    assert info.value.key == key
+    assert isinstance(info.value, ValueError)
+
+
+def test_nothing_stored_is_a_lookup_and_a_usage_error() -> None:
+    error = NotFoundError("no meter read in the database yet")
+    assert isinstance(error, LookupError) and isinstance(error, ConfigError)
+
+
+def test_a_file_failure_becomes_a_sink_error_naming_what_and_why(tmp_path) -> None:
+    missing = tmp_path / "missing" / "f"
+    with (
+        pytest.raises(SinkError, match=r"^capture x: No such file or directory$") as info,
+        os_errors("capture x"),
+    ):
+        missing.read_bytes()
+    assert isinstance(info.value.__cause__, FileNotFoundError)
