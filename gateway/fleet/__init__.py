@@ -8,3 +8,5 @@ database, exactly once (SPEC section 5, docs/fleet.md).
 - :mod:`gateway.fleet.collector`: the MQTT client (paho lives here and in sinks/mqtt.py only);
 - :mod:`gateway.fleet.readback` and :mod:`gateway.fleet.commands`: status, bill and export.
 """
+
+__all__: list[str] = []  # its modules are used by name: gateway.fleet.collector, .commands, ...
