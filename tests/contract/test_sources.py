@@ -18,7 +18,7 @@ import pytest
 from gpiozero.pins import mock as gpio_mock
 from gpiozero.pins.mock import MockFactory
 
-from gateway.config import Config, GatewaySettings, MeterSettings, MqttSettings
+from gateway.config import Config, GatewaySettings, MeterSettings, MqttSettings, meter_config
 from gateway.core.meter import MeterCore
 from gateway.daemon.service import Service
 from gateway.pulselog import PulseLogWriter
@@ -64,7 +64,7 @@ def run_simulate(tmp_path: Path) -> MeterCore:
     runtime = service.meters[0]
     runtime.source = build_source(
         runtime.settings,
-        runtime.model,
+        meter_config(runtime.settings, "m"),
         0,
         runtime.stored.source_state,
         runtime.core.last_seen(),
