@@ -39,9 +39,10 @@ def state_payload(
 ) -> dict[str, Any]:
     """Return a meter's state message.
 
-    ``energy_wh`` is the total it may show (the committed one: see the service) and
-    ``energy_time_ns`` the meter's time that total is for, which lags ``time`` (the reading's,
-    for power and demand) by up to a commit interval; None when not known.
+    ``energy_wh`` is the total it may show (the committed one, floored: see
+    :mod:`gateway.sinks.publisher`) and ``energy_time_ns`` the meter's time that total is for,
+    which lags ``time`` (the reading's, for power and demand) by up to a commit interval; None
+    when not known.
     """
     peak = reading.peak
     return {
