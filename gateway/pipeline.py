@@ -20,14 +20,12 @@ from gateway.config import MeterSettings
 from gateway.core.edge import CHANNEL_1K, CHANNEL_10, Edge
 from gateway.core.events import Event, EventKind
 from gateway.core.intervals import Interval
-from gateway.core.meter import CoreSettings, MeterCore, Reading
+from gateway.core.meter import CoreSettings, MeterCore
 from gateway.core.reads import ReadingCore
 from gateway.core.state import restore
 from gateway.sinks.readback import StoredMeter
 from gateway.sinks.sink import MeterState
 from gateway.sources import Source
-from gateway.timefmt import NS_PER_US, format_iso
-from meter_model.units import lcd_kwh, round_kw
 
 logger = logging.getLogger(__name__)
 
@@ -51,22 +49,6 @@ def feed(core: MeterCore, edges: Sequence[Edge]) -> None:
             lv = np.fromiter((r[1] for r in rows), np.int8, len(rows))
             blocks[channel] = (t, lv)
     core.push_chunk(blocks)
-
-
-def format_reading(reading: Reading) -> str:
-    """Return one human-readable line for a reading."""
-    peak = "-"
-    if reading.peak is not None:
-        window_end = format_iso(reading.peak.window_end_us * NS_PER_US)
-        peak = f"{round_kw(reading.peak.demand_kw)} kW (window ending {window_end})"
-        if reading.peak_since_ns is not None:
-            peak += f" since {format_iso(reading.peak_since_ns, 0)}"
-    return (
-        f"{format_iso(reading.t_ns, 0)} {reading.meter}: "
-        f"{reading.energy_wh / 1000:.3f} kWh (LCD {lcd_kwh(reading.energy_wh)}), "
-        f"power {reading.power_kw:.2f} kW, demand {round_kw(reading.demand_kw)} kW, peak {peak}, "
-        f"edges 10={reading.edges['10']} 1K={reading.edges['1K']}"
-    )
 
 
 class MeterPipeline:
@@ -233,10 +215,6 @@ class MeterPipeline:
             return False
         self.last_sub_end_us = sub_end
         return True
-
-    def reading_line(self) -> str:
-        """Return the meter's reading line now."""
-        return format_reading(self.core.reading(self.now_ns))
 
     def close(self) -> None:
         if self._source is not None:

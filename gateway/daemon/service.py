@@ -1,12 +1,10 @@
-"""The daemon: the loop, the commit policy and the lifecycle.
+"""The main loop: sources -> core -> checkpoint -> store -> publisher, and a reading line.
 
-The loop is single-threaded: each pass steps every meter's pipeline (:mod:`gateway.pipeline`:
-source -> core -> checkpoint), lets time pass, and commits everything derived since the last
-commit to every sink, the store first, in one transaction when the commit policy says so
-(:class:`~gateway.checkpoint.CommitPolicy`: at once, at most once a second, when a period closes
-or an event occurs; else at most every ``commit_interval_s`` while edges come). Publishers
-(MQTT, or the null one when it is off) show committed totals only. On SIGTERM or SIGINT it
-commits what is left and returns 0.
+The loop is single-threaded: it polls every source, feeds each meter's core, lets time pass,
+and commits everything derived since the last commit in one transaction when the commit policy
+says so (:class:`~gateway.checkpoint.CommitPolicy`: at once, at most once a second, when a
+period closes or an event occurs; else at most every ``commit_interval_s`` while edges come).
+MQTT publishes committed totals only. On SIGTERM or SIGINT it commits what is left and returns 0.
 """
 
 from __future__ import annotations
@@ -22,6 +20,7 @@ from gateway.checkpoint import CommitPolicy
 from gateway.config import Config, core_settings, meter_config
 from gateway.core.edge import Edge
 from gateway.core.events import EventKind
+from gateway.core.meter import Reading
 from gateway.daemon.clock import ClockStep, Timeline, clock_synchronized
 from gateway.daemon.notify import Notifier
 from gateway.daemon.signals import Signals
@@ -34,6 +33,8 @@ from gateway.sinks.payloads import MeterInfo
 from gateway.sinks.publisher import open_publisher
 from gateway.sinks.sink import Sink
 from gateway.sinks.store import Store
+from gateway.timefmt import NS_PER_US, format_iso
+from meter_model.units import lcd_kwh, round_kw
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,22 @@ def signal_names(numbers: Sequence[int]) -> list[str]:
 
 POLL_INTERVAL_S = 0.1
 WATCHDOG_PING_NS = 1_000_000_000
+
+
+def format_reading(reading: Reading) -> str:
+    """Return one human-readable line for a reading."""
+    peak = "-"
+    if reading.peak is not None:
+        window_end = format_iso(reading.peak.window_end_us * NS_PER_US)
+        peak = f"{round_kw(reading.peak.demand_kw)} kW (window ending {window_end})"
+        if reading.peak_since_ns is not None:
+            peak += f" since {format_iso(reading.peak_since_ns, 0)}"
+    return (
+        f"{format_iso(reading.t_ns, 0)} {reading.meter}: "
+        f"{reading.energy_wh / 1000:.3f} kWh (LCD {lcd_kwh(reading.energy_wh)}), "
+        f"power {reading.power_kw:.2f} kW, demand {round_kw(reading.demand_kw)} kW, peak {peak}, "
+        f"edges 10={reading.edges['10']} 1K={reading.edges['1K']}"
+    )
 
 
 class Service:
@@ -318,7 +335,7 @@ class Service:
     def report(self) -> None:
         """Print each meter's reading line (and, while it fails, that the database does)."""
         for pipeline in self.meters:
-            print(pipeline.reading_line(), file=self.out, flush=True)
+            print(format_reading(pipeline.core.reading(pipeline.now_ns)), file=self.out, flush=True)
         if self.storage_error is not None:
             print(f"not committed: {self.storage_error}; counting in memory", file=self.out)
         self._observe()
