@@ -1,10 +1,12 @@
-"""The main loop: sources -> core -> checkpoint -> store -> publisher, and a reading line.
+"""The daemon: the loop, the commit policy and the lifecycle, and a reading line.
 
-The loop is single-threaded: it polls every source, feeds each meter's core, lets time pass,
-and commits everything derived since the last commit in one transaction when the commit policy
-says so (:class:`~gateway.checkpoint.CommitPolicy`: at once, at most once a second, when a
-period closes or an event occurs; else at most every ``commit_interval_s`` while edges come).
-MQTT publishes committed totals only. On SIGTERM or SIGINT it commits what is left and returns 0.
+The loop is single-threaded: each pass steps every meter's pipeline (:mod:`gateway.pipeline`:
+source -> core -> checkpoint), lets time pass, and commits everything derived since the last
+commit to every sink, the store first, in one transaction when the commit policy says so
+(:class:`~gateway.checkpoint.CommitPolicy`: at once, at most once a second, when a period closes
+or an event occurs; else at most every ``commit_interval_s`` while edges come). Publishers
+(MQTT, or the null one when it is off) show committed totals only. On SIGTERM or SIGINT it
+commits what is left and returns 0.
 """
 
 from __future__ import annotations
