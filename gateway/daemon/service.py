@@ -32,7 +32,7 @@ from gateway.pipeline import MeterPipeline
 from gateway.pulselog.capture import Capture
 from gateway.sinks.database import Database
 from gateway.sinks.payloads import MeterInfo
-from gateway.sinks.publisher import open_publisher
+from gateway.sinks.publisher import NullPublisher, Publisher
 from gateway.sinks.sink import Sink
 from gateway.sinks.store import Store
 from gateway.timefmt import NS_PER_US, format_iso
@@ -134,12 +134,27 @@ class Service:
         # takes an immutable snapshot there; nothing else may read the loop's objects).
         self.observers: list[Callable[[Service], None]] = []
         self.last_commit: tuple[int, float] | None = None  # (UTC ns, seconds it took)
-        meters = [MeterInfo(m.settings.name, m.settings.model) for m in self.meters]
-        self.publisher = open_publisher(config, meters, self.database)
+        self.publisher = self._publisher()
         for pipeline, entry in zip(self.meters, stored, strict=True):
             self.publisher.resume(pipeline.name, entry.published_wh, entry.register_wh)
         # Committed to in this order: the database first, for what is published must be on it.
         self.sinks: tuple[Sink, ...] = (self.store, self.publisher)
+
+    def _publisher(self) -> Publisher:
+        """Return the publisher the configuration asks for: MQTT, or the null one when off."""
+        if not self.config.mqtt.enabled:
+            return NullPublisher()
+        from gateway.sinks.identity import database_identity
+        from gateway.sinks.mqtt import MqttPublisher  # paho is imported only when MQTT is on
+        from gateway.sinks.outbox import Outbox
+
+        return MqttPublisher(
+            self.config.mqtt,
+            self.config.gateway.id,
+            [MeterInfo(m.settings.name, m.settings.model) for m in self.meters],
+            Outbox(self.database),
+            identity=database_identity(self.database),
+        )
 
     def run(self, signals: Signals) -> int:
         """Run the main loop until SIGTERM or SIGINT; commit what is left; return the status.

@@ -22,9 +22,6 @@ from gateway.sinks.sink import MeterState, Sink
 
 if TYPE_CHECKING:
     from gateway.checkpoint import MeterBatch
-    from gateway.config import Config
-    from gateway.sinks.database import Database
-    from gateway.sinks.payloads import MeterInfo
 
 logger = logging.getLogger(__name__)
 
@@ -129,21 +126,3 @@ class NullPublisher(Publisher):
 
     def send_state(self, meter: str, payload: dict[str, Any]) -> None:
         """Send nothing."""
-
-
-def open_publisher(config: Config, meters: Sequence[MeterInfo], database: Database) -> Publisher:
-    """Return the publisher the configuration asks for: MQTT, or the null one when it is off."""
-    if not config.mqtt.enabled:
-        return NullPublisher()
-    # paho is imported only when MQTT is on.
-    from gateway.sinks.identity import database_identity
-    from gateway.sinks.mqtt import MqttPublisher
-    from gateway.sinks.outbox import Outbox
-
-    return MqttPublisher(
-        config.mqtt,
-        config.gateway.id,
-        meters,
-        Outbox(database),
-        identity=database_identity(database),
-    )
