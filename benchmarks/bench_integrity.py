@@ -18,10 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from gateway.checkpoint import MeterBatch
 from gateway.core.intervals import Interval
 from gateway.sinks import integrity
 from gateway.sinks.database import Database
-from gateway.sinks.store import MeterBatch, Store
+from gateway.sinks.store import Store
 from meter_model.demand import SubInterval
 
 T0 = 1_735_689_600 * 10**9  # 2025-01-01

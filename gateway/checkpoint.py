@@ -2,10 +2,11 @@
 
 Between commits a meter's core produces closed intervals, demand sub-intervals and events, and
 its peak may be reset; a :class:`Checkpoint` gathers them. :meth:`Checkpoint.batch` builds the
-:class:`~gateway.sinks.store.MeterBatch` a commit writes in one transaction: the core's resume
-state, the counters, the source's resume state and all that was gathered. Nothing is dropped
-until :meth:`Checkpoint.committed` says the commit succeeded, so a commit that fails leaves it all
-for the next one. The daemon and ``replay --db`` both go through here.
+:class:`MeterBatch` a commit writes in one transaction (the contract between a meter and the
+sinks, defined here): the core's resume state, the counters, the source's resume state and all
+that was gathered. Nothing is dropped until :meth:`Checkpoint.committed` says the commit
+succeeded, so a commit that fails leaves it all for the next one. The daemon and ``replay --db``
+both go through here (by way of :class:`~gateway.pipeline.MeterPipeline`).
 
 :class:`CommitPolicy` says when the daemon commits: at once when an interval or sub-interval
 closes, an event occurs or the peak is reset (what MQTT publishes next must be on the card
@@ -17,7 +18,7 @@ details are dropped and counted, never the totals, which live in the core's stat
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -27,13 +28,38 @@ from gateway.core.meter import MeterCore
 from gateway.core.reads import MeterRead, ReadingCore
 from gateway.core.state import counter_values, snapshot
 from gateway.sinks.readback import StoredMeter
-from gateway.sinks.store import MeterBatch
 from meter_model.demand import Peak, SubInterval
 
 # What may wait for a failing database, per meter: a month of 15-minute intervals and 5-minute
 # sub-intervals at the defaults (about 2 MB), and the newest events.
 MAX_PENDING = {"intervals": 3_000, "sub-intervals": 9_000, "events": 1_000}
 URGENT_GAP_NS = 1_000_000_000
+
+
+@dataclass
+class MeterBatch:
+    """What one meter produced since the last commit."""
+
+    name: str
+    model: str
+    source: str
+    core_state: dict[str, Any]
+    source_state: dict[str, Any] | None
+    counters: dict[str, dict[str, int | None]]
+    register_wh: int
+    intervals: Sequence[Interval] = ()
+    subintervals: Sequence[SubInterval] = ()
+    events: Sequence[Event] = ()
+    peak: Peak | None = None
+    peak_window_s: int = 900
+    resets: Sequence[tuple[Peak, int]] = ()  # (peak cleared, when)
+    outbox: bool = True  # queue intervals and events for MQTT
+    published_wh: int = 0  # the highest total published so far
+    reads: Sequence[MeterRead] = ()  # scheduled billing reads (gateway/core/reads.py)
+    # Stored intervals from here on were provisional (a finished log's last interval, which a
+    # later log continued): they are replaced by this batch's intervals.
+    replace_from_ns: int | None = None
+    tail_ns: int | None = None  # this batch's own provisional interval, if any
 
 
 @dataclass
@@ -81,10 +107,8 @@ class Checkpoint:
     model: str
     source: str  # the source kind: gpio, serial, simulate, replay
     skipped_before: int = 0  # edges earlier runs skipped as already counted
-    published_wh: int = 0  # the highest total published so far
     committed_wh: int = 0  # the register as the database holds it: what MQTT may publish
     committed_at_ns: int | None = None  # the meter's time that committed register is for
-    published_at_ns: int | None = None  # the time the total last published is for
     intervals: list[Interval] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     subintervals: list[SubInterval] = field(default_factory=list)
@@ -105,7 +129,6 @@ class Checkpoint:
             model,
             source,
             skipped_before=sum(row.skipped for row in stored.counters.values()),
-            published_wh=stored.published_wh,
             committed_wh=stored.register_wh,
             replace_from_ns=(stored.core_state or {}).get("tail_ns"),
         )
@@ -164,9 +187,15 @@ class Checkpoint:
         self.subintervals.extend(core.take_subintervals())
 
     def batch(
-        self, core: MeterCore, *, source_state: dict[str, Any] | None, skipped: int
+        self,
+        core: MeterCore,
+        *,
+        source_state: dict[str, Any] | None,
+        skipped: int,
+        published_wh: int,
     ) -> MeterBatch:
-        """Return everything not yet committed; ``skipped`` is the source's count this run."""
+        """Return everything not yet committed; ``skipped`` is the source's count this run,
+        ``published_wh`` the publisher's floor (the database keeps it with the rest)."""
         self.collect(core)
         if self.dropped:
             what = ", ".join(f"{n} {name}" for name, n in self.dropped.items())
@@ -188,20 +217,22 @@ class Checkpoint:
             peak=demand.peak if demand else None,
             peak_window_s=core.settings.demand.window_s,
             resets=list(self.resets),
-            published_wh=self.published_wh,
+            published_wh=published_wh,
             reads=list(self.reads),
             replace_from_ns=self.replace_from_ns if self.intervals else None,
             tail_ns=core.tail_ns,
         )
 
-    def committed(self, batch: MeterBatch) -> None:
-        """Drop what ``batch`` carried, now that it is in the database."""
+    def committed(self, batch: MeterBatch, at_ns: int | None = None) -> None:
+        """Drop what ``batch`` carried, now that it is in the database; ``at_ns``: the meter's
+        time its register is for."""
         del self.intervals[: len(batch.intervals)]
         del self.subintervals[: len(batch.subintervals)]
         del self.events[: len(batch.events)]
         del self.resets[: len(batch.resets)]
         del self.reads[: len(batch.reads)]
         self.committed_wh = batch.register_wh
+        self.committed_at_ns = at_ns
         if batch.intervals:
             self.replace_from_ns = batch.tail_ns
         self.dirty = False

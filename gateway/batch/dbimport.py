@@ -19,12 +19,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from gateway.batch.replay import BatchResult, replay_logs
-from gateway.checkpoint import Checkpoint
-from gateway.core.events import Event, EventKind
+from gateway.config import MeterSettings
+from gateway.core.events import EventKind
 from gateway.core.meter import CoreSettings, MeterCore
-from gateway.core.reads import ReadingCore
-from gateway.core.state import restore
 from gateway.errors import ConfigError
+from gateway.pipeline import MeterPipeline
 from gateway.pulselog.scan import LogSpan
 from gateway.sinks.database import Database
 from gateway.sinks.readback import Readback, StoredMeter
@@ -121,19 +120,25 @@ def import_logs(
         stored = {m.name: m for m in readback.meters()}
         _refuse_dropped(readback, stored, spans or {})
 
+        pipelines: dict[str, MeterPipeline] = {}
+
         def make_core(name: str, first_ns: int) -> MeterCore:
             previous = stored.get(name)
             # --config's settings, else those the stored state was reconstructed with.
             chosen = (settings or {}).get(name)
             if chosen is None and previous is not None:
                 chosen = CoreSettings.from_state((previous.core_state or {}).get("settings"))
+            meter = MeterSettings(
+                name,
+                model=previous.model if previous else IMPORT_MODEL,
+                source=previous.source if previous else "replay",
+            )
             # Billing reads are taken at the instants the daemon would take them.
-            core = ReadingCore(name, chosen or default_settings(), record_subintervals=True)
-            if previous is not None and previous.core_state is not None:
-                restore(core, previous.core_state)
-            else:
-                core.begin(first_ns)
-            return core
+            pipeline = MeterPipeline(meter, chosen or default_settings(), previous)
+            if not pipeline.resumed:
+                pipeline.core.begin(first_ns)
+            pipelines[name] = pipeline
+            return pipeline.core
 
         result = replay_logs(paths, make_core, progress, finish=False)
         now_ns = time.time_ns()
@@ -158,24 +163,13 @@ def import_logs(
                     result.holes.get(name, []),
                 )
             )
-            checkpoint = Checkpoint.resuming(
-                previous,
-                name,
-                previous.model if previous else IMPORT_MODEL,
-                previous.source if previous else "replay",
-            )
-            checkpoint.add_intervals(result.intervals.get(name))
-            checkpoint.collect(core)
+            pipeline = pipelines[name]
+            pipeline.gather(result.intervals.get(name))
             skipped = result.skipped.get(name, 0)
             detail = f"imported {', '.join(paths)}: {skipped} edges already counted were skipped"
-            checkpoint.add_events([Event(core.last_ns or now_ns, EventKind.RESTART, None, detail)])
-            batches.append(
-                checkpoint.batch(
-                    core,
-                    source_state=previous.source_state if previous else None,
-                    skipped=skipped,
-                )
-            )
+            pipeline.note(EventKind.RESTART, detail, core.last_ns or now_ns)
+            # Nothing is published here: 0 leaves the stored floor as it is.
+            batches.append(pipeline.batch(skipped=skipped))
         Store(database).commit(batches, now_ns)
         return result, report
     finally:

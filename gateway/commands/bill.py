@@ -26,8 +26,7 @@ from gateway.commands.database import open_database
 from gateway.core.estimate import period_estimate
 from gateway.core.schedule import ReadSchedule, parse_period
 from gateway.errors import ConfigError, NotFoundError
-from gateway.sinks.readback import Readback, StoredMeter
-from gateway.sinks.reads import StoredRead, stored_reads
+from gateway.sinks.readback import Readback, StoredMeter, StoredRead, stored_reads
 from gateway.timefmt import NS_PER_S, format_iso
 
 NO_READ = "no read"

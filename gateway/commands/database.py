@@ -29,8 +29,7 @@ from gateway.core.state import restore
 from gateway.errors import ConfigError, SinkError
 from gateway.sinks.database import Database, holds_open
 from gateway.sinks.integrity import DamagedDatabase
-from gateway.sinks.readback import Readback, StoredMeter
-from gateway.sinks.reads import StoredRead, stored_reads
+from gateway.sinks.readback import Readback, StoredMeter, StoredRead, stored_reads
 from gateway.sinks.redact import redact
 from gateway.sinks.salvage import salvage_intervals
 from gateway.sinks.schema import IntervalRow

@@ -32,8 +32,8 @@ from gateway.commands.database import (
     open_database,
 )
 from gateway.core.estimate import HISTORY, LINEAR, Estimate
-from gateway.sinks.readback import Readback
-from gateway.sinks.reads import StoredRead, peak_kw, stored_reads
+from gateway.sinks.payloads import peak_kw
+from gateway.sinks.readback import Readback, StoredRead, stored_reads
 from gateway.timefmt import NS_PER_S, format_iso
 
 ATOM = "http://www.w3.org/2005/Atom"

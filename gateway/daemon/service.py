@@ -1,10 +1,12 @@
-"""The main loop: sources -> core -> checkpoint -> store -> publisher, and a reading line.
+"""The daemon: the loop, the commit policy and the lifecycle, and a reading line.
 
-The loop is single-threaded: it polls every source, feeds each meter's core, lets time pass,
-and commits everything derived since the last commit in one transaction when the commit policy
-says so (:class:`~gateway.checkpoint.CommitPolicy`: at once, at most once a second, when a
-period closes or an event occurs; else at most every ``commit_interval_s`` while edges come).
-MQTT publishes committed totals only. On SIGTERM or SIGINT it commits what is left and returns 0.
+The loop is single-threaded: each pass steps every meter's pipeline (:mod:`gateway.pipeline`:
+source -> core -> checkpoint), lets time pass, and commits everything derived since the last
+commit to every sink, the store first, in one transaction when the commit policy says so
+(:class:`~gateway.checkpoint.CommitPolicy`: at once, at most once a second, when a period closes
+or an event occurs; else at most every ``commit_interval_s`` while edges come). Publishers
+(MQTT, or the null one when it is off) show committed totals only. On SIGTERM or SIGINT it
+commits what is left and returns 0.
 """
 
 from __future__ import annotations
@@ -13,37 +15,29 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
-import numpy as np
-
-from gateway.checkpoint import Checkpoint, CommitPolicy
-from gateway.config import Config, MeterSettings, core_settings, meter_config
-from gateway.core.edge import CHANNEL_1K, CHANNEL_10, Edge
-from gateway.core.events import Event, EventKind
-from gateway.core.meter import MeterCore, Reading
-from gateway.core.reads import ReadingCore
-from gateway.core.state import restore
+from gateway.checkpoint import CommitPolicy
+from gateway.config import Config, core_settings, meter_config
+from gateway.core.edge import Edge
+from gateway.core.events import EventKind
+from gateway.core.meter import Reading
 from gateway.daemon.notify import Notifier
 from gateway.daemon.signals import Signals
 from gateway.daemon.wiring import SourceContext, build_source, check_inputs
 from gateway.errors import SinkError
+from gateway.pipeline import MeterPipeline
 from gateway.pulselog.capture import Capture
 from gateway.sinks.database import Database
-from gateway.sinks.payloads import energy_time_ns as retained_time_ns
-from gateway.sinks.payloads import event_payload, state_payload
-from gateway.sinks.readback import StoredMeter
-from gateway.sinks.store import MeterBatch, Store
-from gateway.sources import Source, is_live
+from gateway.sinks.payloads import MeterInfo
+from gateway.sinks.publisher import NullPublisher, Publisher
+from gateway.sinks.sink import Sink
+from gateway.sinks.store import Store
+from gateway.sources import is_live
 from gateway.timefmt import NS_PER_US, format_iso
 from gateway.timeline import ClockStep, Timeline, clock_synchronized
-from meter_model import MeterConfig
 from meter_model.units import lcd_kwh, round_kw
-
-if TYPE_CHECKING:
-    from gateway.sinks.mqtt import Command, MqttPublisher
 
 logger = logging.getLogger(__name__)
 
@@ -70,50 +64,6 @@ def format_reading(reading: Reading) -> str:
         f"power {reading.power_kw:.2f} kW, demand {round_kw(reading.demand_kw)} kW, peak {peak}, "
         f"edges 10={reading.edges['10']} 1K={reading.edges['1K']}"
     )
-
-
-CHUNK_FROM = 8  # from this many edges a poll goes through the core's vectorised path
-
-
-def feed(core: MeterCore, edges: Sequence[Edge]) -> None:
-    """Give a poll's edges (in time order) to a core: one by one, or as arrays when many.
-
-    Both paths give identical results (the core's parity property); arrays are much cheaper.
-    """
-    if len(edges) < CHUNK_FROM:
-        for edge in edges:
-            core.push(edge)
-        return
-    blocks: dict[str, tuple[Any, Any]] = {}
-    for channel in (CHANNEL_10, CHANNEL_1K):
-        rows = sorted((e.t_ns, e.level) for e in edges if e.channel == channel)
-        if rows:
-            t = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-            lv = np.fromiter((r[1] for r in rows), np.int8, len(rows))
-            blocks[channel] = (t, lv)
-    core.push_chunk(blocks)
-
-
-@dataclass
-class MeterRuntime:
-    """One meter in the running service: its settings, source, core and what awaits a commit."""
-
-    settings: MeterSettings
-    model: MeterConfig
-    core: MeterCore
-    source: Source
-    stored: StoredMeter
-    checkpoint: Checkpoint
-    now_ns: int
-    finished: bool = False
-    last_sub_end_us: int | None = None
-    holding: bool = False  # the published total is held above the register
-
-    def batch(self) -> MeterBatch:
-        """Return everything not yet committed (see :class:`Checkpoint`)."""
-        return self.checkpoint.batch(
-            self.core, source_state=self.source.resume_state(), skipped=self.source.skipped
-        )
 
 
 class Service:
@@ -164,10 +114,17 @@ class Service:
             synchronized=clock_synchronized,
         )
         self.context = SourceContext(self.timeline, pin_factory, serial_opener=serial_opener)
-        self.meters = [
-            self._open_meter(settings, model, entry, start_ns)
-            for settings, model, entry in zip(config.meters, models, stored, strict=True)
-        ]
+        self.meters: list[MeterPipeline] = []
+        for settings, model, entry in zip(config.meters, models, stored, strict=True):
+            pipeline = MeterPipeline(
+                settings, core_settings(settings, model, config.billing), entry
+            )
+            last_seen = pipeline.core.last_seen()
+            source = build_source(
+                settings, model, start_ns, entry.source_state, last_seen, self.context
+            )
+            pipeline.attach(source, start_ns)
+            self.meters.append(pipeline)
         self.notifier = Notifier()
         self.capture: Capture | None = None
         if config.gateway.capture_dir:
@@ -178,77 +135,27 @@ class Service:
         # takes an immutable snapshot there; nothing else may read the loop's objects).
         self.observers: list[Callable[[Service], None]] = []
         self.last_commit: tuple[int, float] | None = None  # (UTC ns, seconds it took)
-        self.mqtt: MqttPublisher | None = None
-        if config.mqtt.enabled:
-            from gateway.sinks.identity import database_identity
-            from gateway.sinks.mqtt import MqttPublisher
-            from gateway.sinks.outbox import Outbox
-            from gateway.sinks.payloads import MeterInfo
+        self.publisher = self._publisher()
+        for pipeline, entry in zip(self.meters, stored, strict=True):
+            self.publisher.resume(pipeline.name, entry.published_wh, entry.register_wh)
+        # Committed to in this order: the database first, for what is published must be on it.
+        self.sinks: tuple[Sink, ...] = (self.store, self.publisher)
 
-            self.mqtt = MqttPublisher(
-                config.mqtt,
-                config.gateway.id,
-                [MeterInfo(m.settings.name, m.settings.model) for m in self.meters],
-                Outbox(self.database),
-                identity=database_identity(self.database),
-            )
+    def _publisher(self) -> Publisher:
+        """Return the publisher the configuration asks for: MQTT, or the null one when off."""
+        if not self.config.mqtt.enabled:
+            return NullPublisher()
+        from gateway.sinks.identity import database_identity
+        from gateway.sinks.mqtt import MqttPublisher  # paho is imported only when MQTT is on
+        from gateway.sinks.outbox import Outbox
 
-    def _open_meter(
-        self, settings: MeterSettings, model: MeterConfig, stored: StoredMeter, now_ns: int
-    ) -> MeterRuntime:
-        core = ReadingCore(
-            settings.name,
-            core_settings(settings, model, self.config.billing),
-            record_subintervals=True,
+        return MqttPublisher(
+            self.config.mqtt,
+            self.config.gateway.id,
+            [MeterInfo(m.settings.name, m.settings.model) for m in self.meters],
+            Outbox(self.database),
+            identity=database_identity(self.database),
         )
-        resumed = stored.core_state is not None
-        if stored.core_state is not None:
-            restore(core, stored.core_state)
-        source = build_source(
-            settings, model, now_ns, stored.source_state, core.last_seen(), self.context
-        )
-        checkpoint = Checkpoint.resuming(stored, settings.name, settings.model, settings.source)
-        if checkpoint.published_wh > stored.register_wh:
-            # Only an older version stored more than it counted: a total it took from the broker.
-            logger.warning(
-                "%s: the database says %d Wh was published, above its register %d Wh; that came "
-                "from the broker, not from this meter, and is ignored",
-                settings.name,
-                checkpoint.published_wh,
-                stored.register_wh,
-            )
-            checkpoint.published_wh = stored.register_wh
-        detail = f"resumed at {stored.register_wh} Wh" if resumed else "started counting from zero"
-        checkpoint.add_events([Event(now_ns, EventKind.RESTART, None, detail)])
-        return MeterRuntime(settings, model, core, source, stored, checkpoint, now_ns)
-
-    def _open_sources(self) -> None:
-        """Open every source; a live meter that resumed records the time it was not watched."""
-        for runtime in self.meters:
-            source = runtime.source
-            source.open()
-            if not source.live:
-                continue
-            core = runtime.core
-            levels = source.initial_levels
-            now = self.timeline.now()
-            runtime.now_ns = now
-            if runtime.stored.core_state is None:
-                core.begin(now)
-                core.set_initial_levels(dict(levels))  # a line already high is not counted
-                continue
-            since = max(runtime.stored.saved_ns or now, core.last_ns or 0)
-            changed = [
-                ch for ch, level in levels.items() if core.last_level(ch) not in (None, level)
-            ]
-            missed = sum(core.settings.wh_per_edge[ch] for ch in changed)
-            detail = f"not watched for {(now - since) / 1e9:.0f} s while the gateway was down"
-            if changed:
-                detail += (
-                    f"; the {' and '.join(changed)} line changed meanwhile: at least "
-                    f"{missed} Wh missed, counted back when the next edge comes"
-                )
-            core.mark_gap(since, now, detail, missed)
 
     def run(self, signals: Signals) -> int:
         """Run the main loop until SIGTERM or SIGINT; commit what is left; return the status.
@@ -263,19 +170,22 @@ class Service:
                 self.tick()
                 if signals.reopen.is_set():
                     signals.reopen.clear()
-                    now_by_meter = {m.settings.name: m.now_ns for m in self.meters}
-                    self._capturing(partial(Capture.reopen, now_by_meter=now_by_meter))
+                    self._capturing(partial(Capture.reopen, now_by_meter=self._now_by_meter()))
                 signals.wait(POLL_INTERVAL_S)
             logger.info("stopping on %s", ", ".join(signal_names(signals.received)) or "request")
         finally:
             status = self.shutdown()
         return status
 
+    def _open_sources(self) -> None:
+        for pipeline in self.meters:
+            pipeline.open(self.timeline.now)
+
     def start(self) -> None:
-        """Open the sources, connect to the broker, tell systemd the gateway is ready."""
+        """Open the sources, start the sinks, tell systemd the gateway is ready."""
         self._open_sources()
-        if self.mqtt is not None:
-            self.mqtt.start()
+        for sink in self.sinks:
+            sink.start()
         mono = self._monotonic_ns()
         self._last_report = self._last_state = self._last_ping = mono
         self.notifier.ready(f"{len(self.meters)} meter(s)")
@@ -289,16 +199,26 @@ class Service:
         if mono - self._last_ping >= WATCHDOG_PING_NS:
             self.notifier.watchdog()
             self._last_ping = mono
-        if self.mqtt is not None:
-            due = mono - self._last_state >= self.config.mqtt.state_interval_s * 1e9
-            self.publish_states(force=due)
-            if due:
-                self._last_state = mono
-            self.handle_commands(self.mqtt.pump())
-            self.note_conflicts(self.mqtt.take_conflicts())
+        due = mono - self._last_state >= self.config.mqtt.state_interval_s * 1e9
+        self.publish_states(force=due)
+        if due:
+            self._last_state = mono
+        self.pump()
         if mono - self._last_report >= self.config.gateway.report_interval_s * 1e9:
             self.report()
             self._last_report = mono
+
+    def step(self) -> None:
+        """Poll every source once and feed what it gave to its meter's core."""
+        mono = self._monotonic_ns()
+        step = self.timeline.check()
+        if step is not None:
+            self._clock_step(step)
+        for pipeline in self.meters:
+            pipeline.step(mono, self._capture_edges)
+
+    def _capture_edges(self, edges: Sequence[Edge], now_ns: int) -> None:
+        self._capturing(partial(Capture.write, edges=edges, now_ns=now_ns))  # raw
 
     def commit_if_due(self, mono_ns: int) -> None:
         """Commit when the policy says so; a failing database never stops the counting."""
@@ -316,31 +236,43 @@ class Service:
             seconds = (mono_ns - since) / 1e9
             logger.warning("the database works again after %.0f s; all is committed", seconds)
             self.storage_error = None
-            self._note_storage(f"the database works again after {seconds:.0f} s")
+            self._note_all(EventKind.STORAGE, f"the database works again after {seconds:.0f} s")
+
+    def commit(self, *, stamp: bool = False) -> None:
+        """Commit every meter's checkpoint in one transaction (``stamp``: see Store.commit)."""
+        started_ns = self._monotonic_ns()
+        self._capturing(Capture.flush)
+        batches = [m.batch(self.publisher.published_wh(m.name)) for m in self.meters]
+        now = self.timeline.now()
+        for sink in self.sinks:
+            sink.commit(batches, now, stamp=stamp)
+            if sink is self.store:
+                for pipeline, batch in zip(self.meters, batches, strict=True):
+                    pipeline.committed(batch)
+        self.last_commit = (self.timeline.now(), (self._monotonic_ns() - started_ns) / 1e9)
+        self._observe()
 
     def _storage_failed(self, mono_ns: int, exc: SinkError) -> None:
         first = self.policy.failed(mono_ns)
-        for runtime in self.meters:
-            runtime.checkpoint.trim(runtime.now_ns)
-        if first:
-            logger.error("commit failed: %s; counting goes on in memory, retrying", exc)
-            self.storage_error = str(exc)
-            self._note_storage(f"the database failed ({exc}); counting goes on in memory")
-            if self.mqtt is not None:
-                # Told at once, outside the outbox (which is in the failing database).
-                for runtime in self.meters:
-                    self.mqtt.publish_now(
-                        runtime.settings.name,
-                        "event",
-                        event_payload(runtime.settings.name, runtime.checkpoint.events[-1], None),
-                    )
-        else:
+        for pipeline in self.meters:
+            pipeline.checkpoint.trim(pipeline.now_ns)
+        if not first:
             logger.debug("commit failed again: %s", exc)
+            return
+        logger.error("commit failed: %s; counting goes on in memory, retrying", exc)
+        self.storage_error = str(exc)
+        self._note_all(
+            EventKind.STORAGE, f"the database failed ({exc}); counting goes on in memory"
+        )
+        for pipeline in self.meters:  # told at once, outside the database that fails
+            for sink in self.sinks:
+                sink.tell(pipeline.name, pipeline.checkpoint.events[-1])
 
-    def _note_storage(self, detail: str) -> None:
+    def _note_all(self, kind: EventKind, detail: str) -> None:
+        """Record an event, at the timeline's now, on every meter."""
         now = self.timeline.now()
-        for runtime in self.meters:
-            runtime.checkpoint.add_events([Event(now, EventKind.STORAGE, None, detail)])
+        for pipeline in self.meters:
+            pipeline.note(kind, detail, now)
 
     def shutdown(self) -> int:
         """Commit what is left, say goodbye, release everything; return the exit status."""
@@ -353,126 +285,43 @@ class Service:
             # not committed is counted again from the sources that can replay it.
             logger.error("the last commit failed: %s", exc)
             status = 1
-        now_by_meter = {m.settings.name: m.now_ns for m in self.meters}
-        self._capturing(partial(Capture.close, now_by_meter=now_by_meter))  # watched until now
-        if self.mqtt is not None:
-            self.publish_states(force=True)
-            self.mqtt.pump()
-            self.mqtt.stop()
+        self._capturing(partial(Capture.close, now_by_meter=self._now_by_meter()))  # watched
+        self.publish_states(force=True)
+        for sink in self.sinks:
+            sink.pump()  # what is left goes out; commands no longer act
+        self.publisher.close()
         self.report()
-        for runtime in self.meters:
-            runtime.source.close()
-        self.database.close()
+        for pipeline in self.meters:
+            pipeline.close()
+        self.store.close()  # the database last: the publisher's outbox is in it
         return status
 
     def publish_states(self, *, force: bool) -> None:
         """Publish each meter's state when due, or when a sub-interval has just ended."""
-        assert self.mqtt is not None
-        for runtime in self.meters:
-            demand = runtime.core.demand
-            sub_end = demand.last.end_us if demand is not None and demand.last else None
-            if not force and sub_end == runtime.last_sub_end_us:
-                continue
-            runtime.last_sub_end_us = sub_end
-            payload = self.state_payload(runtime)
-            if payload is not None:
-                self.mqtt.publish_state(runtime.settings.name, payload)
+        for pipeline in self.meters:
+            if pipeline.state_due(force=force):
+                state = pipeline.state()
+                for sink in self.sinks:
+                    sink.publish(state)
 
-    def state_payload(self, runtime: MeterRuntime) -> dict[str, Any] | None:
-        """Return a meter's state message, or None while it has no total to show yet.
+    def pump(self) -> None:
+        """Let every sink act on what arrived: commands and conflicts become the meters'."""
+        for sink in self.sinks:
+            for command in sink.pump():
+                pipeline = self._meter(command.meter)
+                if pipeline is not None and command.name == "reset_peak":
+                    pipeline.reset_peak("MQTT command reset_peak")
+                    logger.info("%s: peak demand reset by MQTT command", command.meter)
+            for meter, detail in sink.take_conflicts():
+                pipeline = self._meter(meter)
+                if pipeline is not None:
+                    pipeline.note(EventKind.CONFLICT, detail)
 
-        The total never goes backwards, across restarts too: Home Assistant reads a drop on a
-        total_increasing sensor as a meter reset and would count everything again.
-        """
-        checkpoint = runtime.checkpoint
-        name = runtime.settings.name
-        reading = runtime.core.reading(runtime.now_ns)
-        # Only what the database holds is published: edges counted since the last commit could
-        # still be lost to a crash, and the total must not come back lower after a restart. Nor
-        # below what the broker retains of THIS database's (a power cut that rolled it back to
-        # an older image): only a state it signed counts, and that floor is never stored, for
-        # nothing received from the broker is (issue #17).
-        committed = min(reading.energy_wh, checkpoint.committed_wh)
-        own = self.mqtt.retained_state(name) if self.mqtt is not None else None
-        floor = max(checkpoint.published_wh, own.energy_wh if own is not None else 0)
-        energy_wh = max(committed, floor)
-        if energy_wh == 0:
-            return None  # never a zero or unknown total at start-up
-        if committed < floor:
-            if not runtime.holding:  # said once a hold, not at every state
-                logger.warning(
-                    "%s: register %d Wh is below the %d Wh already published; holding until "
-                    "it is above",
-                    name,
-                    committed,
-                    floor,
-                )
-            runtime.holding = True
-            # The total shown was reached before, at the time its own state said.
-            if own is not None and energy_wh == own.energy_wh:
-                energy_time_ns = retained_time_ns(own)
-            else:
-                energy_time_ns = checkpoint.published_at_ns
-        else:
-            runtime.holding = False
-            energy_time_ns = checkpoint.committed_at_ns
-            checkpoint.published_wh = energy_wh  # this database's own count, and only that
-            checkpoint.published_at_ns = energy_time_ns
-        quality = runtime.core.current_quality(runtime.now_ns)
-        return state_payload(reading, energy_wh, quality, energy_time_ns)
+    def _meter(self, name: str) -> MeterPipeline | None:
+        return next((m for m in self.meters if m.name == name), None)
 
-    def note_conflicts(self, conflicts: Sequence[tuple[str, str]]) -> None:
-        """Record, as an event of the meter, that another database publishes as this one."""
-        for meter, detail in conflicts:
-            for runtime in self.meters:
-                if runtime.settings.name == meter:
-                    event = Event(runtime.now_ns, EventKind.CONFLICT, None, detail)
-                    runtime.checkpoint.add_events([event])
-
-    def handle_commands(self, commands: Sequence[Command]) -> None:
-        for command in commands:
-            runtime = next((m for m in self.meters if m.settings.name == command.meter), None)
-            if runtime is None:
-                continue
-            if command.name == "reset_peak":
-                cleared = runtime.core.reset_peak(runtime.now_ns, "MQTT command reset_peak")
-                if cleared is not None:
-                    runtime.checkpoint.add_reset(cleared, runtime.now_ns)
-                logger.info("%s: peak demand reset by MQTT command", command.meter)
-                runtime.last_sub_end_us = None  # publish the new state at once
-
-    def step(self) -> None:
-        """Poll every source once and feed what it gave to its meter's core."""
-        mono = self._monotonic_ns()
-        step = self.timeline.check()
-        if step is not None:
-            self._clock_step(step)
-        for runtime in self.meters:
-            poll = runtime.source.poll(mono)
-            core = runtime.core
-            if poll.edges:
-                self._capturing(partial(Capture.write, edges=poll.edges, now_ns=poll.now_ns))  # raw
-            for gap in poll.gaps:
-                core.mark_gap(gap.from_ns, gap.to_ns, gap.why)
-            feed(core, poll.edges)
-            if poll.edges or poll.gaps:
-                runtime.checkpoint.dirty = True
-            runtime.checkpoint.add_events(poll.events)
-            checker = runtime.source.checker
-            if checker is not None:
-                runtime.checkpoint.add_events(checker.check(core))
-            core.begin(poll.now_ns)  # a source that gave no edge yet starts the core here
-            runtime.checkpoint.add_intervals(core.advance(poll.now_ns))
-            runtime.checkpoint.collect(core)
-            runtime.now_ns = poll.now_ns
-            if poll.finished and not runtime.finished:
-                runtime.finished = True
-                # The end of the log confirms its last edge and ends its last interval, exactly
-                # as `replay` and `replay --db` do (issue #11); a restart finishes nothing twice.
-                runtime.checkpoint.add_intervals(core.finish(poll.now_ns, keep_open=True))
-                runtime.checkpoint.collect(core)
-                runtime.checkpoint.dirty = True
-                logger.info("%s: the replay reached the end of its log", runtime.settings.name)
+    def _now_by_meter(self) -> dict[str, int]:
+        return {m.name: m.now_ns for m in self.meters}
 
     def _clock_step(self, step: ClockStep) -> None:
         seconds = step.delta_ns / 1e9
@@ -483,16 +332,12 @@ class Service:
                 "the system clock stepped back by %.1f s; timestamps keep running forward",
                 -seconds,
             )
-        for runtime in self.meters:
-            if not runtime.source.live:
-                continue
-            detail = f"system clock stepped by {seconds:+.3f} s; " + (
-                "intervals now follow it" if step.followed else "timestamps keep running on"
-            )
-            runtime.checkpoint.add_events([Event(step.at_ns, EventKind.CLOCK_STEP, None, detail)])
-            if step.followed:
-                # The labels in between were never real time: those intervals are partial.
-                runtime.core.mark_gap(step.at_ns, step.at_ns + step.delta_ns, detail)
+        detail = f"system clock stepped by {seconds:+.3f} s; " + (
+            "intervals now follow it" if step.followed else "timestamps keep running on"
+        )
+        followed_to_ns = step.at_ns + step.delta_ns if step.followed else None
+        for pipeline in self.meters:
+            pipeline.clock_stepped(step.at_ns, detail, followed_to_ns)
 
     def _capturing(self, action: Callable[[Capture], None]) -> None:
         """Do something with the capture, if on; a failure turns capture off, never the daemon."""
@@ -503,29 +348,12 @@ class Service:
         except SinkError as exc:
             logger.error("%s; capture is off until the gateway restarts", exc)
             self.capture = None
-            for runtime in self.meters:
-                event = Event(self.timeline.now(), EventKind.CAPTURE, None, f"capture off: {exc}")
-                runtime.checkpoint.add_events([event])
-
-    def commit(self, *, stamp: bool = False) -> None:
-        """Commit every meter's checkpoint in one transaction (``stamp``: see Store.commit)."""
-        started_ns = self._monotonic_ns()
-        self._capturing(Capture.flush)
-        batches = [runtime.batch() for runtime in self.meters]
-        counted_at = [runtime.now_ns for runtime in self.meters]  # what time each total is for
-        self.store.commit(batches, self.timeline.now(), stamp=stamp)
-        for runtime, batch, at_ns in zip(self.meters, batches, counted_at, strict=True):
-            runtime.checkpoint.committed(batch)
-            runtime.checkpoint.committed_at_ns = at_ns
-        if self.mqtt is not None and any(b.intervals or b.events or b.reads for b in batches):
-            self.mqtt.outbox_changed()
-        self.last_commit = (self.timeline.now(), (self._monotonic_ns() - started_ns) / 1e9)
-        self._observe()
+            self._note_all(EventKind.CAPTURE, f"capture off: {exc}")
 
     def report(self) -> None:
         """Print each meter's reading line (and, while it fails, that the database does)."""
-        for runtime in self.meters:
-            print(format_reading(runtime.core.reading(runtime.now_ns)), file=self.out, flush=True)
+        for pipeline in self.meters:
+            print(format_reading(pipeline.core.reading(pipeline.now_ns)), file=self.out, flush=True)
         if self.storage_error is not None:
             print(f"not committed: {self.storage_error}; counting in memory", file=self.out)
         self._observe()

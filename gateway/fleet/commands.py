@@ -320,7 +320,7 @@ def _export_espi(
     import xml.etree.ElementTree as ET
 
     from gateway.commands.espi import build_feed
-    from gateway.sinks.reads import StoredRead
+    from gateway.sinks.readback import StoredRead
 
     intervals: dict[str, list[Any]] = {}
     for g, m, row in rows:

@@ -35,13 +35,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from gateway.config import MqttSettings
+from gateway.core.events import Event
 from gateway.errors import ConfigError, SinkError
 from gateway.sinks.outbox import Outbox
 from gateway.sinks.payloads import (
@@ -51,10 +51,18 @@ from gateway.sinks.payloads import (
     MeterInfo,
     OwnState,
     discovery_messages,
+    event_payload,
     judge_retained_state,
     signed_state,
 )
+from gateway.sinks.publisher import Publisher
+from gateway.sinks.sink import Command
 from gateway.trouble import Trouble
+
+if TYPE_CHECKING:
+    from gateway.checkpoint import MeterBatch
+
+__all__ = ["Command", "MqttPublisher"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,15 +71,6 @@ MAX_IN_FLIGHT = 50
 REFUSED_RETRY_S = 30
 RETAINED_GRACE_S = 0.5  # after our SUBACK, retained messages have arrived (sent right after it)
 OUTBOX_BATCH = 200
-
-
-@dataclass(frozen=True)
-class Command:
-    """A command received for a meter."""
-
-    meter: str
-    name: str
-    payload: str
 
 
 def unreachable(settings: MqttSettings, exc: BaseException | None) -> str:
@@ -109,7 +108,7 @@ def read_password(path: str) -> str:
         raise ConfigError(f"mqtt.password_file {path}: {exc.strerror or exc}") from None
 
 
-class MqttPublisher:
+class MqttPublisher(Publisher):
     """The gateway's MQTT client. Call :meth:`start`, then :meth:`pump` from the main loop."""
 
     def __init__(
@@ -121,6 +120,7 @@ class MqttPublisher:
         identity: DatabaseIdentity | None = None,
     ) -> None:
         """``identity`` signs the states (None: a passing one, so no retained state is ours)."""
+        super().__init__()
         for name in settings.commands:
             if name not in KNOWN_COMMANDS:
                 raise ConfigError(
@@ -396,23 +396,26 @@ class MqttPublisher:
         return connected and checked is not None and time.monotonic() - checked >= RETAINED_GRACE_S
 
     def publish_state(self, meter: str, payload: dict[str, Any]) -> None:
-        """Publish a meter's retained state, never below what the broker retains.
+        """Publish a meter's retained state (the floor is :meth:`Publisher.publish`'s).
 
         Held until the broker's retained totals were read after a connect; the last state is
         sent then (and again after every reconnect).
         """
         text = json.dumps(signed_state(payload, meter, self.identity), separators=(",", ":"))
-        if int(payload.get("energy_wh", 0)) < self.retained_wh(meter):
-            logger.warning(
-                "%s: %s Wh is below the %d Wh the broker retains; not published",
-                meter,
-                payload.get("energy_wh"),
-                self.retained_wh(meter),
-            )
-            return
         self._last_state[meter] = text
         if self._states_may_go() and self._states_sent:
             self._publish(f"{self.base}/{meter}/state", text, qos=1, retain=True)
+
+    send_state = publish_state
+
+    def commit(self, batches: Sequence[MeterBatch], now_ns: int, *, stamp: bool = False) -> None:
+        """Note that the commit queued messages in the outbox, if it did."""
+        if any(b.intervals or b.events or b.reads for b in batches):
+            self.outbox_changed()
+
+    def tell(self, meter: str, event: Event) -> None:
+        """Publish an event at once, outside the outbox (which is in the failing database)."""
+        self.publish_now(meter, "event", event_payload(meter, event, None))
 
     def publish_now(self, meter: str, kind: str, payload: dict[str, Any]) -> None:
         """Publish a message at once, outside the outbox (when the database itself fails).
@@ -549,6 +552,11 @@ class MqttPublisher:
     def pending(self) -> int:
         """Return how many outbox messages paho holds unacknowledged."""
         return len(self._in_flight)
+
+    def close(self) -> None:
+        """Stop (once)."""
+        if not self._stopping:
+            self.stop()
 
     def stop(self, timeout_s: float = 3.0) -> None:
         """Say ``offline`` (retained), give in-flight messages a moment, and disconnect."""

@@ -3,6 +3,8 @@
 - :func:`state_payload`: a meter's retained state; :func:`signed_state` adds this database's
   identity to it, and :func:`judge_retained_state` says what a state found on the broker is;
 - :func:`interval_payload` and :func:`event_payload`: the outbox's messages, numbered by ``seq``;
+- :func:`read_payload`: a billing read, as ``amr/<gw>/<meter>/read`` and ``bill`` show it, with
+  :func:`peak_kw`, a stored peak's demand;
 - :func:`discovery_messages`: Home Assistant's discovery configuration of one meter.
 """
 
@@ -13,6 +15,7 @@ import hmac
 import json
 import re
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 from gateway import __version__
@@ -36,9 +39,10 @@ def state_payload(
 ) -> dict[str, Any]:
     """Return a meter's state message.
 
-    ``energy_wh`` is the total it may show (the committed one: see the service) and
-    ``energy_time_ns`` the meter's time that total is for, which lags ``time`` (the reading's,
-    for power and demand) by up to a commit interval; None when not known.
+    ``energy_wh`` is the total it may show (the committed one, floored: see
+    :mod:`gateway.sinks.publisher`) and ``energy_time_ns`` the meter's time that total is for,
+    which lags ``time`` (the reading's, for power and demand) by up to a commit interval; None
+    when not known.
     """
     peak = reading.peak
     return {
@@ -290,3 +294,43 @@ def discovery_messages(
         }
         messages.append((f"{discovery_prefix}/sensor/{node}/{key}/config", payload))
     return messages
+
+
+def peak_kw(energy_wh: int | None, window_s: int) -> Fraction | None:
+    """Return a window's demand in kW, exactly: its energy over its length."""
+    return None if energy_wh is None else Fraction(energy_wh * 3600, window_s * 1000)
+
+
+def read_payload(
+    meter: str, columns: dict[str, Any], seq: int, reconciliation: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Return a read as ``amr/<gw>/<meter>/read`` and ``bill --format json`` show it."""
+    demand = peak_kw(columns["peak_window_energy_wh"], columns["peak_window_s"])
+    end_ns = columns["peak_window_end_ns"]
+    low, high = columns["estimate_low_wh"], columns["estimate_high_wh"]
+    return {
+        "meter": meter,
+        "period": columns["period"],
+        "start": format_iso(columns["start_ns"]),
+        "end": format_iso(columns["t_ns"]),
+        "register_wh": columns["register_wh"],
+        "lcd_kwh": columns["register_wh"] // 1000,
+        "energy_wh": columns["energy_wh"],
+        "energy_kwh": columns["energy_wh"] / 1000,
+        "edges": columns["edges"],
+        "register": columns["register_channel"],
+        "peak_demand_kw": None if demand is None else float(round_kw(demand)),
+        "peak_demand_end": None if end_ns is None else format_iso(end_ns),
+        "peak_partial": columns["peak_partial"],
+        "peak_reset": demand is not None,
+        "quality": columns["quality"],
+        "gap_minutes": round(columns["gap_s"] / 60, 1),
+        "glitches": columns["glitches"],
+        "inferred_edges": columns["inferred"],
+        "mismatches": columns["mismatches"],
+        "estimated_energy_wh": None
+        if low is None
+        else {"low": low, "high": high, "from": columns["estimate_from"]},
+        "last_reconciliation": reconciliation,
+        "seq": seq,
+    }

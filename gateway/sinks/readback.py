@@ -11,15 +11,18 @@ from sqlalchemy.orm import Session
 
 from gateway.core.estimate import HISTORY_WEEKS, WEEK_S, Estimate, Watched, estimate_gaps
 from gateway.sinks.database import Database
+from gateway.sinks.payloads import read_payload
 from gateway.sinks.schema import (
     CounterRow,
     EventRow,
     IntervalRow,
     LcdReadingRow,
+    MeterReadRow,
     MeterRow,
     MeterStateRow,
     SubIntervalRow,
 )
+from gateway.timefmt import format_iso
 from meter_model.units import NS_PER_S
 
 ESTIMATE_LOOKBACK_NS = HISTORY_WEEKS * WEEK_S * NS_PER_S  # the history a long gap averages
@@ -227,3 +230,79 @@ def max_power_w(stored: StoredMeter) -> float | None:
     settings = (stored.core_state or {}).get("settings") or {}
     value = settings.get("max_power_w")
     return None if value is None else float(value)
+
+
+def reconciliation_summary(row: LcdReadingRow | None) -> dict[str, Any] | None:
+    """Return the last LCD reading before a read: the LCD truncates, so N kWh on it means the
+    meter held N000..N999 Wh while the gateway had counted ``register_wh``."""
+    if row is None:
+        return None
+    low = row.lcd_kwh * 1000 - row.register_wh
+    return {
+        "time": format_iso(row.t_ns),
+        "lcd_kwh": row.lcd_kwh,
+        "register_wh": row.register_wh,
+        "offset_wh": [low, low + 999],
+    }
+
+
+def last_lcd(session: Session, meter_id: int, t_ns: int) -> LcdReadingRow | None:
+    return session.scalar(
+        select(LcdReadingRow)
+        .where(LcdReadingRow.meter_id == meter_id, LcdReadingRow.t_ns <= t_ns)
+        .order_by(LcdReadingRow.t_ns.desc(), LcdReadingRow.id.desc())
+        .limit(1)
+    )
+
+
+@dataclass(frozen=True)
+class StoredRead:
+    meter: str
+    columns: dict[str, Any]
+    seq: int
+    reconciliation: dict[str, Any] | None
+
+    def payload(self) -> dict[str, Any]:
+        return read_payload(self.meter, self.columns, self.seq, self.reconciliation)
+
+
+def stored_reads(
+    database: Database, meter: str | None = None, period: str | None = None
+) -> list[StoredRead]:
+    """Return the stored reads, by meter and time, optionally of one meter or period."""
+    query = select(MeterRow.name, MeterReadRow).join(MeterRow, MeterRow.id == MeterReadRow.meter_id)
+    if meter is not None:
+        query = query.where(MeterRow.name == meter)
+    if period is not None:
+        query = query.where(MeterReadRow.period == period)
+    query = query.order_by(MeterRow.name, MeterReadRow.t_ns)
+    with database.reading() as session:
+        result = []
+        for name, row in session.execute(query).all():
+            columns = {key: getattr(row, key) for key in _READ_COLUMNS}
+            lcd = reconciliation_summary(last_lcd(session, row.meter_id, row.t_ns))
+            result.append(StoredRead(name, columns, row.seq, lcd))
+        return result
+
+
+_READ_COLUMNS = (
+    "period",
+    "start_ns",
+    "t_ns",
+    "register_channel",
+    "register_wh",
+    "energy_wh",
+    "edges",
+    "peak_window_energy_wh",
+    "peak_window_s",
+    "peak_window_end_ns",
+    "peak_partial",
+    "quality",
+    "gap_s",
+    "glitches",
+    "inferred",
+    "mismatches",
+    "estimate_low_wh",
+    "estimate_high_wh",
+    "estimate_from",
+)

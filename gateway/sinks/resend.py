@@ -25,8 +25,7 @@ from gateway.core.intervals import Interval
 from gateway.errors import GatewayError
 from gateway.sinks.database import Database
 from gateway.sinks.payloads import interval_payload
-from gateway.sinks.readback import Readback
-from gateway.sinks.reads import stored_reads
+from gateway.sinks.readback import Readback, stored_reads
 from gateway.timefmt import parse_time_ns
 
 logger = logging.getLogger(__name__)

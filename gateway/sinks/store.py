@@ -21,57 +21,32 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from gateway.checkpoint import MeterBatch
 from gateway.core.events import Event
-from gateway.core.intervals import Interval
 from gateway.core.reads import MeterRead
 from gateway.sinks.database import Database
 from gateway.sinks.outbox import outbox_row
-from gateway.sinks.payloads import event_payload, interval_payload
-from gateway.sinks.readback import StoredMeter, load_meter
-from gateway.sinks.reads import write_reads
+from gateway.sinks.payloads import event_payload, interval_payload, read_payload
+from gateway.sinks.readback import StoredMeter, last_lcd, load_meter, reconciliation_summary
 from gateway.sinks.schema import (
     CounterRow,
     EventRow,
     IntervalRow,
     LcdReadingRow,
+    MeterReadRow,
     MeterRow,
     MeterStateRow,
     PeakRow,
     SubIntervalRow,
 )
-from meter_model.demand import Peak, SubInterval
+from gateway.sinks.sink import MeterState, Sink
+from meter_model.demand import Peak
 from meter_model.units import NS_PER_US
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class MeterBatch:
-    """What one meter produced since the last commit."""
-
-    name: str
-    model: str
-    source: str
-    core_state: dict[str, Any]
-    source_state: dict[str, Any] | None
-    counters: dict[str, dict[str, int | None]]
-    register_wh: int
-    intervals: Sequence[Interval] = ()
-    subintervals: Sequence[SubInterval] = ()
-    events: Sequence[Event] = ()
-    peak: Peak | None = None
-    peak_window_s: int = 900
-    resets: Sequence[tuple[Peak, int]] = ()  # (peak cleared, when)
-    outbox: bool = True  # queue intervals and events for MQTT
-    published_wh: int = 0  # the highest total published so far
-    reads: Sequence[MeterRead] = ()  # scheduled billing reads (gateway/core/reads.py)
-    # Stored intervals from here on were provisional (a finished log's last interval, which a
-    # later log continued): they are replaced by this batch's intervals.
-    replace_from_ns: int | None = None
-    tail_ns: int | None = None  # this batch's own provisional interval, if any
 
 
 @dataclass
@@ -88,7 +63,7 @@ def _json(data: dict[str, Any] | None) -> str | None:
     return None if data is None else json.dumps(data, separators=(",", ":"))
 
 
-class Store:
+class Store(Sink):
     """Writes to the gateway's database."""
 
     def __init__(self, database: Database) -> None:
@@ -128,6 +103,13 @@ class Store:
             raise
         self._written.update(written)  # only now: the transaction is in the database
         return statements
+
+    def publish(self, state: MeterState) -> None:
+        """Nothing to do: the store holds the committed totals a state shows already."""
+
+    def close(self) -> None:
+        """Close the database."""
+        self.database.close()
 
     def _load(self, session: Session, batch: MeterBatch, now_ns: int) -> _Written:
         """Read what the database holds of a meter (registering it if new)."""
@@ -349,3 +331,65 @@ def event_row(meter_id: int | None, item: Event) -> EventRow:
         detail=item.detail,
         missed_wh=item.missed_wh,
     )
+
+
+def read_columns(read: MeterRead) -> dict[str, Any]:
+    """Return a read as the meter_reads row holds it (the peak as its window's energy)."""
+    peak = read.peak
+    window_wh = None
+    if peak is not None:
+        window_wh = peak.demand_kw * read.peak_window_s * 1000 / 3600
+        assert window_wh.denominator == 1  # integer Wh over the window
+    low, high = read.estimate_wh or (None, None)
+    return {
+        "period": read.period,
+        "start_ns": read.start_ns,
+        "t_ns": read.t_ns,
+        "register_channel": read.register_channel,
+        "register_wh": read.register_wh,
+        "energy_wh": read.energy_wh,
+        "edges": read.edges,
+        "peak_window_energy_wh": None if window_wh is None else int(window_wh),
+        "peak_window_s": read.peak_window_s,
+        "peak_window_end_ns": None if peak is None else peak.window_end_us * NS_PER_US,
+        "peak_partial": None if peak is None else peak.partial,
+        "quality": read.quality,
+        "gap_s": read.gap_s,
+        "glitches": read.glitches,
+        "inferred": read.inferred,
+        "mismatches": read.mismatches,
+        "estimate_low_wh": low,
+        "estimate_high_wh": high,
+        "estimate_from": read.estimate_from,
+    }
+
+
+def write_reads(
+    session: Session,
+    meter_id: int,
+    meter: str,
+    reads: Sequence[MeterRead],
+    now_ns: int,
+    *,
+    outbox: bool,
+) -> int:
+    """Insert reads (and their outbox messages) in the caller's transaction; return the
+    statement count. ``seq`` counts a meter's reads, 1, 2, ... (also the message's)."""
+    if not reads:
+        return 0
+    last = session.scalar(
+        select(func.max(MeterReadRow.seq)).where(MeterReadRow.meter_id == meter_id)
+    )
+    seq = int(last or 0)
+    statements = 1
+    for read in reads:
+        seq += 1
+        columns = read_columns(read)
+        session.add(MeterReadRow(meter_id=meter_id, seq=seq, **columns))
+        statements += 1
+        if outbox:
+            lcd = reconciliation_summary(last_lcd(session, meter_id, read.t_ns))
+            payload = read_payload(meter, columns, seq, lcd)
+            session.add(outbox_row(meter_id, "read", seq, payload, now_ns))
+            statements += 2
+    return statements

@@ -23,8 +23,7 @@ from gateway.commands.database import export, meter_status, open_database
 from gateway.commands.espi import export_espi
 from gateway.errors import ConfigError, NotFoundError
 from gateway.sinks.outbox import Outbox
-from gateway.sinks.readback import Readback
-from gateway.sinks.reads import stored_reads
+from gateway.sinks.readback import Readback, stored_reads
 from gateway.timefmt import NS_PER_S, format_iso, parse_time_ns
 from gateway.web.snapshot import GatewaySnapshot, SnapshotHolder
 

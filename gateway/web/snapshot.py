@@ -65,7 +65,7 @@ def take_snapshot(service: Service, version: int, commits: int) -> GatewaySnapsh
         peak = reading.peak
         meters.append(
             MeterSnapshot(
-                name=runtime.settings.name,
+                name=runtime.name,
                 model=runtime.settings.model,
                 source=runtime.settings.source,
                 energy_wh=runtime.checkpoint.committed_wh,
@@ -81,7 +81,7 @@ def take_snapshot(service: Service, version: int, commits: int) -> GatewaySnapsh
             )
         )
     last = service.last_commit
-    mqtt = service.mqtt
+    publisher = service.publisher
     return GatewaySnapshot(
         version=version,
         gateway=service.config.gateway.id,
@@ -89,8 +89,8 @@ def take_snapshot(service: Service, version: int, commits: int) -> GatewaySnapsh
         commits=commits,
         last_commit_ns=None if last is None else last[0],
         commit_latency_s=None if last is None else last[1],
-        mqtt_enabled=mqtt is not None,
-        mqtt_connected=mqtt is not None and mqtt.connected,
+        mqtt_enabled=publisher.enabled,
+        mqtt_connected=publisher.connected,
         storage_error=service.storage_error,
         clock_synchronized=clock_synchronized(),
         meters=tuple(meters),

@@ -77,7 +77,7 @@ def run_simulate(tmp_path: Path) -> MeterCore:
     runtime = service.meters[0]
     runtime.source = build_source(
         runtime.settings,
-        runtime.model,
+        meter_config(runtime.settings, "m"),
         0,
         runtime.stored.source_state,
         runtime.core.last_seen(),

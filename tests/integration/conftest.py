@@ -5,10 +5,8 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from mqtt_helpers import Broker
 from sqlalchemy import create_engine, text
 
 PG_ADMIN_URL = os.environ.get(
@@ -25,17 +23,6 @@ def _postgres_available() -> bool:
         return True
     except Exception:
         return False
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    """A Mosquitto of the test's own, on a free port (so it can be stopped, paused, secured)."""
-    directory = tmp_path / "broker"
-    directory.mkdir()
-    b = Broker(directory)
-    b.start()
-    yield b
-    b.stop()
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ import pytest
 from db_helpers import read_db
 from mqtt_helpers import Broker, Subscriber, wait_for
 
+from gateway.checkpoint import MeterBatch
 from gateway.config import MqttSettings
 from gateway.core.events import Event, EventKind
 from gateway.core.intervals import Interval
@@ -23,7 +24,7 @@ from gateway.sinks.database import Database
 from gateway.sinks.mqtt import MqttPublisher
 from gateway.sinks.outbox import Outbox
 from gateway.sinks.payloads import MeterInfo
-from gateway.sinks.store import MeterBatch, Store
+from gateway.sinks.store import Store
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

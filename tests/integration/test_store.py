@@ -6,6 +6,7 @@ import sqlite3
 
 import pytest
 
+from gateway.checkpoint import MeterBatch
 from gateway.core.events import Event, EventKind
 from gateway.core.intervals import Interval
 from gateway.errors import ConfigError, SinkError
@@ -13,7 +14,7 @@ from gateway.sinks.database import Database
 from gateway.sinks.outbox import Outbox
 from gateway.sinks.readback import Readback
 from gateway.sinks.schema import EventRow, IntervalRow, OutboxRow
-from gateway.sinks.store import MeterBatch, Store
+from gateway.sinks.store import Store
 from meter_model.demand import SubInterval
 
 T0 = 1_764_057_600 * 10**9

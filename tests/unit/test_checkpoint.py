@@ -7,6 +7,7 @@ import itertools
 from gateway.checkpoint import MAX_PENDING, Checkpoint, CommitPolicy
 from gateway.core.events import Event, EventKind
 from gateway.core.intervals import Interval
+from gateway.core.reads import MeterRead
 
 S = 1_000_000_000
 
@@ -60,3 +61,16 @@ def test_what_waits_is_bounded_and_the_storage_events_stay() -> None:
     assert checkpoint.events[0] is outage and len(checkpoint.events) == MAX_PENDING["events"] + 1
     assert checkpoint.events[1].t_ns == 500  # glitches 1..499 went
     assert checkpoint.dropped == {"intervals": 100, "events": 499}
+
+
+def test_a_billing_read_alone_is_urgent() -> None:
+    """A read must be on the card before MQTT publishes it, even with no interval, event or
+    peak reset beside it (a meter without demand, its read between two interval ends)."""
+    checkpoint = Checkpoint("m", "2O208-4W", "gpio")
+    assert not checkpoint.urgent
+    checkpoint.reads.append(
+        MeterRead("m", "2025-11", 0, 600 * S, "10", 1_000, 1_000, 200, None, 900, 0, 0, 0, 0)
+    )
+    assert checkpoint.urgent
+    policy = CommitPolicy(10 * S, last_ns=0)
+    assert policy.due(1 * S, urgent=checkpoint.urgent, dirty=False)  # at once, not in 10 s

@@ -51,7 +51,7 @@ def _graph() -> dict[str, set[str]]:
 
 def test_the_graph_sees_the_imports_it_should() -> None:
     graph = _graph()
-    assert "gateway.sinks.store" in graph["gateway.checkpoint"]
+    assert "gateway.checkpoint" in graph["gateway.sinks.store"]
     assert "gateway.core.meter" in graph["gateway.daemon.service"]
 
 
