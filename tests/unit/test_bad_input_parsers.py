@@ -44,23 +44,24 @@ def reference(path: Path, text: str) -> list[Edge] | int:
     edges: list[Edge] = []
     header_seen = False
     for line_no, line in enumerate(lines, 1):
+        # Metadata may stand anywhere (a capture writes its end= last) and is checked as rows are.
+        if line.startswith("#"):
+            for token in line[1:].split():
+                key, sep, value = token.partition("=")
+                if sep and key in ("start", "end"):
+                    try:
+                        parse_time_ns(value)
+                    except ValueError:
+                        return line_no
+            continue
         if not header_seen:
-            if line.startswith("#"):
-                for token in line[1:].split():
-                    key, sep, value = token.partition("=")
-                    if sep and key in ("start", "end"):
-                        try:
-                            parse_time_ns(value)
-                        except ValueError:
-                            return line_no
-                continue
             if not line.strip():
                 continue
             if line.strip() != HEADER:
                 return line_no
             header_seen = True
             continue
-        if not line.strip() or line.startswith("#"):
+        if not line.strip():
             continue
         try:
             edges.append(parse_row(str(path), line_no, line))
