@@ -6,13 +6,19 @@ import gzip
 import io
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
+
+from db_helpers import read_db
+from mqtt_helpers import wait_for
 
 from gateway.config import Config, GatewaySettings, MqttSettings, meter_settings
 from gateway.daemon.service import Service
+from gateway.errors import SinkError
 from gateway.timeline import Timeline
 
 
@@ -80,10 +86,27 @@ def test_capture_writes_raw_edges_and_sighup_starts_a_new_file(tmp_path, cli) ->
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    capture = tmp_path / "capture"
+
+    def files_and_edges() -> tuple[int, int]:
+        edges = 0
+        try:
+            with read_db(tmp_path / "g.db") as conn:
+                edges = dict(conn.execute("select channel, edges from channel_counters"))["10"]
+        except (SinkError, sqlite3.Error, KeyError, OSError):
+            pass  # not created, migrated or committed yet
+        return len(list(capture.glob("capture-*.csv.gz"))), edges or 0
+
     try:
-        time.sleep(3)
+        _, before = wait_for(
+            lambda: (r := files_and_edges())[0] == 1 and r[1] >= 20 and r, 120, "edges captured"
+        )
         proc.send_signal(signal.SIGHUP)
-        time.sleep(2)
+        wait_for(
+            lambda: (r := files_and_edges())[0] == 2 and r[1] >= before + 20,
+            120,
+            "a second capture file after SIGHUP, with edges in it",
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
@@ -99,12 +122,11 @@ def test_capture_writes_raw_edges_and_sighup_starts_a_new_file(tmp_path, cli) ->
     assert rows > 10
     # The capture replays to what the daemon counted.
     import json
-    import sqlite3
 
     result = cli("replay", *map(str, files), "--json")
     assert result.returncode == 0, result.stderr
     replayed = json.loads(result.stdout)["meters"]["m1"]
-    with sqlite3.connect(tmp_path / "g.db") as conn:
+    with closing(sqlite3.connect(tmp_path / "g.db")) as conn:
         counted = dict(conn.execute("select channel, edges from channel_counters").fetchall())
     assert replayed["edges"]["10"] == counted["10"]
 
