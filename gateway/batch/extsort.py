@@ -62,10 +62,42 @@ def _chunk(columns: Columns) -> Chunk:
     return Chunk(*columns)
 
 
-def _order(columns: Columns) -> npt.NDArray[np.intp]:
-    """Return the order of rows by (meter, time, channel, level)."""
+def _sorted(columns: Columns) -> Columns:
+    """Return the rows sorted by (meter, time, channel, level).
+
+    Usually as one packed int64 key (meter, time since the earliest row, channel, level), sorted
+    and unpacked: far cheaper than a four-key ``np.lexsort`` and the gathers of every column it
+    needs. Rows equal in the key are equal in all four fields, so nothing is lost. A span of
+    times too wide to pack (centuries between rows) falls back to the lexsort.
+    """
     t_ns, meter, channel, level = columns
-    return np.lexsort((level, channel, t_ns, meter))
+    if len(t_ns) < 2:
+        return columns
+    t0 = int(t_ns.min())
+    time_bits = (int(t_ns.max()) - t0).bit_length()
+    meter_bits = int(meter.max()).bit_length()
+    if time_bits + meter_bits + 2 > 63 or int(meter.min()) < 0:
+        order = np.lexsort((level, channel, t_ns, meter))
+        return _take(columns, order)
+    key = t_ns - t0
+    key <<= 2
+    key |= channel.astype(np.int64) << 1
+    key |= level
+    if meter_bits:
+        key |= meter.astype(np.int64) << (time_bits + 2)
+    key.sort(kind="stable")  # timsort: nearly free on runs already in order, or reversed
+    out_level = (key & 1).astype(np.int8)
+    out_channel = ((key >> 1) & 1).astype(np.int8)
+    out_meter = (
+        (key >> (time_bits + 2)).astype(np.int32)
+        if meter_bits
+        else np.zeros(len(key), np.int32)
+    )
+    key >>= 2
+    if meter_bits:
+        key &= (1 << time_bits) - 1
+    key += t0
+    return key, out_meter, out_channel, out_level
 
 
 def _take(columns: Columns, index: npt.NDArray[np.intp] | slice) -> Columns:
@@ -209,15 +241,14 @@ class RunSorter:
             if self._buffered == self.run_rows:
                 self._spill()
 
-    def _filled(self) -> tuple[Columns, npt.NDArray[np.intp]]:
-        """Return the buffered rows and their sorted order."""
+    def _filled(self) -> Columns:
+        """Return the buffered rows, sorted."""
         assert self._buffer is not None
-        columns = _take(self._buffer, slice(0, self._buffered))
-        return columns, _order(columns)
+        return _sorted(_take(self._buffer, slice(0, self._buffered)))
 
     def _spill(self) -> None:
         """Sort the buffered rows and write them to a run file of their own."""
-        columns, order = self._filled()
+        columns = self._filled()
         try:
             if self._directory is None:
                 self._directory = tempfile.TemporaryDirectory(
@@ -225,8 +256,8 @@ class RunSorter:
                 )
             path = os.path.join(self._directory.name, f"run{len(self.runs):05d}.bin")
             with open(path, "wb") as handle:
-                for column in columns:  # one column gathered at a time: less memory
-                    column[order].tofile(handle)
+                for column in columns:
+                    column.tofile(handle)
         except OSError as exc:
             where = self._directory.name if self._directory else self.spill_dir
             raise SourceError(
@@ -234,16 +265,17 @@ class RunSorter:
                 f"{where or tempfile.gettempdir()}: {exc.strerror or exc} "
                 "(TMPDIR chooses the directory)"
             ) from None
-        self.runs.append(_Run(path, len(order)))
+        self.runs.append(_Run(path, len(columns[0])))
         self._buffered = 0
 
     def chunks(self) -> Iterator[Chunk]:
         """Yield every row taken, sorted, in chunks of at most :data:`FEED_ROWS` rows."""
         if not self.runs:
             if self._buffered:  # all rows fitted in one run: no file needed
-                columns, order = self._filled()
-                for lo in range(0, len(order), FEED_ROWS):
-                    yield _chunk(_take(columns, order[lo : lo + FEED_ROWS]))
+                columns = self._filled()
+                self._buffer = None
+                for lo in range(0, len(columns[0]), FEED_ROWS):
+                    yield _chunk(_take(columns, slice(lo, lo + FEED_ROWS)))
             self._buffer = None
             return
         if self._buffered:
@@ -271,7 +303,7 @@ class RunSorter:
                     np.concatenate([p[2] for p in pieces]),
                     np.concatenate([p[3] for p in pieces]),
                 )
-                merged = _take(columns, _order(columns))
+                merged = _sorted(columns)
             for lo in range(0, len(merged[0]), FEED_ROWS):
                 yield _chunk(_take(merged, slice(lo, lo + FEED_ROWS)))
             for run in waiting:
