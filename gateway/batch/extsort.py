@@ -62,7 +62,7 @@ def _chunk(columns: Columns) -> Chunk:
     return Chunk(*columns)
 
 
-def _sorted(columns: Columns) -> Columns:
+def sort_columns(columns: Columns) -> Columns:
     """Return the rows sorted by (meter, time, channel, level).
 
     Usually as one packed int64 key (meter, time since the earliest row, channel, level), sorted
@@ -194,6 +194,7 @@ class RunSorter:
 
     spill_dir: str | None = None  # where the temporary directory goes; None: $TMPDIR or /tmp
     run_rows: int = field(default_factory=lambda: SORT_RUN_ROWS)
+    merge_rows: int = field(default_factory=lambda: MERGE_ROWS)
     runs: list[_Run] = field(default_factory=list)
     _buffer: Columns | None = None  # run_rows rows, allocated on first use
     _buffered: int = 0
@@ -244,7 +245,7 @@ class RunSorter:
     def _filled(self) -> Columns:
         """Return the buffered rows, sorted."""
         assert self._buffer is not None
-        return _sorted(_take(self._buffer, slice(0, self._buffered)))
+        return sort_columns(_take(self._buffer, slice(0, self._buffered)))
 
     def _spill(self) -> None:
         """Sort the buffered rows and write them to a run file of their own."""
@@ -284,7 +285,7 @@ class RunSorter:
         yield from self._merge()
 
     def _merge(self) -> Iterator[Chunk]:
-        block_rows = max(MIN_BLOCK_ROWS, MERGE_ROWS // len(self.runs))
+        block_rows = max(MIN_BLOCK_ROWS, self.merge_rows // len(self.runs))
         for run in self.runs:
             run.load(block_rows)
         while True:
@@ -303,7 +304,7 @@ class RunSorter:
                     np.concatenate([p[2] for p in pieces]),
                     np.concatenate([p[3] for p in pieces]),
                 )
-                merged = _sorted(columns)
+                merged = sort_columns(columns)
             for lo in range(0, len(merged[0]), FEED_ROWS):
                 yield _chunk(_take(merged, slice(lo, lo + FEED_ROWS)))
             for run in waiting:

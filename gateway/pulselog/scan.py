@@ -88,6 +88,7 @@ class LogScanner:
     meters: list[str] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
     rows: int = 0
+    chunk_bytes: int = field(default_factory=lambda: CHUNK_BYTES)  # read at a time
     _meter_index: dict[str, int] = field(default_factory=dict)
 
     def meter_id(self, name: str) -> int:
@@ -122,7 +123,7 @@ class LogScanner:
         header_seen = False
         rest = b""
         while True:
-            block = stream.read(CHUNK_BYTES)
+            block = stream.read(self.chunk_bytes)
             data = rest + block
             if not block:
                 if isinstance(stream, GzipStream) and stream.truncated:

@@ -1,6 +1,6 @@
 """The fast paths of replay give exactly what the general ones give.
 
-- The packed-key sorts (:func:`gateway.batch.extsort._sorted`, :func:`order_rows`) against
+- The packed-key sorts (:func:`gateway.batch.extsort.sort_columns`, :func:`order_rows`) against
   ``np.lexsort`` on the same rows, times far apart (the lexsort fallback) included.
 - Hygiene's clean-block path against edge-by-edge ``push`` on mostly clean input: alternating
   levels well apart, with now and then a duplicate, a glitch or a missed edge, cut into blocks.
@@ -13,7 +13,7 @@ from core_helpers import MS, NS, T0, counted, hygiene_block
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.batch.extsort import _sorted
+from gateway.batch.extsort import sort_columns
 from gateway.core.hygiene import ChannelHygiene, merge
 from gateway.pulselog.scan import order_rows
 
@@ -37,7 +37,7 @@ def test_the_packed_sort_orders_rows_as_lexsort_does(rows: list[tuple[int, int, 
     channel = np.array([r[2] for r in rows], np.int8)
     level = np.array([r[3] for r in rows], np.int8)
     order = np.lexsort((level, channel, t, meter))
-    got = _sorted((t, meter, channel, level))
+    got = sort_columns((t, meter, channel, level))
     for column, want in zip(got, (t, meter, channel, level), strict=True):
         assert column.tolist() == want[order].tolist()
         assert column.dtype == want.dtype
