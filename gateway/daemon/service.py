@@ -38,7 +38,7 @@ from gateway.sinks.payloads import event_payload, state_payload
 from gateway.sinks.readback import StoredMeter
 from gateway.sinks.store import MeterBatch, Store
 from gateway.sources import Source
-from gateway.timefmt import NS_PER_US, format_iso
+from gateway.timefmt import NS_PER_S, NS_PER_US, format_iso
 from meter_model import MeterConfig
 from meter_model.units import lcd_kwh, round_kw
 
@@ -54,6 +54,18 @@ def signal_names(numbers: Sequence[int]) -> list[str]:
 
 POLL_INTERVAL_S = 0.1
 WATCHDOG_PING_NS = 1_000_000_000
+
+
+def format_behind(behind_ns: int, asked_ns: int) -> str:
+    """Return what a reading line adds for a paced source that cannot keep up ('' on pace)."""
+    if behind_ns <= 0 or asked_ns <= 0:
+        return ""
+    seconds = behind_ns // NS_PER_S
+    days, rest = divmod(seconds, 86_400)
+    span = f"{days} d " if days else ""
+    span += f"{rest // 3600:02d}:{rest // 60 % 60:02d}:{rest % 60:02d}"
+    reached = (asked_ns - behind_ns) / asked_ns
+    return f"; running behind its speed by {span} of source time (at {reached:.1%} of it)"
 
 
 def format_reading(reading: Reading) -> str:
@@ -108,6 +120,7 @@ class MeterRuntime:
     finished: bool = False
     last_sub_end_us: int | None = None
     holding: bool = False  # the published total is held above the register
+    behind: tuple[int, int] = (0, 0)  # the last poll's (behind_ns, asked_ns): see Poll
 
     def batch(self) -> MeterBatch:
         """Return everything not yet committed (see :class:`Checkpoint`)."""
@@ -265,7 +278,8 @@ class Service:
                     signals.reopen.clear()
                     now_by_meter = {m.settings.name: m.now_ns for m in self.meters}
                     self._capturing(partial(Capture.reopen, now_by_meter=now_by_meter))
-                signals.wait(POLL_INTERVAL_S)
+                # A paced source behind its speed polls again at once: the CPU is the limit.
+                signals.wait(0 if any(m.behind[0] for m in self.meters) else POLL_INTERVAL_S)
             logger.info("stopping on %s", ", ".join(signal_names(signals.received)) or "request")
         finally:
             status = self.shutdown()
@@ -464,6 +478,7 @@ class Service:
             runtime.checkpoint.add_intervals(core.advance(poll.now_ns))
             runtime.checkpoint.collect(core)
             runtime.now_ns = poll.now_ns
+            runtime.behind = (poll.behind_ns, poll.asked_ns)
             if poll.finished and not runtime.finished:
                 runtime.finished = True
                 # The end of the log confirms its last edge and ends its last interval, exactly
@@ -524,7 +539,8 @@ class Service:
     def report(self) -> None:
         """Print each meter's reading line (and, while it fails, that the database does)."""
         for runtime in self.meters:
-            print(format_reading(runtime.core.reading(runtime.now_ns)), file=self.out, flush=True)
+            line = format_reading(runtime.core.reading(runtime.now_ns))
+            print(line + format_behind(*runtime.behind), file=self.out, flush=True)
         if self.storage_error is not None:
             print(f"not committed: {self.storage_error}; counting in memory", file=self.out)
         self._observe()

@@ -203,9 +203,8 @@ class ReplaySource(Source):
     def poll(self, mono_ns: int) -> Poll:
         if self._mono0_ns is None:
             self._mono0_ns = mono_ns
-        self._now_ns = min(
-            self._stop_ns, self._start_ns + int((mono_ns - self._mono0_ns) * self.speed)
-        )
+        asked_ns = min(self._stop_ns, self._start_ns + int((mono_ns - self._mono0_ns) * self.speed))
+        self._now_ns = asked_ns
         parts: list[Rows] = []
         budget = MAX_EDGES_PER_POLL
         while budget and self._peek():
@@ -233,4 +232,10 @@ class ReplaySource(Source):
             for t_part, c_part, lv_part in parts
             for t, c, lv in zip(t_part.tolist(), c_part.tolist(), lv_part.tolist(), strict=True)
         ]
-        return Poll(edges, self._now_ns, self.finished)
+        return Poll(
+            edges,
+            self._now_ns,
+            self.finished,
+            behind_ns=asked_ns - self._now_ns,
+            asked_ns=asked_ns - self._start_ns,
+        )
