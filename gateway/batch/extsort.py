@@ -7,8 +7,10 @@ rows come out in time order, each channel's by (time, level), which is what
 input is cut into chunks: tests/unit/test_core_parity.py). Rows equal in all four fields are
 indistinguishable, so the output is the very sequence a sort of the whole log gives.
 
-- Rows are gathered into runs of at most :data:`SORT_RUN_ROWS`, each sorted with ``np.lexsort``.
-  When every row fits in one run nothing is written: the run is sorted and handed out in memory.
+- Rows are gathered into runs of at most :data:`SORT_RUN_ROWS`, each sorted as one packed int64
+  key (:func:`sort_columns`) with numpy's stable sort, which is nearly free on rows already in
+  order or reversed. When every row fits in one run nothing is written: the run is sorted and
+  handed out in memory.
 - Otherwise each sorted run goes to a file of its own as raw columns one after the other (time
   int64, meter int32, channel int8, level int8: 14 bytes a row) in a ``TemporaryDirectory``
   created in the system's temporary directory: ``$TMPDIR``, else ``/tmp`` (as sort(1) does).
@@ -20,8 +22,9 @@ indistinguishable, so the output is the very sequence a sort of the whole log gi
   run the bound came from, now empty, loads its next block. Blocks are read with plain reads, not
   a memory map, so the pages read do not stay in the process's resident set.
 
-Memory: about 32 bytes a row of a run while it is sorted and written (some 64 MB), and about
-36 bytes a row of :data:`MERGE_ROWS` while merging (some 36 MB).
+Memory: about 40 bytes a row of a run while it is sorted and written (some 80 MB at 2 million
+rows, chosen so replay stays near 130 MB on any log, room to spare on a 512 MB Pi), and about 36
+bytes a row of :data:`MERGE_ROWS` while merging (some 36 MB).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import numpy.typing as npt
 from gateway.errors import SourceError
 from gateway.pulselog.scan import Chunk
 
-SORT_RUN_ROWS = 2_000_000  # rows sorted in memory at once
+SORT_RUN_ROWS = 2_000_000  # rows sorted in memory at once: some 80 MB (see above)
 MERGE_ROWS = 1_000_000  # rows buffered across all runs while merging
 FEED_ROWS = 1 << 17  # rows per chunk handed out: about a chunk of the log as read
 MIN_BLOCK_ROWS = 4_096  # a run's block is never smaller, however many runs there are
