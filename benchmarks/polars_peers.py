@@ -34,7 +34,9 @@ def window(path: str) -> tuple[int, int]:
 
 
 def edges(path: str, variant: str) -> pl.LazyFrame:
-    rows = pl.scan_csv(path, comment_prefix="#", schema_overrides={"time": pl.String, "channel": pl.String})
+    rows = pl.scan_csv(
+        path, comment_prefix="#", schema_overrides={"time": pl.String, "channel": pl.String}
+    )
     rows = rows.filter(pl.col("channel") == "10")
     if variant == "unique":
         rows = rows.unique()
@@ -67,9 +69,9 @@ def intervals(path: str, variant: str) -> pl.DataFrame:
         pl.from_epoch(pl.col("start") + STEP_S).dt.strftime(iso).alias("end"),
         (pl.col("edges") * 5).alias("energy_wh"),
         "edges",
-        pl.format(
-            "{}.{}", centi_kw // 100, (centi_kw % 100).cast(pl.String).str.zfill(2)
-        ).alias("demand_kw"),
+        pl.format("{}.{}", centi_kw // 100, (centi_kw % 100).cast(pl.String).str.zfill(2)).alias(
+            "demand_kw"
+        ),
         pl.when((pl.col("start") < start_s) | (pl.col("start") + STEP_S > end_s))
         .then(pl.lit("partial"))
         .otherwise(pl.lit("complete"))
