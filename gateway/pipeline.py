@@ -70,6 +70,7 @@ class MeterPipeline:
         self._source: Source | None = None
         self.now_ns = 0  # the meter's time: the last poll's (set in _at alone)
         self.finished = False
+        self.behind = (0, 0)  # the last poll's (behind_ns, asked_ns): see Poll
         self.last_sub_end_us: int | None = None  # the sub-interval the last state was for
 
     @property
@@ -147,6 +148,7 @@ class MeterPipeline:
         checkpoint.add_intervals(core.advance(poll.now_ns))
         checkpoint.collect(core)
         self._at(poll.now_ns)
+        self.behind = (poll.behind_ns, poll.asked_ns)
         if poll.finished and not self.finished:
             self.finished = True
             # The end of the log confirms its last edge and ends its last interval, exactly

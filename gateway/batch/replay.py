@@ -387,8 +387,9 @@ def _replay(
 
         for chunk in prefetch(scanner.chunks(report)):
             # Map this file's meter indices to global ones.
-            local_to_global = np.array([_index(names, m) for m in scanner.meters], np.int32)
-            chunk.meter = local_to_global[chunk.meter]
+            local_to_global = [_index(names, m) for m in scanner.meters]
+            if local_to_global != list(range(len(local_to_global))):
+                chunk.meter = np.array(local_to_global, np.int32)[chunk.meter]
             rows += len(chunk.t_ns)
             _row_ranges(names, chunk, seen)
             if sorter is not None:

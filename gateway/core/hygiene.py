@@ -115,6 +115,14 @@ class ChannelHygiene:
         """Count confirmed edges, inferring one missed edge before each repeated level."""
         if len(t_ns) == 0:
             return Cleaned()
+        if (self.level is None or int(levels[0]) != self.level) and not np.any(
+            levels[1:] == levels[:-1]
+        ):
+            # Levels alternate (the usual case): nothing to infer, no full-length temporaries.
+            self.level = int(levels[-1])
+            self.last_t_ns = int(t_ns[-1])
+            self.confirmed += len(t_ns)
+            return Cleaned(t_ns, np.zeros(len(t_ns), np.bool_), t_ns)
         prev_level = np.empty(len(levels), np.int16)
         prev_level[1:] = levels[:-1]
         prev_level[0] = -1 if self.level is None else self.level
@@ -179,6 +187,9 @@ class ChannelHygiene:
             return Cleaned()
         t = np.asarray(t_ns, np.int64)
         lv = np.asarray(levels, np.int8)
+        clean = self._push_clean(t, lv)
+        if clean is not None:
+            return clean
         # 1. duplicates, against the previous edge (carried from the last block too)
         dup = np.zeros(len(t), np.bool_)
         dup[1:] = (t[1:] == t[:-1]) & (lv[1:] == lv[:-1])
@@ -219,6 +230,30 @@ class ChannelHygiene:
         out.glitch_t_ns = glitch_t
         out.duplicates = n_dup
         return out
+
+    def _push_clean(self, t: I64, lv: npt.NDArray[np.int8]) -> Cleaned | None:
+        """Take a block with no duplicate and no glitch, as push_block would; else None.
+
+        A clean block (every gap, from the pending edge on, at least the glitch width and not
+        zero) keeps every edge: the pending one and all but the newest are confirmed, the newest
+        becomes pending. Checking that costs one subtraction; the general path builds a dozen
+        full-length temporaries.
+        """
+        first = (int(t[0]), int(lv[0]))
+        if first == self.last_raw:
+            return None
+        if self.pending_t_ns is not None and first[0] - self.pending_t_ns < self.glitch_ns:
+            return None
+        if len(t) > 1 and int((t[1:] - t[:-1]).min()) < max(self.glitch_ns, 1):
+            return None
+        self.last_raw = (int(t[-1]), int(lv[-1]))
+        if self.pending_t_ns is not None:
+            confirm_t = np.concatenate([np.array([self.pending_t_ns], np.int64), t[:-1]])
+            confirm_lv = np.concatenate([np.array([self.pending_level], np.int8), lv[:-1]])
+        else:
+            confirm_t, confirm_lv = t[:-1], lv[:-1]
+        self.pending_t_ns, self.pending_level = self.last_raw
+        return self._confirm(confirm_t, confirm_lv)
 
 
 def skip_seen(last: tuple[int, int] | None, t_ns: I64, levels: I8) -> tuple[I64, I8, int]:

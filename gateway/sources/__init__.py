@@ -138,6 +138,11 @@ class Poll:
     finished: bool = False  # a replay that reached the end of its log
     events: Sequence[Event] = ()  # what the source itself noticed (a serial link lost, ...)
     gaps: Sequence[Gap] = ()  # time nothing was watched
+    # A paced source (replay, simulate) that cannot keep up: how far its clock is behind the
+    # time its speed asks for, and how much source time that speed has asked for since it
+    # started (0: on pace).
+    behind_ns: int = 0
+    asked_ns: int = 0
 
 
 class Checker(Protocol):

@@ -4,21 +4,29 @@ Reading the log is :mod:`gateway.pulselog.scan`'s job; this module only paces it
 keeps reading in ``can/io`` and pacing in ``can/io/player.py``). After a restart it skips every edge
 the database says was already seen (per channel, at or before the last stored edge) and continues
 the replay clock where it stopped, so a log is counted exactly once whatever happens.
+
+Memory stays bounded whatever the log's size: :meth:`ReplaySource.open` reads the log once,
+keeping only its window and whether the meter's rows come in order; the rows are then read
+again chunk by chunk as the replay clock reaches them. Rows out of order go through the
+external sort replay uses (:mod:`gateway.batch.extsort`, with smaller runs), whose temporary
+files last as long as the source is open.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
+from gateway.batch.extsort import RunSorter, sort_columns
 from gateway.config import check_readable
 from gateway.core.edge import CHANNEL_1K, CHANNEL_10, Edge
-from gateway.core.hygiene import skip_seen
 from gateway.errors import ConfigError, SourceError
-from gateway.pulselog.scan import LogScanner, order_rows
+from gateway.pulselog.scan import Chunk, LogScanner
 from gateway.sources import SPEED_RANGE, Poll, Source, SourceContext, SourceSettings, SourceStart
 from gateway.timefmt import parse_time_ns
 
@@ -30,6 +38,17 @@ __all__ = ["ReplaySettings", "ReplaySource"]
 logger = logging.getLogger(__name__)
 
 MAX_EDGES_PER_POLL = 20_000
+# The log is read in chunks of this many bytes; an out-of-order log is sorted in runs of this
+# many rows (some 8 MB while a run is sorted) and merged holding this many: the source adds
+# some 20 MB to the daemon whatever the log's size.
+LIVE_CHUNK_BYTES = 1 << 20
+LIVE_RUN_ROWS = 1 << 18
+LIVE_MERGE_ROWS = 1 << 18
+
+I64 = npt.NDArray[np.int64]
+I8 = npt.NDArray[np.int8]
+Rows = tuple[I64, I8, I8]  # time, channel (0: `10`, 1: `1K`), level; by (time, channel, level)
+_EMPTY: Rows = (np.empty(0, np.int64), np.empty(0, np.int8), np.empty(0, np.int8))
 
 
 @dataclass(frozen=True)
@@ -94,43 +113,90 @@ class ReplaySource(Source):
         self.resume = resume or {}
         self._skipped = 0
         self._state = state
-        self._t = np.empty(0, np.int64)
-        self._channel = np.empty(0, np.int8)
-        self._level = np.empty(0, np.int8)
+        self._stream: Iterator[Rows] | None = None  # the rows not yet at hand, block by block
+        self._sorter: RunSorter | None = None
+        self._rows: Rows = _EMPTY  # the block at hand, and the next row of it to hand over
         self._position = 0
         self._start_ns = 0
         self._mono0_ns: int | None = None
         self._now_ns = 0
         self._stop_ns = 0
 
-    def open(self) -> None:
-        scanner = LogScanner(self.path)
-        parts = []
-        for chunk in scanner.chunks():
-            ids = [i for i, name in enumerate(scanner.meters) if name == self.meter]
-            if not ids:
-                continue
-            rows = chunk.meter == ids[0]
-            parts.append((chunk.t_ns[rows], chunk.channel[rows], chunk.level[rows]))
-        if not parts:
-            raise SourceError(f"{self.path}: no rows for meter {self.meter!r}")
-        t = np.concatenate([p[0] for p in parts])
-        channel = np.concatenate([p[1] for p in parts])
-        level = np.concatenate([p[2] for p in parts])
-        first_row, last_row = int(t.min()), int(t.max())
-        blocks = []
+    def _meter_rows(self, scanner: LogScanner, chunk: Chunk) -> Rows | None:
+        """Return the chunk's rows of this meter, sorted by (time, channel, level)."""
+        ids = [i for i, name in enumerate(scanner.meters) if name == self.meter]
+        if not ids:
+            return None
+        mine = chunk.meter == ids[0]
+        if mine.all():
+            t, channel, level = chunk.t_ns, chunk.channel, chunk.level
+        elif mine.any():
+            t, channel, level = chunk.t_ns[mine], chunk.channel[mine], chunk.level[mine]
+        else:
+            return None
+        # One meter: sorted on a packed key, nearly free when the rows are already in order.
+        t, _, channel, level = sort_columns((t, np.zeros(len(t), np.int32), channel, level))
+        return t, channel, level
+
+    def _seen(self, rows: Rows) -> npt.NDArray[np.bool_] | None:
+        """Mark the rows at or before each channel's last edge already counted (None: none)."""
+        t, channel, level = rows
+        seen: npt.NDArray[np.bool_] | None = None
         for code, name in ((0, CHANNEL_10), (1, CHANNEL_1K)):
-            on = channel == code
-            block_t, block_lv = order_rows(t[on], level[on])
-            block_t, block_lv, skipped = skip_seen(self.resume.get(name), block_t, block_lv)
-            self._skipped += skipped
-            blocks.append((block_t, np.full(len(block_t), code, np.int8), block_lv))
-        t = np.concatenate([b[0] for b in blocks])
-        # Merge the two sorted channels by time, `10` first at equal times (as the meter does).
-        order = np.argsort(t, kind="stable")
-        self._t = t[order]
-        self._channel = np.concatenate([b[1] for b in blocks])[order]
-        self._level = np.concatenate([b[2] for b in blocks])[order]
+            last = self.resume.get(name)
+            if last is not None:
+                mask = (channel == code) & ((t < last[0]) | ((t == last[0]) & (level <= last[1])))
+                seen = mask if seen is None else seen | mask
+        return seen if seen is not None and seen.any() else None
+
+    def _unseen(self, rows: Rows) -> Rows:
+        """Drop the rows at or before each channel's last edge already counted."""
+        seen = self._seen(rows)
+        if seen is None:
+            return rows
+        keep = ~seen
+        return rows[0][keep], rows[1][keep], rows[2][keep]
+
+    def _log_rows(self) -> Iterator[Rows]:
+        """The meter's unseen rows, chunk by chunk, as the log holds them (each chunk sorted)."""
+        scanner = LogScanner(self.path, chunk_bytes=LIVE_CHUNK_BYTES)
+        for chunk in scanner.chunks():
+            rows = self._meter_rows(scanner, chunk)
+            if rows is not None:
+                yield self._unseen(rows)
+
+    def open(self) -> None:
+        # One pass that keeps nothing but the window, the count and whether rows are in order.
+        scanner = LogScanner(self.path, chunk_bytes=LIVE_CHUNK_BYTES)
+        first_row: int | None = None
+        last_row = 0
+        rows_total = 0
+        in_order = True
+        last_key = (-1, -1, -1)
+        for chunk in scanner.chunks():
+            rows = self._meter_rows(scanner, chunk)
+            if rows is None or not len(rows[0]):
+                continue
+            t, channel, level = rows
+            rows_total += len(t)
+            seen = self._seen(rows)
+            self._skipped += 0 if seen is None else int(seen.sum())
+            first_row = int(t[0]) if first_row is None else min(first_row, int(t[0]))
+            last_row = max(last_row, int(t[-1]))
+            if (int(t[0]), int(channel[0]), int(level[0])) < last_key:
+                in_order = False
+            last_key = max(last_key, (int(t[-1]), int(channel[-1]), int(level[-1])))
+        if first_row is None:
+            raise SourceError(f"{self.path}: no rows for meter {self.meter!r}")
+        if in_order:
+            self._stream = self._log_rows()
+        else:
+            self._sorter = RunSorter(run_rows=LIVE_RUN_ROWS, merge_rows=LIVE_MERGE_ROWS)
+            for t, channel, level in self._log_rows():
+                self._sorter.add(Chunk(t, np.zeros(len(t), np.int32), channel, level))
+            self._stream = (
+                (chunk.t_ns, chunk.channel, chunk.level) for chunk in self._sorter.chunks()
+            )
         # The replay clock runs from where the log says observation started (its ``start=``
         # metadata, else its first row) to where it ended (``end=``, else its last row), and
         # then holds still: the service finishes the meter there, as `replay` does (SPEC 3).
@@ -141,21 +207,43 @@ class ReplaySource(Source):
         self._now_ns = self._start_ns
         end = parse_time_ns(scanner.metadata["end"]) if "end" in scanner.metadata else last_row
         self._stop_ns = max(end, last_row)
+        self._peek()
         logger.info(
-            "replaying %s for %s at %gx: %d edges to go, %d already counted",
+            "replaying %s for %s at %gx%s: %d edges to go, %d already counted",
             self.path,
             self.meter,
             self.speed,
-            len(self._t),
+            "" if in_order else " (sorted: its rows are out of order)",
+            rows_total - self._skipped,
             self._skipped,
         )
 
+    def _peek(self) -> bool:
+        """Make sure a row is at hand; return False once the log has no more."""
+        while self._position >= len(self._rows[0]):
+            if self._stream is None:
+                return False
+            block = next(self._stream, None)
+            if block is None:
+                self._stream = None
+                self._rows = _EMPTY
+                self._position = 0
+                return False
+            self._rows = block
+            self._position = 0
+        return True
+
     def close(self) -> None:
         self.closed = True
+        self._stream = None
+        self._rows = _EMPTY
+        if self._sorter is not None:
+            self._sorter.close()  # its temporary files go
+            self._sorter = None
 
     @property
     def finished(self) -> bool:
-        return self._position >= len(self._t) and self._now_ns >= self._stop_ns
+        return not self._peek() and self._now_ns >= self._stop_ns
 
     @property
     def skipped(self) -> int:
@@ -168,22 +256,39 @@ class ReplaySource(Source):
         self.check_open()
         if self._mono0_ns is None:
             self._mono0_ns = mono_ns
-        self._now_ns = min(
-            self._stop_ns, self._start_ns + int((mono_ns - self._mono0_ns) * self.speed)
-        )
-        stop = int(np.searchsorted(self._t, self._now_ns, "right"))
-        if stop - self._position > MAX_EDGES_PER_POLL:
+        asked_ns = min(self._stop_ns, self._start_ns + int((mono_ns - self._mono0_ns) * self.speed))
+        self._now_ns = asked_ns
+        parts: list[Rows] = []
+        budget = MAX_EDGES_PER_POLL
+        while budget and self._peek():
+            t, channel, level = self._rows
+            stop = int(np.searchsorted(t, self._now_ns, "right"))
+            stop = min(max(stop, self._position), self._position + budget)
+            if stop == self._position:
+                break
+            parts.append(
+                (
+                    t[self._position : stop],
+                    channel[self._position : stop],
+                    level[self._position : stop],
+                )
+            )
+            budget -= stop - self._position
+            self._position = stop
+            if stop < len(t):
+                break
+        if not budget and self._peek() and int(self._rows[0][self._position]) <= self._now_ns:
             # Far behind (a high speed): hand over a bounded batch and hold the clock there.
-            stop = self._position + MAX_EDGES_PER_POLL
-            self._now_ns = int(self._t[stop - 1])
+            self._now_ns = int(parts[-1][0][-1])
         edges = [
             Edge(t, self.meter, CHANNEL_1K if c else CHANNEL_10, lv)
-            for t, c, lv in zip(
-                self._t[self._position : stop].tolist(),
-                self._channel[self._position : stop].tolist(),
-                self._level[self._position : stop].tolist(),
-                strict=True,
-            )
+            for t_part, c_part, lv_part in parts
+            for t, c, lv in zip(t_part.tolist(), c_part.tolist(), lv_part.tolist(), strict=True)
         ]
-        self._position = max(self._position, stop)
-        return Poll(edges, self._now_ns, self.finished)
+        return Poll(
+            edges,
+            self._now_ns,
+            self.finished,
+            behind_ns=asked_ns - self._now_ns,
+            asked_ns=asked_ns - self._start_ns,
+        )

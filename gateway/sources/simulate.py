@@ -191,7 +191,8 @@ class SimulateSource(Source):
         assert self._segments is not None, "open() first"
         # At most MAX_STEP_US of simulated time per poll: a fast simulation falls behind its
         # pace rather than making one poll (and its memory) as large as the speed allows.
-        now_us = min(self.simulated_now_us(mono_ns), self.model.t_us + MAX_STEP_US)
+        asked_us = self.simulated_now_us(mono_ns)
+        now_us = min(asked_us, self.model.t_us + MAX_STEP_US)
         made = []
         while self._next is not None and self._next[0] <= now_us:
             t_us, power_mw = self._next
@@ -199,4 +200,9 @@ class SimulateSource(Source):
             self._next = next(self._segments, None)
         made += self.model.advance(now_us)
         edges = [Edge(e.t_us * NS_PER_US, self.meter, e.channel, e.level) for e in made]
-        return Poll(edges, now_us * NS_PER_US)
+        return Poll(
+            edges,
+            now_us * NS_PER_US,
+            behind_ns=(asked_us - now_us) * NS_PER_US,
+            asked_ns=(asked_us - self._start_us) * NS_PER_US,
+        )
