@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from db_helpers import read_db
 from mqtt_helpers import wait_for
 from sqlalchemy import create_engine, text
 from test_durability import config_file, daemon, stop
@@ -203,16 +204,15 @@ def commits(wal: bytes) -> list[int]:
 
 
 def counted(db: Path) -> dict[str, int]:
-    """The edges stored per channel, read without ever checkpointing the log (read-only)."""
+    """The edges stored per channel, read from a copy (a running daemon holds its file alone;
+    the copy's log is checkpointed, never the file's own)."""
     if not db.exists():
         return {}
-    connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
     try:
-        return dict(connection.execute("select channel, edges from channel_counters").fetchall())
-    except sqlite3.OperationalError:
+        with read_db(db) as connection:
+            return dict(connection.execute("select channel, edges from channel_counters"))
+    except (sqlite3.Error, SinkError):
         return {}
-    finally:
-        connection.close()  # one left to the garbage collector checkpoints when it goes
 
 
 @pytest.fixture
