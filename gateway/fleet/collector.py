@@ -339,6 +339,9 @@ class Collector:
                 if time.monotonic() - last_report >= 60:
                     logger.info("%d messages stored so far", self.stored)
                     last_report = time.monotonic()
+            # What discovery and retained states said since the last round is kept too: a run
+            # shorter than one round would otherwise store no meter's model.
+            self._housekeeping(database, ingest)
         finally:
             self._stopping = True
             notifier.stopping()
