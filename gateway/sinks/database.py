@@ -134,7 +134,12 @@ class Database:
             check_server(self.engine)  # a missing PostgreSQL database: say how to create it
             if lock is not None:
                 self.lock(lock)
-            if self.engine.dialect.name == "sqlite":
+            # A file this process already has open (the daemon's, read by its web view) was
+            # checked when it was opened; reading it again through a new descriptor would drop
+            # the POSIX locks SQLite holds on it.
+            if self.engine.dialect.name == "sqlite" and not (
+                lock is None and holds_open(self.engine.url.database or "")
+            ):
                 self._check_file(locked=lock is not None)
             if upgrade:
                 upgrade_database(self.engine)

@@ -28,3 +28,15 @@ def read_db(db: Path) -> Iterator[sqlite3.Connection]:
     finally:
         connection.close()
         shutil.rmtree(os.path.dirname(copy), ignore_errors=True)
+
+
+@contextmanager
+def sqlite_file(path: str | Path) -> Iterator[sqlite3.Connection]:
+    """Open an SQLite file, commit (or roll back) and CLOSE it: a connection left to the garbage
+    collector keeps the file open in shared mode, and the gateway refuses such a file."""
+    connection = sqlite3.connect(path)
+    try:
+        with connection:
+            yield connection
+    finally:
+        connection.close()

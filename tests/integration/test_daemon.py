@@ -13,7 +13,7 @@ import time
 from contextlib import closing
 from pathlib import Path
 
-from db_helpers import read_db
+from db_helpers import read_db, sqlite_file
 from mqtt_helpers import wait_for
 
 from gateway.config import Config, GatewaySettings, MqttSettings, meter_settings
@@ -210,9 +210,8 @@ def test_a_clock_step_neither_loses_nor_duplicates_energy(tmp_path) -> None:
         assert core.inferred_edges == 0 and core.glitches == 0
         service.commit()
         service.database.close()
-        import sqlite3
 
-        with sqlite3.connect(tmp_path / "g.db") as conn:
+        with sqlite_file(tmp_path / "g.db") as conn:
             kinds = [row[0] for row in conn.execute("select kind from events")]
             partial = conn.execute(
                 "select count(*) from intervals where quality != 'complete'"

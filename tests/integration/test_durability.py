@@ -15,7 +15,6 @@ import random
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from db_helpers import sqlite_file
 from mqtt_helpers import Broker, Subscriber, wait_for
 from test_exactly_once import SIX_HOURS, T0, check_consistent, counters, make_log
 
@@ -182,7 +182,7 @@ def test_a_power_cut_never_makes_the_published_total_go_backwards(
         assert min(after) >= held, f"published {min(after)} Wh after {held} Wh was retained"
         assert after == sorted(after)
         # And the image resumes consistently: counters, intervals and outbox agree.
-        with sqlite3.connect(restored / "gateway.db") as conn:
+        with sqlite_file(restored / "gateway.db") as conn:
             register = conn.execute("select register_wh from meter_state").fetchone()[0]
         assert register >= held
     finally:
@@ -355,7 +355,7 @@ def test_a_failing_database_keeps_the_counting_and_the_watchdog_going(
     assert not runtime.checkpoint.intervals and not runtime.checkpoint.subintervals
     assert service.shutdown() == 0
     listener.close()
-    with sqlite3.connect(small_disk / "gateway.db") as conn:
+    with sqlite_file(small_disk / "gateway.db") as conn:
         details = [row[0] for row in conn.execute("select detail from events where kind='storage'")]
         register = conn.execute("select register_wh from meter_state").fetchone()[0]
         subs = conn.execute("select start_ns from demand_subintervals order by start_ns").fetchall()
@@ -402,7 +402,7 @@ def test_a_full_disk_with_capture_on_keeps_counting_and_recovers_exactly(
     assert status == 0, err
     assert "Traceback" not in err
     check_consistent(db, expected)
-    with sqlite3.connect(db) as conn:
+    with sqlite_file(db) as conn:
         kinds = {row[0] for row in conn.execute("select kind from events")}
     assert {"capture", "storage"} <= kinds
 

@@ -6,6 +6,7 @@ import json
 import time
 
 import pytest
+from db_helpers import sqlite_file
 from sqlalchemy import inspect, text
 
 from gateway.fleet.database import FleetDatabase, downgrade_fleet, fleet_head, fleet_revision
@@ -181,15 +182,14 @@ def test_the_wheel_carries_the_fleet_migrations(tmp_path) -> None:
 
 
 def test_a_fleet_database_from_a_newer_version_is_refused_untouched(tmp_path, cli) -> None:
-    import sqlite3
 
     path = tmp_path / "fleet.db"
     FleetDatabase(f"sqlite:///{path}").close()
-    with sqlite3.connect(path) as con:
+    with sqlite_file(path) as con:
         con.execute(f"UPDATE {VERSION_TABLE} SET version_num = 'f9999'")
 
     def dump() -> list[str]:
-        with sqlite3.connect(path) as con:
+        with sqlite_file(path) as con:
             return list(con.iterdump())
 
     before = dump()

@@ -6,12 +6,12 @@ import csv
 import hashlib
 import io
 import json
-import sqlite3
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from db_helpers import sqlite_file
 from gpiozero.pins.mock import MockFactory
 
 from gateway.config import (
@@ -60,7 +60,7 @@ def test_a_daemon_down_across_a_read_gives_both_periods_their_share(tmp_path: Pa
     # Up at 23:00Z on 30 November, down from about 23:00:00 until 01:00Z on 1 December.
     _run_once(tmp_path, "2026-11-30T23:00:00Z")
     _run_once(tmp_path, "2026-12-01T01:00:00Z")
-    with sqlite3.connect(tmp_path / "g.db") as conn:
+    with sqlite_file(tmp_path / "g.db") as conn:
         (period, quality, gap_s) = conn.execute(
             "select period, quality, gap_s from meter_reads"
         ).fetchone()
@@ -178,7 +178,7 @@ def test_a_gap_across_a_read_instant_is_split_by_replay(cli, tmp_path) -> None:
     url = f"sqlite:///{tmp_path / 'g.db'}"
     result = cli("replay", str(a), str(b), "--db", url)
     assert result.returncode == 0, result.stderr
-    with sqlite3.connect(tmp_path / "g.db") as conn:
+    with sqlite_file(tmp_path / "g.db") as conn:
         (core,) = conn.execute("select core from meter_state").fetchone()
     november = _november(cli, url)
     # 24 days before a.log began, and 22:00Z to midnight.
@@ -311,7 +311,7 @@ def test_a_changed_time_zone_invents_no_read_in_the_past(cli, tmp_path) -> None:
     assert cli("replay", str(first), "--db", url).returncode == 0  # read on UTC (TZ)
     result = cli("replay", str(second), "--db", url, "--config", str(config))
     assert result.returncode == 0, result.stderr
-    with sqlite3.connect(db) as conn:
+    with sqlite_file(db) as conn:
         reads = conn.execute("select period from meter_reads").fetchall()
         events = conn.execute("select detail from events where kind = 'schedule'").fetchall()
         resets = conn.execute("select count(*) from demand_peaks where reset_ns is not null")
@@ -354,7 +354,7 @@ def test_replay_db_memory_follows_the_rows_not_the_span(tmp_path) -> None:
 
     result = run("replay", str(log), "--db", url)
     assert result.returncode == 0, result.stderr[-2000:]
-    with sqlite3.connect(db) as conn:
+    with sqlite_file(db) as conn:
         (rows,) = conn.execute("select count(*) from intervals").fetchone()
         outboxed = "select count(*) from mqtt_outbox where kind = 'interval'"
         (outbox,) = conn.execute(outboxed).fetchone()

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from db_helpers import read_db
+from db_helpers import read_db, sqlite_file
 from mqtt_helpers import wait_for
 from sqlalchemy import create_engine, text
 from test_durability import config_file, daemon, stop
@@ -184,7 +184,7 @@ def test_sqlite_files_are_not_locked_twice_by_one_process(tmp_path: Path) -> Non
             Database(f"sqlite:///{db}", lock="run")
     finally:
         first.close()
-    with sqlite3.connect(db) as connection:  # still a sound database
+    with sqlite_file(db) as connection:  # still a sound database
         assert connection.execute("pragma quick_check").fetchone() == ("ok",)
 
 

@@ -8,7 +8,6 @@ the outbox unreadable. Dropping the trigger, renaming the table back, is the rep
 from __future__ import annotations
 
 import logging
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -26,9 +25,10 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 T0 = 1_764_057_600 * 10**9
 
 
-def sql(db: Path, statement: str) -> None:
-    with sqlite3.connect(db) as conn:
-        conn.execute(statement)
+def sql(database: Database, statement: str) -> None:
+    """Change the database through the test's own engine: it holds the file alone."""
+    with database.engine.begin() as connection:
+        connection.exec_driver_sql(statement)
 
 
 def lines(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
@@ -56,7 +56,7 @@ def test_outbox_failures_are_said_once_and_once_when_they_clear(
         outbox,
     )
     sql(
-        db,
+        database,
         "create trigger failing before delete on mqtt_outbox begin select raise(abort, 'I/O error'); end",
     )
     publisher.start()
@@ -68,19 +68,19 @@ def test_outbox_failures_are_said_once_and_once_when_they_clear(
             publisher.pump()
         assert outbox.count() == 3
         assert len(lines(caplog, "could not remove acknowledged messages")) == 1
-        sql(db, "drop trigger failing")
+        sql(database, "drop trigger failing")
         wait_for(lambda: publisher.pump() is not None and outbox.count() == 0, 30, "removal")
         assert len(lines(caplog, "removing acknowledged messages works again")) == 1
         assert len(lines(caplog, "could not remove acknowledged messages")) == 1
         assert len(sub.messages) == 3  # nothing sent twice meanwhile
 
         # Reading the outbox fails at every pass that has something to send.
-        sql(db, "alter table mqtt_outbox rename to mqtt_outbox_away")
+        sql(database, "alter table mqtt_outbox rename to mqtt_outbox_away")
         publisher.outbox_changed()
         for _ in range(60):
             publisher.pump()
         assert len(lines(caplog, "could not read the outbox")) == 1
-        sql(db, "alter table mqtt_outbox_away rename to mqtt_outbox")
+        sql(database, "alter table mqtt_outbox_away rename to mqtt_outbox")
         store.commit([batch(intervals=1)], T0 + 1)  # a fourth message waits
         publisher.outbox_changed()
         wait_for(lambda: publisher.pump() is not None and len(sub.messages) == 4, 30, "fourth")

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
 import uuid
 from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
+from db_helpers import sqlite_file
 from mqtt_helpers import Broker, Gateway, Subscriber, gateway_config, wait_for
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -39,7 +39,7 @@ def own_states(sub: Subscriber) -> list[dict]:
 
 
 def stored(db: Path) -> tuple[int, int]:
-    with sqlite3.connect(db) as conn:
+    with sqlite_file(db) as conn:
         register, published = conn.execute(
             "select register_wh, published_wh from meter_state"
         ).fetchone()
@@ -194,7 +194,7 @@ def test_a_total_an_older_version_stored_from_the_broker_is_not_published(tmp_pa
     config = gateway_config(tmp_path, broker)
     run_until_states(config, broker, 2)
     db = tmp_path / "gateway.db"
-    with sqlite3.connect(db) as conn:
+    with sqlite_file(db) as conn:
         conn.execute("update meter_state set published_wh = 999999999999")
     retain(broker, TOPIC, None)  # the message itself is long gone
     result, err = run_until_states(config, broker, 2)

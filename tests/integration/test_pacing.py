@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from gateway.config import Config, GatewaySettings, MeterSettings, MqttSettings
+from gateway.config import Config, GatewaySettings, MqttSettings, meter_settings
 from gateway.daemon.service import Service, format_behind
 from gateway.sources.replay import MAX_EDGES_PER_POLL
 
@@ -53,7 +53,7 @@ def reading_lines(tmp_path: Path, speed: float, ticks: int) -> list[str]:
     config = Config(
         GatewaySettings(id="t", database=f"sqlite:///{tmp_path / 'g.db'}"),
         MqttSettings(enabled=False),
-        (MeterSettings("r1", source="replay", file=str(log), speed=speed),),
+        (meter_settings("r1", source="replay", file=str(log), speed=speed),),
     )
     out = io.StringIO()
     clock = StepClock()

@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from db_helpers import sqlite_file
 from mqtt_helpers import Gateway, Subscriber, wait_for
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -24,7 +25,7 @@ END = "2025-11-25T09:00:00"
 def peaks(db: Path) -> list[tuple[int, int, int | None]]:
     """(window energy Wh, window end s, reset time ns or None) of every peak row."""
     try:
-        with sqlite3.connect(db) as conn:
+        with sqlite_file(db) as conn:
             rows = conn.execute(
                 "select window_energy_wh, window_end_ns, reset_ns from demand_peaks order by id"
             ).fetchall()

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from db_helpers import read_db
+from db_helpers import read_db, sqlite_file
 
 
 def start(cwd: Path, *args: str) -> subprocess.Popen[str]:
@@ -116,7 +116,7 @@ def test_the_gateway_agrees_with_the_model_and_says_when_it_does_not(tmp_path) -
     proc = start(tmp_path, "--speed", "3600")
     wait_for_counts(tmp_path / "gateway.db", 40)
     assert stop(proc)[0] == 0
-    with sqlite3.connect(tmp_path / "gateway.db") as conn:
+    with sqlite_file(tmp_path / "gateway.db") as conn:
         assert conn.execute("select count(*) from events where kind = 'model'").fetchone()[0] == 0
 
     from gateway.core.meter import MeterCore

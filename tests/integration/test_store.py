@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
+from db_helpers import sqlite_file
 
 from gateway.checkpoint import MeterBatch
 from gateway.core.events import Event, EventKind
@@ -114,7 +113,7 @@ def test_corrupt_and_foreign_files_are_refused(tmp_path) -> None:
     with pytest.raises(ConfigError, match="cannot open it"):
         Database(f"sqlite:///{corrupt}")
     foreign = tmp_path / "foreign.db"
-    with sqlite3.connect(foreign) as connection:
+    with sqlite_file(foreign) as connection:
         connection.execute("create table invoices (id integer primary key)")
     with pytest.raises(ConfigError, match="something else"):
         Database(f"sqlite:///{foreign}")

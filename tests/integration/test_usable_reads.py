@@ -6,8 +6,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sqlite3
 from pathlib import Path
+
+from db_helpers import sqlite_file
 
 NS = 1_000_000_000
 T0 = 1_793_491_200  # 2026-11-01T00:00:00Z, a Sunday
@@ -101,7 +102,7 @@ def mark_gaps_as_stored(url: str) -> None:
     """Store the two gaps' intervals as gap marking stores them: quality gap, 0 Wh, 0 edges,
     unwatched whole (what replay --db writes once the gap-marking work lands; it writes
     complete 0 Wh intervals today)."""
-    with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
+    with sqlite_file(url.removeprefix("sqlite:///")) as db:
         columns = {row[1] for row in db.execute("PRAGMA table_info(intervals)")}
         unwatched = ", unwatched_s = 900" if "unwatched_s" in columns else ""
         for a, b in (SHORT_GAP, LONG_GAP):

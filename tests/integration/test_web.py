@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import re
 import socket
-import sqlite3
 from pathlib import Path
 
 import pytest
+from db_helpers import read_db
 from mqtt_helpers import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 from web_helpers import (
@@ -47,7 +47,7 @@ def replayed(tmp_path_factory):
 
 
 def _outbox(db: str) -> int:
-    with sqlite3.connect(db.removeprefix("sqlite:///")) as connection:
+    with read_db(Path(db.removeprefix("sqlite:///"))) as connection:  # the daemon holds it
         return int(connection.execute("select count(*) from mqtt_outbox").fetchone()[0])
 
 
@@ -367,7 +367,7 @@ def test_stalled_browsers_never_block_counting(tmp_path) -> None:
         db = tmp_path / "gateway.db"
 
         def register() -> int:
-            with sqlite3.connect(db) as connection:
+            with read_db(db) as connection:  # a copy: the daemon holds the file alone
                 row = connection.execute("select sum(edges) from channel_counters").fetchone()
                 return int(row[0] or 0)
 
