@@ -273,6 +273,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         service = Service(config, out=sys.stdout)
         if web is not None:
             service.observers.append(holder.observe)
+            service.on_stop.append(web.stop)
             web.start()
             print(f"web view on {web.url}", file=sys.stdout, flush=True)
         return service.run(signals)

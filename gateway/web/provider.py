@@ -22,6 +22,7 @@ from gateway.commands.bill import bill, determinants
 from gateway.commands.database import export, meter_status, open_database
 from gateway.commands.espi import export_espi
 from gateway.errors import ConfigError, NotFoundError
+from gateway.sinks.database import holds_open
 from gateway.sinks.outbox import Outbox
 from gateway.sinks.readback import Readback, stored_reads
 from gateway.timefmt import NS_PER_S, format_iso, parse_time_ns
@@ -95,9 +96,12 @@ class GatewayProvider(Provider):
 
     def close(self) -> None:
         with self._lock:
-            if self._database is not None:
-                self._database.close()
-                self._database = None
+            database, self._database = self._database, None
+        # While the daemon's store holds the file, its engine is the store's too (one connection
+        # to an exclusively locked file): the store disposes of it, last. Disposing of it here
+        # would strand a connection the store has out, still holding the file's lock.
+        if database is not None and not holds_open(self.url.removeprefix("sqlite:///")):
+            database.close()
 
     def _status_now(self) -> dict[str, Any]:
         readback = Readback(self._db())

@@ -137,6 +137,13 @@ class WebServer(ThreadingHTTPServer):
         logger.info("web view on %s", self.url)
 
     def stop(self) -> None:
+        """Stop serving and let go of the provider; a second call does nothing.
+
+        Streams see ``stopping`` within a keep-alive period and end; they are daemon threads,
+        never joined, so a stalled browser cannot hold the daemon up.
+        """
+        if self.stopping.is_set():
+            return
         self.stopping.set()
         if self._thread is not None:
             self.shutdown()
