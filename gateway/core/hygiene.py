@@ -10,7 +10,8 @@ In this order, on edges sorted by (time, level):
    So only the newest accepted edge is ever at risk, and it is *pending* until an edge comes at
    least the glitch width after it, time passes beyond it, or the input ends.
 3. A confirmed edge whose level equals the previous confirmed level means one edge was missed in
-   between: it is counted back as an inferred edge, stamped midway between the two, and flagged.
+   between: it is counted back as an inferred edge, stamped midway between the two (but not before
+   the period holding the edge that revealed it, see ``period_ns``), and flagged.
    The very first edge after start has no previous level unless one was read from the line (a GPIO
    pin's level at start), so a line already high at start is not double counted.
 
@@ -61,6 +62,12 @@ class ChannelHygiene:
     """The hygiene state of one channel, carried between edges and between blocks."""
 
     glitch_ns: int = DEFAULT_GLITCH_NS
+    # The shortest period results are kept in (the demand sub-interval; 0: none). Live, the
+    # periods before the one holding the revealing edge may be closed and published by the
+    # time a repeated level shows an edge was missed: its inferred edge is stamped no earlier
+    # than that period's start, so every path (live or replay, however the input is chunked)
+    # puts it in the same period.
+    period_ns: int = 0
     level: int | None = None  # level after the last confirmed edge (or read at start)
     last_t_ns: int | None = None  # time of the last confirmed edge
     pending_t_ns: int | None = None
@@ -88,11 +95,14 @@ class ChannelHygiene:
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, Any], glitch_ns: int) -> ChannelHygiene:
+    def from_state(
+        cls, state: dict[str, Any], glitch_ns: int, period_ns: int = 0
+    ) -> ChannelHygiene:
         """Return a channel's hygiene as :meth:`to_state` left it."""
         last_raw = state["last_raw"]
         return cls(
             glitch_ns,
+            period_ns,
             level=state["level"],
             last_t_ns=state["last_t_ns"],
             pending_t_ns=state["pending_t_ns"],
@@ -130,7 +140,10 @@ class ChannelHygiene:
         prev_t[1:] = t_ns[:-1]
         prev_t[0] = t_ns[0] if self.last_t_ns is None else self.last_t_ns
         missed = levels == prev_level
-        midpoints = prev_t[missed] + (t_ns[missed] - prev_t[missed]) // 2
+        revealed_at = t_ns[missed]
+        midpoints = prev_t[missed] + (revealed_at - prev_t[missed]) // 2
+        if self.period_ns:
+            midpoints = np.maximum(midpoints, revealed_at // self.period_ns * self.period_ns)
         # Inferred edges go just before the edge that revealed them.
         repeats = 1 + missed.astype(np.int64)
         out_t = np.repeat(t_ns, repeats)

@@ -156,7 +156,8 @@ class MeterCore:
     ) -> None:
         self.name = name
         self.settings = settings = settings or CoreSettings()
-        self.hygiene = {ch: ChannelHygiene(settings.glitch_ns) for ch in CHANNELS}
+        period_ns = settings.demand.sub_interval_s * NS_PER_S
+        self.hygiene = {ch: ChannelHygiene(settings.glitch_ns, period_ns) for ch in CHANNELS}
         self.set_initial_levels(initial_levels or {})
         self.totals = {ch: ChannelTotals(settings.wh_per_edge[ch]) for ch in CHANNELS}
         self.crosscheck = CrossCheck(*self._crosscheck_settings())
@@ -515,7 +516,9 @@ class MeterCore:
         self.first_ns = state["first_ns"]
         self.last_ns = state["last_ns"]
         for ch, data in state["hygiene"].items():
-            self.hygiene[ch] = ChannelHygiene.from_state(data, s.glitch_ns)
+            self.hygiene[ch] = ChannelHygiene.from_state(
+                data, s.glitch_ns, s.demand.sub_interval_s * NS_PER_S
+            )
         for ch, data in state["totals"].items():
             self.totals[ch] = ChannelTotals.from_state(data, s.wh_per_edge[ch])
         for ch, data in state["demand"].items():

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from gateway.batch.command import replay
@@ -285,12 +285,28 @@ def check_paths_agree(tmp: Path, scenario: Scenario) -> None:
     assert exported(live_db) == by_intervals
 
 
+_MISSED_ACROSS: list[Row] = [
+    (T0 + 40 * NS + 3 * MS, "a", "1K", 0),
+    (T0 + 40 * NS, "a", "1K", 1),
+    (T0 + 314 * NS, "a", "1K", 0),
+    (T0 + 40 * NS + 1, "a", "1K", 0),
+    (T0 + 40 * NS + 1, "a", "1K", 1),
+]
+
+
 @settings(
     max_examples=25,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(scenario=scenarios())
+# Found by this test: a repeated level reveals a missed edge in the next demand sub-interval;
+# midway would stamp it in the one before, closed already live but not in replay.
+@example(
+    scenario=Scenario(
+        meters=[Meter("a", 50, _MISSED_ACROSS)], logs=[_MISSED_ACROSS], windows=[(None, None)]
+    )
+)
 def test_every_path_gives_identical_results_per_meter(tmp_path_factory, scenario: Scenario) -> None:
     assume(not leaves_a_hole(scenario))
     check_paths_agree(tmp_path_factory.mktemp("paths"), scenario)

@@ -246,6 +246,35 @@ def test_a_line_low_at_start_whose_first_edge_falls_infers_one_edge(run: Run) ->
     assert h.inferred == 1
 
 
+def _inferred_at(edges: Sequence[tuple[int, int]], period_ns: int, *, stream: bool) -> list[int]:
+    h = ChannelHygiene(period_ns=period_ns)
+    if stream:
+        parts = [h.push(t, level) for t, level in edges]
+    else:
+        t_ns = np.array([t for t, _ in edges], np.int64)
+        parts = [h.push_block(t_ns, np.array([level for _, level in edges], np.int8))]
+    out = merge([*parts, h.finish()])
+    return out.t_ns[out.inferred].tolist()
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["push", "push_block"])
+def test_an_inferred_edge_is_stamped_no_earlier_than_the_period_revealing_it(stream: bool) -> None:
+    # Live, the periods before the revealing edge's may be closed and published by the time the
+    # repeat is seen: midway (T0 + 160 s) would land in one that replay still fills but live
+    # no longer can, so every path stamps it at the revealing edge's period start instead.
+    period = 300 * NS
+    assert _inferred_at([(T0 + 10 * NS, 1), (T0 + 310 * NS, 1)], period, stream=stream) == [
+        T0 + 300 * NS
+    ]
+    # Within one period, or with no period set, it stays midway.
+    assert _inferred_at([(T0 + 10 * NS, 1), (T0 + 50 * NS, 1)], period, stream=stream) == [
+        T0 + 30 * NS
+    ]
+    assert _inferred_at([(T0 + 10 * NS, 1), (T0 + 310 * NS, 1)], 0, stream=stream) == [
+        T0 + 160 * NS
+    ]
+
+
 # -- streaming: when a pending edge is confirmed -----------------------------------------------
 
 
