@@ -66,6 +66,10 @@ def _sqlite_has_table(path: str, table: str) -> bool:
         copy = look = copy_database(path)
     try:
         uri = f"file:{urllib.parse.quote(os.path.abspath(look))}?mode=ro"
+        if not os.path.exists(look + "-wal") or os.path.getsize(look + "-wal") == 0:
+            # No log to read: all is in the file, and SQLite need not leave a -wal and a -shm
+            # beside it on the card for every `status` (issue 21).
+            uri += "&immutable=1"
         connection = sqlite3.connect(uri, uri=True)
         try:
             query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"

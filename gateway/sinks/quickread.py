@@ -92,9 +92,9 @@ def open_quick(path: str, name: str) -> QuickReader | None:
         if reader is None:
             shutil.rmtree(os.path.dirname(copy), ignore_errors=True)
         return reader
-    before = marks(path)
-    if before is None or before[1] or time.time_ns() - before[0][2] < QUIET_NS:
-        return None  # a log to recover (a gateway that stopped without closing), or a write
+    before = _quiet_marks(path)
+    if before is None or before[1]:
+        return None  # a log to recover (a gateway that stopped without closing), or writes
     if os.path.exists(path + "-wal") and os.path.getsize(path + "-wal") > 0:
         return None
     if not is_sqlite(path):
@@ -108,6 +108,20 @@ def open_quick(path: str, name: str) -> QuickReader | None:
         reader.close()
         return None
     return reader
+
+
+def _quiet_marks(path: str) -> tuple[tuple[int, int, int], bytes] | None:
+    """The file's marks once its last write is QUIET_NS old (so that a write during the read
+    moves its time); None: it kept being written."""
+    for _ in range(5):
+        found = marks(path)
+        if found is None:
+            return None
+        wait_ns = QUIET_NS - (time.time_ns() - found[0][2])
+        if wait_ns <= 0:
+            return found
+        time.sleep(wait_ns / 1e9)
+    return None
 
 
 def _open_copy(copy: str, name: str) -> QuickReader | None:
