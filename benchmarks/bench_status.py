@@ -81,7 +81,7 @@ def main() -> None:
         "status (full: SQLAlchemy)": [sys.executable, "-c", FULL, url],
     }
     found: dict[str, list[tuple[float, float, float]]] = {name: [] for name in commands}
-    for name, command in commands.items():  # one warm-up each: the page cache, .pyc files
+    for command in commands.values():  # one warm-up each: the page cache, .pyc files
         run(command)
     for _ in range(args.runs):
         for name, command in commands.items():
