@@ -26,7 +26,7 @@ from gateway.commands.database import open_database
 from gateway.core.estimate import period_estimate
 from gateway.core.schedule import ReadSchedule, parse_period
 from gateway.errors import ConfigError, NotFoundError
-from gateway.sinks.readback import Readback, StoredMeter, StoredRead, stored_reads
+from gateway.sinks.readback import Readback, StoredMeter, StoredRead
 from gateway.timefmt import NS_PER_S, format_iso
 
 NO_READ = "no read"
@@ -238,7 +238,7 @@ def bill(
     database = open_database(url)
     try:
         readback = Readback(database)
-        reads = stored_reads(database)
+        reads = readback.reads()
         stored = {m.name: m for m in readback.meters()}
         if not reads:
             raise NotFoundError(

@@ -13,7 +13,7 @@ import sys
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from gateway.config import (
     DATABASE_FILE,
@@ -27,17 +27,26 @@ from gateway.core.meter import CoreSettings, MeterCore
 from gateway.core.schedule import ReadSchedule, parse_period
 from gateway.core.state import restore
 from gateway.errors import ConfigError, SinkError
-from gateway.sinks.database import Database, holds_open
 from gateway.sinks.integrity import DamagedDatabase
-from gateway.sinks.readback import Readback, StoredMeter, StoredRead, stored_reads
+from gateway.sinks.readback import (
+    Readback,
+    StoredInterval,
+    StoredLcdReading,
+    StoredMeter,
+    StoredRead,
+)
 from gateway.sinks.redact import redact
 from gateway.sinks.salvage import salvage_intervals
-from gateway.sinks.schema import IntervalRow
 from gateway.sinks.snapshot import copy_database, held_elsewhere, shm_in_use
-from gateway.sinks.store import Store
 from gateway.sources import is_live
 from gateway.timefmt import NS_PER_S, NS_PER_US, format_iso, parse_time_ns
 from meter_model.units import lcd_kwh, round_kw
+
+if TYPE_CHECKING:
+    from gateway.sinks.database import Database
+
+# SQLAlchemy (gateway.sinks.database, gateway.sinks.store) is imported where a database is
+# opened the full way: `status` on an SQLite file reads it without (issue 21).
 
 RECENT_EVENTS_S = 24 * 3600
 # Events that need someone to look (status counts and lists them): what the hygiene removed or
@@ -100,6 +109,8 @@ def open_database(url: str, *, writes: bool = False) -> Database:
     An SQLite file a running gateway holds is read through a copy (:mod:`gateway.sinks.snapshot`);
     a command that ``writes`` is refused then.
     """
+    from gateway.sinks.database import Database, holds_open
+
     if url.startswith("sqlite:///"):
         path = url.removeprefix("sqlite:///")
         if path and path != ":memory:" and not os.path.exists(path):
@@ -122,14 +133,13 @@ def open_database(url: str, *, writes: bool = False) -> Database:
                 except BaseException:
                     shutil.rmtree(os.path.dirname(copy), ignore_errors=True)
                     raise
-                weakref.finalize(
-                    database, shutil.rmtree, os.path.dirname(copy), ignore_errors=True
-                )
+                weakref.finalize(database, shutil.rmtree, os.path.dirname(copy), ignore_errors=True)
                 return database
     return Database(url, upgrade=False)
 
 
 def db_upgrade(url: str, out: TextIO = sys.stdout) -> None:
+    from gateway.sinks.database import Database
     from gateway.sinks.migrate import current_revision, head_revision
 
     database = Database(url, upgrade=True, lock="db upgrade")
@@ -223,19 +233,42 @@ def meter_status(readback: Readback, stored: StoredMeter, now_ns: int) -> dict[s
     status["anomalies"] = len(anomalies)
     status["open_anomalies"] = anomalies[-20:]
     status["notices"] = [e for e in recent if e["kind"] not in NEEDS_A_LOOK][-20:]
-    reads = stored_reads(readback.database, stored.name)
+    reads = readback.reads(stored.name)
     status["last_read"] = reads[-1].payload() if reads else None  # the last billing read
     return status
 
 
-def status(url: str, as_json: bool, out: TextIO = sys.stdout) -> None:
+def status_of(readback: Readback, now_ns: int) -> dict[str, dict[str, Any]]:
+    """Return every meter's status, by name, as ``status --json`` prints it."""
+    return {m.name: meter_status(readback, m, now_ns) for m in readback.meters()}
+
+
+def read_status(url: str, now_ns: int) -> dict[str, dict[str, Any]]:
+    """Return every meter's status: on an SQLite file through ``sqlite3`` read-only when the
+    file is in order (gateway.sinks.quickread, without SQLAlchemy), else the full way, which
+    also says what is wrong with it."""
+    from gateway.sinks.quickread import open_quick, sqlite_path
+
+    path = sqlite_path(url)
+    quick = None if path is None else open_quick(path, f"database {redact(url)}")
+    if quick is not None:
+        try:
+            meters = status_of(Readback(quick), now_ns)
+        except SinkError:  # the file moved under the read, or SQLite failed: the full way
+            meters = None
+        if quick.close() and meters is not None:
+            return meters
     database = open_database(url)
     try:
-        readback = Readback(database)
-        now_ns = time.time_ns()
-        meters = {m.name: meter_status(readback, m, now_ns) for m in readback.meters()}
+        return status_of(Readback(database), now_ns)
     finally:
         database.close()
+
+
+def write_status(
+    meters: dict[str, dict[str, Any]], url: str, as_json: bool, out: TextIO = sys.stdout
+) -> None:
+    """Print what :func:`read_status` found, as JSON or as lines."""
     if as_json:
         json.dump({"meters": meters}, out, indent=2)
         out.write("\n")
@@ -272,6 +305,10 @@ def status(url: str, as_json: bool, out: TextIO = sys.stdout) -> None:
                 f"register {read['register_wh']} Wh, peak "
                 f"{'-' if peak is None else f'{peak:.2f} kW'} reset, {read['quality']}\n"
             )
+
+
+def status(url: str, as_json: bool, out: TextIO = sys.stdout) -> None:
+    write_status(read_status(url, time.time_ns()), url, as_json, out)
 
 
 def _anomalies(count: int) -> str:
@@ -341,14 +378,14 @@ def _export_time(option: str, text: str | None, days: int = 0) -> int | None:
 
 def meter_intervals(
     readback: Readback, meter: str | None, window: ExportWindow
-) -> list[tuple[str, IntervalRow]]:
+) -> list[tuple[str, StoredInterval]]:
     """Return the stored intervals an export asks for; an unknown ``--meter`` is an error."""
     if meter is not None and readback.find_meter(meter) is None:
         raise ConfigError(f"--meter {meter}: no such meter in the database")
     if window.period is None:
         return readback.intervals(meter, window.start_ns, window.end_ns)
     year, month = parse_period(window.period)
-    rows: list[tuple[str, IntervalRow]] = []
+    rows: list[tuple[str, StoredInterval]] = []
     for stored in readback.meters():
         core = _core(stored)
         if core is None or meter not in (None, stored.name):
@@ -360,7 +397,10 @@ def meter_intervals(
 
 
 def export_estimates(
-    readback: Readback, meter: str | None, window: ExportWindow, rows: list[tuple[str, IntervalRow]]
+    readback: Readback,
+    meter: str | None,
+    window: ExportWindow,
+    rows: list[tuple[str, StoredInterval]],
 ) -> dict[str, dict[int, Estimate]]:
     """Return the estimates of unwatched time for the intervals an export holds."""
     start_ns, end_ns = window.start_ns, window.end_ns
@@ -444,7 +484,7 @@ def interval_csv_row(name: str, row: Any) -> list[Any]:
     ]
 
 
-def reconciliation(readings: list[Any]) -> dict[str, Any]:
+def reconciliation(readings: list[StoredLcdReading]) -> dict[str, Any]:
     """Compare LCD readings with the counted register.
 
     The LCD truncates, so a reading of N kWh means the meter's register held N000..N999 Wh. The
@@ -511,6 +551,8 @@ def reconcile(url: str, meter: str, lcd: int, when: str | None, out: TextIO = sy
     if t_ns > now_ns:
         # A reading from the future would sort after, and shadow, every real one (issue #11).
         raise ConfigError(f"--time {when}: is in the future")
+    from gateway.sinks.store import Store
+
     database = open_database(url, writes=True)
     try:
         readback = Readback(database)

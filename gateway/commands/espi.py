@@ -33,7 +33,7 @@ from gateway.commands.database import (
 )
 from gateway.core.estimate import HISTORY, LINEAR, Estimate
 from gateway.sinks.payloads import peak_kw
-from gateway.sinks.readback import Readback, StoredRead, stored_reads
+from gateway.sinks.readback import Readback, StoredRead
 from gateway.timefmt import NS_PER_S, format_iso
 
 ATOM = "http://www.w3.org/2005/Atom"
@@ -262,7 +262,7 @@ def export_espi(
         rows = meter_intervals(readback, meter, window)
         estimates = export_estimates(readback, meter, window, rows)
         # a billing period belongs to the window its read (its end) falls in
-        reads = [r for r in stored_reads(database, meter) if window.holds_read(r)]
+        reads = [r for r in readback.reads(meter) if window.holds_read(r)]
     finally:
         database.close()
     intervals: dict[str, list[Any]] = {}

@@ -16,16 +16,19 @@ import json
 import os
 import sys
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from gateway.commands.database import NEEDS_A_LOOK, RECENT_EVENTS_S
 from gateway.config import check_database_url
 from gateway.errors import ConfigError, GatewayError
-from gateway.fleet import readback
-from gateway.fleet.database import FleetDatabase, is_fleet_database
-from gateway.fleet.schema import VERSION_TABLE
-from gateway.sinks.database import make_engine
+from gateway.fleet.revision import VERSION_TABLE
 from gateway.timefmt import NS_PER_S, format_iso, parse_time_ns
+
+if TYPE_CHECKING:
+    from gateway.fleet.database import FleetDatabase
+
+# SQLAlchemy (the fleet's read-back and database) is imported once the database is known to be
+# a fleet's: `status` on a gateway's SQLite file starts without it (issue 21).
 
 
 def _is_fleet(url: str) -> bool:
@@ -37,6 +40,9 @@ def _is_fleet(url: str) -> bool:
         if not path or not os.path.exists(path):
             return False
         return _sqlite_has_table(path, VERSION_TABLE)
+    from gateway.fleet.database import is_fleet_database
+    from gateway.sinks.database import make_engine
+
     engine = make_engine(url, exclusive=False)
     try:
         return is_fleet_database(engine)
@@ -60,6 +66,10 @@ def _sqlite_has_table(path: str, table: str) -> bool:
         copy = look = copy_database(path)
     try:
         uri = f"file:{urllib.parse.quote(os.path.abspath(look))}?mode=ro"
+        if not os.path.exists(look + "-wal") or os.path.getsize(look + "-wal") == 0:
+            # No log to read: all is in the file, and SQLite need not leave a -wal and a -shm
+            # beside it on the card for every `status` (issue 21).
+            uri += "&immutable=1"
         connection = sqlite3.connect(uri, uri=True)
         try:
             query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
@@ -83,6 +93,8 @@ def run_fleet_command(args: argparse.Namespace, out: TextIO = sys.stdout) -> int
         if gateway is not None:
             raise ConfigError("--gateway: only on a fleet database (--db of the collector's)")
         return None
+    from gateway.fleet.database import FleetDatabase
+
     database = FleetDatabase(url, upgrade=False)
     try:
         if args.command == "status":
@@ -103,6 +115,8 @@ ANOMALY_KEYS = ("time", "kind", "channel", "detail", "missed_wh")  # as the gate
 
 def status_json(database: FleetDatabase, gateway: str | None, now_ns: int) -> dict[str, Any]:
     """Return the fleet's status: each gateway's last will and its meters, silent ones marked."""
+    from gateway.fleet import readback
+
     engine = database.engine
     wills = readback.gateways(engine)
     gaps = readback.open_gaps(engine)
@@ -193,6 +207,7 @@ def fleet_bill(
     """Print one row per meter of every gateway for ``period``; a meter with no read says so."""
     from gateway.commands.bill import CSV_COLUMNS, NO_READ, csv_row
     from gateway.core.schedule import parse_period
+    from gateway.fleet import readback
 
     engine = database.engine
     if period is not None:
@@ -283,6 +298,7 @@ def fleet_export(
     out: TextIO,
 ) -> None:
     from gateway.commands.database import EXPORT_COLUMNS, interval_csv_row
+    from gateway.fleet import readback
 
     start_ns, end_ns = _time("--from", start), _time("--to", end)
     engine = database.engine
@@ -333,6 +349,7 @@ def _export_espi(
     import xml.etree.ElementTree as ET
 
     from gateway.commands.espi import build_feed
+    from gateway.fleet import readback
     from gateway.sinks.readback import StoredRead
 
     intervals: dict[str, list[Any]] = {}

@@ -16,10 +16,10 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, Boolean, Index, Integer, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-# The Alembic revision these models describe (migrations/fleet/versions/); a test holds it to
-# the head of that tree.
-FLEET_REVISION = "f0001"
-VERSION_TABLE = "fleet_alembic_version"  # not alembic_version: a fleet database is told apart
+# The Alembic revision these models describe, and the version table: kept in
+# gateway/fleet/revision.py (bump it there).
+from gateway.fleet.revision import FLEET_REVISION as FLEET_REVISION
+from gateway.fleet.revision import VERSION_TABLE as VERSION_TABLE
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -48,6 +48,7 @@ def holds_open(path: str) -> bool:
     if engine is None or not isinstance(engine.pool, QueuePool):
         return False
     return engine.pool.checkedin() + engine.pool.checkedout() > 0
+
 
 logger = logging.getLogger(__name__)
 
@@ -168,6 +169,12 @@ class Database:
         """A session for queries; any failure is a SinkError naming the database."""
         with sink_errors(self.name), self.session() as session:
             yield session
+
+    def rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run one plain query (``:name`` parameters); its rows as tuples (see
+        :mod:`gateway.sinks.readback`)."""
+        with self.reading() as session:
+            return [tuple(row) for row in session.execute(text(sql), dict(params or {}))]
 
     def lock(self, holder: str) -> None:
         """Take the database for this process; raise ConfigError naming whoever holds it.

@@ -26,13 +26,15 @@ import struct
 import sys
 from collections import Counter
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from sqlalchemy import text
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from gateway.errors import SinkError, first_line
 
-from gateway.errors import SinkError
-from gateway.sinks.failures import first_line
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+# SQLAlchemy is imported by the checks that take an engine, not here: the log's check
+# (wal_damage) also serves the read-only path of ``status`` (gateway.sinks.quickread).
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 WAL_MAGIC = (0x377F0682, 0x377F0683)  # checksums in little-endian, big-endian words
@@ -223,6 +225,9 @@ def _database_page(path: str, page: int, page_size: int, fd: int | None) -> byte
 
 def quick_check(engine: Engine, what: str) -> None:
     """Run ``PRAGMA quick_check``; raise DamagedDatabase with its first finding."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
         with engine.connect() as connection:
             rows = connection.execute(text("PRAGMA quick_check(3)")).scalars().all()

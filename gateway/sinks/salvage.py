@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from gateway.sinks.schema import IntervalRow
+from gateway.sinks.readback import StoredInterval
 
 MAX_ROWID = 2**40  # more than any intervals table holds; empty ranges cost one query each
 MAX_UNREADABLE = 1000  # damaged parts fenced off one by one before the rest is given up
@@ -27,7 +27,7 @@ MAX_UNREADABLE = 1000  # damaged parts fenced off one by one before the rest is 
 class Salvage:
     """The intervals read from a damaged file, and how much could not be read."""
 
-    rows: list[tuple[str, IntervalRow]] = field(default_factory=list)
+    rows: list[tuple[str, StoredInterval]] = field(default_factory=list)
     unreadable: int = 0  # ranges of row ids that could not be read
     rejected: int = 0  # rows read that were not believable (damaged values)
 
@@ -100,7 +100,7 @@ def _rows(connection: sqlite3.Connection, low: int, high: int, result: Salvage) 
     yield from rows
 
 
-def _interval(row: tuple) -> IntervalRow | None:  # type: ignore[type-arg]
+def _interval(row: tuple) -> StoredInterval | None:  # type: ignore[type-arg]
     """The row as an interval, or None when its values cannot be right."""
     meter_id, start_ns, end_ns, energy_wh, edges, quality = row
     numbers = (meter_id, start_ns, end_ns, energy_wh, edges)
@@ -110,7 +110,7 @@ def _interval(row: tuple) -> IntervalRow | None:  # type: ignore[type-arg]
         return None
     if not 0 < end_ns - start_ns <= 86_400 * 10**9:
         return None
-    return IntervalRow(
+    return StoredInterval(
         meter_id=meter_id,
         start_ns=start_ns,
         end_ns=end_ns,

@@ -16,8 +16,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-# The Alembic revision these models describe (migrations/versions/); a test holds it to the head.
-SCHEMA_REVISION = "0004"
+# The Alembic revision these models describe: kept in gateway/sinks/revision.py (bump it there).
+from gateway.sinks.revision import SCHEMA_REVISION as SCHEMA_REVISION
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",

@@ -31,7 +31,7 @@ _SHARED_SIZE = 510
 _SHM_DMS = 128  # in the -shm file: every connection that uses it read-locks this byte
 # File times move in clock ticks (at most 10 ms): a write during the copy changes the database
 # file's time only if its last write is at least a tick older than the copy's start.
-_QUIET_NS = 50_000_000
+QUIET_NS = 50_000_000
 _ATTEMPTS = 250
 
 
@@ -84,12 +84,12 @@ def copy_database(path: str) -> str:
     copy = os.path.join(directory, os.path.basename(path))
     try:
         for _ in range(_ATTEMPTS):
-            before = _marks(path)
-            if before is not None and time.time_ns() - before[0][2] >= _QUIET_NS:
+            before = marks(path)
+            if before is not None and time.time_ns() - before[0][2] >= QUIET_NS:
                 shutil.copyfile(path, copy)
                 if os.path.exists(path + "-wal"):
                     shutil.copyfile(path + "-wal", copy + "-wal")
-                if _marks(path) == before:
+                if marks(path) == before:
                     return copy
             time.sleep(0.02)  # a checkpoint under way: they take milliseconds
     except OSError as exc:
@@ -99,7 +99,7 @@ def copy_database(path: str) -> str:
     raise SinkError(f"database {path}: it kept changing while it was copied to be read; try again")
 
 
-def _marks(path: str) -> tuple[tuple[int, int, int], bytes] | None:
+def marks(path: str) -> tuple[tuple[int, int, int], bytes] | None:
     """What a checkpoint or a log restart changes: the file's identity, size and time, and the
     log's header (its salts change at each restart)."""
     try:
