@@ -175,6 +175,9 @@ def _fleet_parsers(
         metavar="FILE",
         help=f"[collector] configuration (default {DEFAULT_COLLECTOR_CONFIG})",
     )
+    collect.add_argument(
+        "--web", metavar="HOST:PORT", help="serve the fleet page and /metrics here ([web] listen)"
+    )
     for sub in fleet_aware.values():
         sub.add_argument("--gateway", metavar="ID", help="on a fleet database: only this gateway")
 
@@ -187,7 +190,31 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     from gateway.fleet.collector import Collector
     from gateway.fleet.config import DEFAULT_COLLECTOR_CONFIG, load_collector
 
-    return Collector(load_collector(args.config or DEFAULT_COLLECTOR_CONFIG)).run(signals)
+    settings = load_collector(args.config or DEFAULT_COLLECTOR_CONFIG)
+    if args.web:
+        import dataclasses
+
+        from gateway.config import check_web
+
+        web_settings = dataclasses.replace(settings.web, listen=args.web)
+        check_web(web_settings, "--web")
+        settings = dataclasses.replace(settings, web=web_settings)
+    collector = Collector(settings)
+    web = None
+    if settings.web.listen is not None:
+        from gateway.web.fleet import collector_web
+
+        # Bound before the database is touched; a --web address's failure names --web.
+        where = "--web" if args.web else f"{args.config or DEFAULT_COLLECTOR_CONFIG}: web"
+        web = collector_web(settings, collector, where)
+    try:
+        if web is not None:
+            web.start()
+            print(f"web view on {web.url}", file=sys.stdout, flush=True)
+        return collector.run(signals)
+    finally:
+        if web is not None:
+            web.stop()
 
 
 def _fleet_command(args: argparse.Namespace) -> int | None:
@@ -273,6 +300,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         service = Service(config, out=sys.stdout)
         if web is not None:
             service.observers.append(holder.observe)
+            service.on_stop.append(web.stop)
             web.start()
             print(f"web view on {web.url}", file=sys.stdout, flush=True)
         return service.run(signals)

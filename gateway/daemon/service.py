@@ -81,6 +81,10 @@ class Service:
         # Called on the loop's thread after each commit and each reading line (the web view
         # takes an immutable snapshot there; nothing else may read the loop's objects).
         self.observers: list[Callable[[Service], None]] = []
+        # Called on the loop's thread when the loop ends, before the last commit: whatever reads
+        # the database beside the loop (the web view) stops first, so no reader holds the one
+        # connection of the exclusively locked SQLite file while the store closes it.
+        self.on_stop: list[Callable[[], None]] = []
         self.last_commit: tuple[int, float] | None = None  # (UTC ns, seconds it took)
         self.publisher = build_publisher(config, self.database, self.meters)
         # Committed to in this order: the database first, for what is published must be on it.
@@ -199,6 +203,8 @@ class Service:
     def shutdown(self) -> int:
         """Commit what is left, say goodbye, release everything; return the exit status."""
         self.notifier.stopping()
+        for stop in self.on_stop:
+            stop()
         status = 0
         try:
             self.commit(stamp=True)

@@ -24,6 +24,7 @@ import logging
 import queue
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,7 +83,20 @@ class Collector:
         self._connected = False
         self._stopping = False
         self.stored = 0  # messages committed (for the log line and tests)
+        self.last_commit_ns: int | None = None
+        # Called on the loop's thread once the database is open and after each commit (the
+        # web view's pulse): each must only note what it needs, never block or do I/O.
+        self.observers: list[Callable[[Collector], None]] = []
         self.client = self._make_client()
+
+    @property
+    def connected(self) -> bool:
+        """Whether the broker connection is up (as paho last said)."""
+        return self._connected
+
+    def _notify(self) -> None:
+        for observer in self.observers:
+            observer(self)
 
     # -- paho, and only here -------------------------------------------------------------
 
@@ -286,6 +300,8 @@ class Collector:
             if infos:
                 ingest.committed(ids)
             self._ask(resends)
+            self.last_commit_ns = time.time_ns()  # states and gaps: the pages may change
+            self._notify()
         except (SQLAlchemyError, SinkError) as exc:
             logger.error("housekeeping failed (will retry): %s", first_line(exc))
             for key, info in infos.items():  # keep what is newer, or put it back
@@ -302,6 +318,7 @@ class Collector:
         self.start()
         notifier.ready(f"collecting into {database.name}")
         logger.info("collecting into %s", database.name)
+        self._notify()
         pending: list[Received] = []
         retry_s = 0.0
         next_housekeeping = next_watchdog = time.monotonic()
@@ -335,6 +352,8 @@ class Collector:
                 retry_s = 0.0
                 self._ack(pending)
                 self.stored += len(pending)
+                self.last_commit_ns = time.time_ns()
+                self._notify()
                 pending = []
                 if time.monotonic() - last_report >= 60:
                     logger.info("%d messages stored so far", self.stored)

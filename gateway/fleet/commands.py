@@ -18,6 +18,7 @@ import sys
 import time
 from typing import Any, TextIO
 
+from gateway.commands.database import NEEDS_A_LOOK, RECENT_EVENTS_S
 from gateway.config import check_database_url
 from gateway.errors import ConfigError, GatewayError
 from gateway.fleet import readback
@@ -97,12 +98,18 @@ def run_fleet_command(args: argparse.Namespace, out: TextIO = sys.stdout) -> int
 
 # -- status ----------------------------------------------------------------------------------
 
+ANOMALY_KEYS = ("time", "kind", "channel", "detail", "missed_wh")  # as the gateway's status
+
 
 def status_json(database: FleetDatabase, gateway: str | None, now_ns: int) -> dict[str, Any]:
     """Return the fleet's status: each gateway's last will and its meters, silent ones marked."""
     engine = database.engine
     wills = readback.gateways(engine)
     gaps = readback.open_gaps(engine)
+    # As the gateway's status: the events that need a look, of the last day.
+    events = readback.recent_events(
+        engine, gateway, now_ns - RECENT_EVENTS_S * NS_PER_S, NEEDS_A_LOOK
+    )
     last_reads: dict[tuple[str, str], dict[str, Any]] = {}
     for g, m, payload in readback.reads(engine, gateway):
         last_reads[(g, m)] = payload
@@ -135,6 +142,10 @@ def status_json(database: FleetDatabase, gateway: str | None, now_ns: int) -> di
                 for gap in gaps.get(meter.id, [])
             ],
             "last_read": last_reads.get((meter.gateway, meter.meter)),
+            "anomalies": len(events.get(meter.id, [])),
+            "open_anomalies": [
+                {k: e.get(k) for k in ANOMALY_KEYS} for e in events.get(meter.id, [])[-20:]
+            ],
         }
     if gateway is not None and gateway not in result:
         raise ConfigError(f"--gateway {gateway}: no such gateway in the fleet database")
@@ -158,6 +169,8 @@ def fleet_status(database: FleetDatabase, gateway: str | None, as_json: bool, ou
             line += f", last interval to {m['last_interval_end'] or '-'}"
             if m["silent_since"]:
                 line += f"; SILENT since {m['silent_since']}"
+            if m["anomalies"]:
+                line += f"; {m['anomalies']} anomalies in the last day"
             out.write(line + "\n")
             for gap in m["open_gaps"]:
                 out.write(

@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.config import default_gateway_id
+from gateway.config import WebSettings, default_gateway_id, parse_web
 from gateway.errors import ConfigError
 
 DEFAULT_COLLECTOR_CONFIG = "/etc/amr-gateway/collector.toml"
@@ -45,6 +45,11 @@ class CollectorSettings:
     batch_size: int = 1000  # messages per transaction, at most
     batch_wait_ms: int = 50  # how long a batch waits to fill
     resend: bool = True  # ask a gateway to re-send what a gap misses (its "resend" command)
+    # The fleet page: the file's [web] table (the gateway's keys), not a [collector] key.
+    web: WebSettings = field(default_factory=WebSettings)
+
+
+TABLES = ("web",)  # settings read from a table of their own, not from [collector]
 
 
 BOUNDS: dict[str, tuple[int, int]] = {
@@ -76,13 +81,15 @@ def _check(where: str, key: str, value: Any, annotation: Any) -> Any:
 def parse_collector(data: dict[str, Any], path: str) -> CollectorSettings:
     """Validate a parsed TOML document; raise ConfigError naming the key."""
     for key in data:
-        if key != "collector":
-            raise ConfigError(f"{path}: {key}: unknown section (a collector file has [collector])")
+        if key not in ("collector", *TABLES):
+            raise ConfigError(
+                f"{path}: {key}: unknown section (a collector file has [collector] and [web])"
+            )
     table = data.get("collector")
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: collector: a [collector] table is required")
     hints = typing.get_type_hints(CollectorSettings)
-    fields = {f.name for f in dataclasses.fields(CollectorSettings)}
+    fields = {f.name for f in dataclasses.fields(CollectorSettings)} - set(TABLES)
     where = f"{path}: collector"
     values = {}
     for key, value in table.items():
@@ -96,6 +103,8 @@ def parse_collector(data: dict[str, Any], path: str) -> CollectorSettings:
     for key in ("base_topic", "share_group"):
         if key in values and not TOPIC_WORD_RE.fullmatch(values[key]):
             raise ConfigError(f"{where}.{key}: {values[key]!r} is not [A-Za-z0-9_-]{{1,64}}")
+    if "web" in data:
+        values["web"] = parse_web(data["web"], path)
     return CollectorSettings(**values)
 
 

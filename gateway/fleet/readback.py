@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from gateway.fleet.schema import (
+    FleetEventRow,
     FleetGapRow,
     FleetGatewayRow,
     FleetIntervalRow,
@@ -92,6 +93,30 @@ def open_gaps(engine: Engine) -> dict[int, list[Any]]:
     with engine.connect() as connection:
         for row in connection.execute(query):
             result.setdefault(row.meter_id, []).append(row)
+    return result
+
+
+def recent_events(
+    engine: Engine, gateway: str | None, since_ns: int, kinds: frozenset[str]
+) -> dict[int, list[dict[str, Any]]]:
+    """Return the gateways' own events of ``kinds`` at or after ``since_ns`` per meter id, as
+    published (their JSON), oldest first."""
+    query = (
+        select(FleetEventRow.meter_id, FleetEventRow.payload)
+        .join(FleetMeterRow, FleetMeterRow.id == FleetEventRow.meter_id)
+        .where(
+            FleetEventRow.origin == "gateway",
+            FleetEventRow.t_ns >= since_ns,
+            FleetEventRow.kind.in_(sorted(kinds)),
+        )
+    )
+    query = _where_meter(query, gateway, None).order_by(
+        FleetEventRow.meter_id, FleetEventRow.t_ns, FleetEventRow.id
+    )
+    result: dict[int, list[dict[str, Any]]] = {}
+    with engine.connect() as connection:
+        for meter_id, payload in connection.execute(query):
+            result.setdefault(meter_id, []).append(json.loads(payload))
     return result
 
 

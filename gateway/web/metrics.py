@@ -10,10 +10,12 @@ counter never goes backwards across restarts.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from gateway.errors import GatewayError
 from gateway.web.snapshot import SnapshotHolder
 
 J_PER_WH = 3600
@@ -113,7 +115,54 @@ class SnapshotCollector(Collector):
         yield storage
 
 
-def registry(collector: SnapshotCollector) -> CollectorRegistry:
+class FleetCollector(Collector):
+    """The collector's ``/metrics``: messages ingested, gateways online, gaps open, meters
+    silent; from the overview the fleet page shows (computed once per snapshot), so a scrape
+    costs no query of its own between snapshots."""
+
+    def __init__(
+        self, overview: Callable[[], dict[str, Any]], stored: Callable[[], int], collector: str
+    ) -> None:
+        self.overview = overview
+        self.stored = stored
+        self.collector = collector
+
+    def collect(self) -> Iterator[Metric]:
+        ingested = CounterMetricFamily(
+            "amr_fleet_messages_ingested",
+            "Messages (intervals, reads, events, statuses) this collector committed",
+            labels=["collector"],
+        )
+        ingested.add_metric([self.collector], self.stored())
+        yield ingested
+        try:
+            overview = self.overview()
+        except GatewayError:  # the database is not open yet: only the count
+            return
+        gateways = overview["gateways"]
+        online = GaugeMetricFamily(
+            "amr_fleet_gateway_online",
+            "1 while the gateway's last status is online (0: offline, its last will)",
+            labels=["gateway"],
+        )
+        for name, g in gateways.items():
+            online.add_metric([name], 1 if g["status"] == "online" else 0)
+        yield online
+        count = GaugeMetricFamily("amr_fleet_gateways_online", "Gateways online")
+        count.add_metric([], sum(1 for g in gateways.values() if g["status"] == "online"))
+        yield count
+        meters = overview["meters"].values()
+        gaps = GaugeMetricFamily("amr_fleet_gaps_open", "Ranges of messages missing, open")
+        gaps.add_metric([], sum(len(m["open_gaps"]) for m in meters))
+        yield gaps
+        silent = GaugeMetricFamily(
+            "amr_fleet_meters_silent", "Meters without a closed interval for two intervals"
+        )
+        silent.add_metric([], sum(1 for m in meters if m["silent_since"]))
+        yield silent
+
+
+def registry(collector: Collector) -> CollectorRegistry:
     """Return a registry of our own holding only the snapshot collector."""
     result = CollectorRegistry(auto_describe=False)
     result.register(collector)

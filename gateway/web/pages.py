@@ -164,3 +164,88 @@ def meter_page(title: str, data: dict[str, Any]) -> str:
         "</section></main>"
     )
     return _page(f"{name}: {title}", body, "meter.js", meter=name)
+
+
+# -- the collector's fleet page (gateway/web/fleet.py gives its overview) ---------------------
+
+
+def fleet_meter_href(key: str) -> str:
+    """A fleet meter's page: ``/meter/GATEWAY/METER``, each part quoted."""
+    gateway, _, meter = key.partition("/")
+    return f"/meter/{quote(gateway, safe='')}/{quote(meter, safe='')}"
+
+
+def _fleet_gateway_row(name: str, g: dict[str, Any]) -> str:
+    bill = g["bill"]
+    state = g["status"] or "unknown"
+    return (
+        f'<tr data-gateway="{_e(name)}" class="gw-{_e(state)}">'
+        f"<td>{_e(name)}</td>"
+        f'<td><span data-g="status">{_e(state)}</span></td>'
+        f'<td><span data-g="since">{_e(g["since"])}</span></td>'
+        f'<td><span data-g="meters">{_e(g["meters"])}</span></td>'
+        f'<td><span data-g="attention">{_e(g["attention"])}</span></td>'
+        f'<td><span data-g="period">{_e(bill["period"])}</span></td>'
+        f'<td><span data-g="bill_energy_wh">{_e(bill["energy_wh"])}</span></td>'
+        "</tr>"
+    )
+
+
+def _fleet_meter_row(key: str, m: dict[str, Any]) -> str:
+    running = m["current_period"]
+    attention = " attention" if m["attention"] else ""
+    return (
+        f'<tr data-meter="{_e(key)}" class="meter{attention}">'
+        f"<td>{_e(m['gateway'])}</td>"
+        f'<td><a href="{_e(fleet_meter_href(key))}">{_e(m["meter"])}</a></td>'
+        f"<td>{_cell('model', _e(m['model']))}</td>"
+        f"<td>{_cell('energy_wh', _e(m['energy_wh']))}</td>"
+        f"<td>{_cell('power_kw', kw(m['power_kw'], 3))}</td>"
+        f"<td>{_cell('last_interval_end', _e(m['last_interval_end']))}</td>"
+        f"<td>{_cell('silent_since', _e(m['silent_since']))}</td>"
+        f"<td>{_cell('open_gaps', _e(len(m['open_gaps'])))}</td>"
+        f"<td>{_cell('anomalies', _e(m['anomalies']))}</td>"
+        f"<td>{_cell('period_energy_wh', _e(running['energy_wh']))}</td>"
+        f"<td>{_cell('period_since', _e(running['since'] or 'counting began'))}</td>"
+        f"<td>{_cell('peak_demand_kw', kw(m['peak_demand_kw']))}</td>"
+        "</tr>"
+    )
+
+
+def fleet_page(title: str, overview: dict[str, Any]) -> str:
+    """The fleet page: the collector's health, every gateway, then every meter, those that
+    need a look (silent, gaps, anomalies) first, with the current period's bill preview."""
+    health = overview["gateway"]
+    gateways = "".join(_fleet_gateway_row(n, g) for n, g in overview["gateways"].items())
+    meters = "".join(_fleet_meter_row(k, overview["meters"][k]) for k in overview["order"])
+    rows = [
+        ("state", "state"),
+        ("mqtt", "MQTT"),
+        ("storage", "storage"),
+        ("last_commit", "last commit"),
+        ("messages_stored", "messages stored"),
+    ]
+    health_items = "".join(
+        f'<dt>{label}</dt><dd><span data-h="{key}">{_e(health.get(key))}</span></dd>'
+        for key, label in rows
+    )
+    body = (
+        f"<header><h1>{_e(title)}</h1>"
+        f'<p class="live" id="live">connecting…</p></header>'
+        f'<dl class="health">{health_items}</dl>'
+        '<main class="fleet">'
+        '<section><h2>Gateways</h2><div class="scroll"><table id="gateways"><thead><tr>'
+        "<th>gateway</th><th>status</th><th>since</th><th>meters</th><th>need a look</th>"
+        "<th>current period</th><th>Wh so far</th></tr></thead>"
+        f"<tbody>{gateways}</tbody></table></div>"
+        f"{'' if gateways else '<p>no gateway yet</p>'}</section>"
+        '<section><h2>Meters <small>those that need a look first</small></h2><div class="scroll">'
+        '<table id="fleet-meters"><thead><tr><th>gateway</th><th>meter</th><th>model</th>'
+        "<th>register Wh</th><th>kW</th><th>last interval to</th><th>silent since</th>"
+        "<th>gaps</th><th>anomalies</th><th>Wh this period</th><th>since</th>"
+        f"<th>peak kW</th></tr></thead><tbody>{meters}</tbody></table></div></section>"
+        "</main>"
+        '<footer><a href="/metrics">metrics</a> · <a href="/api/status">status JSON</a> · '
+        '<a href="/api/bill">bill JSON</a></footer>'
+    )
+    return _page(f"{title}: amr-gateway", body, "fleet.js")

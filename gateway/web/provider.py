@@ -18,13 +18,18 @@ import time
 from abc import ABC, abstractmethod
 from typing import Any
 
+from prometheus_client.registry import Collector
+
 from gateway.commands.bill import bill, determinants
 from gateway.commands.database import export, meter_status, open_database
 from gateway.commands.espi import export_espi
 from gateway.errors import ConfigError, NotFoundError
+from gateway.sinks.database import holds_open
 from gateway.sinks.outbox import Outbox
 from gateway.sinks.readback import Readback, stored_reads
 from gateway.timefmt import NS_PER_S, format_iso, parse_time_ns
+from gateway.web import pages
+from gateway.web.metrics import SnapshotCollector
 from gateway.web.snapshot import GatewaySnapshot, SnapshotHolder
 
 DAY_NS = 86_400 * NS_PER_S
@@ -66,6 +71,14 @@ class Provider(ABC):
         """Return how many MQTT messages wait in the outbox (None: not known)."""
         return None
 
+    def front_page(self) -> str:
+        """Return the HTML of ``/``: the gateway page (a fleet draws its own)."""
+        return pages.gateway_page(self.title, self.overview())
+
+    def metrics_collector(self) -> Collector:
+        """Return what ``/metrics`` exposes: the gateway's snapshot (a fleet has its own)."""
+        return SnapshotCollector(self.holder, self.title, self.outbox_depth)
+
     def close(self) -> None:  # noqa: B027 (optional: most providers hold nothing)
         """Release what the provider holds."""
 
@@ -95,9 +108,12 @@ class GatewayProvider(Provider):
 
     def close(self) -> None:
         with self._lock:
-            if self._database is not None:
-                self._database.close()
-                self._database = None
+            database, self._database = self._database, None
+        # While the daemon's store holds the file, its engine is the store's too (one connection
+        # to an exclusively locked file): the store disposes of it, last. Disposing of it here
+        # would strand a connection the store has out, still holding the file's lock.
+        if database is not None and not holds_open(self.url.removeprefix("sqlite:///")):
+            database.close()
 
     def _status_now(self) -> dict[str, Any]:
         readback = Readback(self._db())
@@ -183,7 +199,7 @@ class GatewayProvider(Provider):
 
     def download(self, name: str, kind: str, query: dict[str, str]) -> tuple[str, str]:
         self._known(name)
-        start, end = _day(query.get("from"), 0), _day(query.get("to"), 1)
+        start, end = day_query(query.get("from"), 0), day_query(query.get("to"), 1)
         if kind == "bill.csv":
             return "text/csv", _capture(bill, self.url, query.get("period") or None, name, "csv")
         if kind == "intervals.csv":
@@ -197,7 +213,7 @@ class GatewayProvider(Provider):
 DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 
 
-def _day(text: str | None, after: int) -> str | None:
+def day_query(text: str | None, after: int) -> str | None:
     """Return a query's time as the commands take it; a bare date (a date input's) is that UTC
     day's start, or with ``after`` the next day's (a "to" date includes its day)."""
     if not text:

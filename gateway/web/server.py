@@ -35,7 +35,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway.config import WebSettings, is_localhost, listen_address
 from gateway.errors import ConfigError
 from gateway.web import pages
-from gateway.web.metrics import SnapshotCollector, registry
+from gateway.web.metrics import registry
 from gateway.web.provider import NotFound, Provider
 
 logger = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ CSP = (
 STATIC = {
     "gateway.js": "text/javascript; charset=utf-8",
     "meter.js": "text/javascript; charset=utf-8",
+    "fleet.js": "text/javascript; charset=utf-8",
     "common.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
     "icon.svg": "image/svg+xml",
@@ -55,7 +56,7 @@ COOKIE = "amr_token"
 MAX_STREAMS = 16  # open SSE streams; more get a 503 (each holds a thread)
 KEEPALIVE_S = 15.0
 SOCKET_TIMEOUT_S = 30.0  # a stalled client's read or write gives up after this
-METER_PATH = re.compile(r"/meter/([^/]{1,200})")
+METER_PATH = re.compile(r"/meter/([^/]{1,200}(?:/[^/]{1,200})?)")  # a fleet's: GATEWAY/METER
 API_METER_PATH = re.compile(r"/api/meters/([^/]{1,200})(?:/(bill\.csv|intervals\.csv|espi\.xml))?")
 
 
@@ -110,8 +111,7 @@ class WebServer(ThreadingHTTPServer):
         self.scheme = "https" if context else "http"
         self.streams = threading.BoundedSemaphore(MAX_STREAMS)
         self.stopping = threading.Event()
-        collector = SnapshotCollector(provider.holder, provider.title, provider.outbox_depth)
-        self.registry = registry(collector)
+        self.registry = registry(provider.metrics_collector())
         if ":" in host:
             self.address_family = socket.AF_INET6
         try:
@@ -137,6 +137,13 @@ class WebServer(ThreadingHTTPServer):
         logger.info("web view on %s", self.url)
 
     def stop(self) -> None:
+        """Stop serving and let go of the provider; a second call does nothing.
+
+        Streams see ``stopping`` within a keep-alive period and end; they are daemon threads,
+        never joined, so a stalled browser cannot hold the daemon up.
+        """
+        if self.stopping.is_set():
+            return
         self.stopping.set()
         if self._thread is not None:
             self.shutdown()
@@ -303,7 +310,7 @@ class Handler(BaseHTTPRequestHandler):
             )
         provider = self.server.provider
         if path == "/":
-            page = pages.gateway_page(provider.title, provider.overview())
+            page = provider.front_page()
             self._send(HTTPStatus.OK, "text/html; charset=utf-8", page.encode(), extra)
             return
         match = METER_PATH.fullmatch(path)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -64,15 +63,8 @@ def replayed(tmp_path_factory):
         wait_for(lambda: finished(daemon.url), 60, "the replay to be committed")
         yield daemon, f"sqlite:///{directory / 'gateway.db'}"
     finally:
-        try:
-            code, err = daemon.stop()
-        except subprocess.TimeoutExpired:
-            # The known defect the skipped tests name: with live streams open, the daemon does
-            # not exit within 30 s of SIGTERM. Its pages were checked above; end it here.
-            daemon.proc.kill()
-            daemon.proc.wait(timeout=30)
-        else:
-            assert code == 0, err
+        code, err = daemon.stop()
+        assert code == 0, err
 
 
 def _page(browser, **options):
@@ -141,10 +133,6 @@ def test_meter_page_draws_the_chart_and_the_bill(browser, replayed, tmp_path) ->
     assert problems == []
 
 
-@pytest.mark.skip(
-    reason="known defect since the exclusive-SQLite and web merges: with live streams open the "
-    "daemon does not exit within 30 s of SIGTERM (see the session note); to fix first"
-)
 def test_live_without_reload_and_the_token_beyond_localhost(browser, tmp_path) -> None:
     (tmp_path / "token").write_text(TOKEN)
     config = write_config(
