@@ -6,8 +6,7 @@ commit to every sink, the store first, in one transaction when the commit policy
 (:class:`~gateway.checkpoint.CommitPolicy`: at once, at most once a second, when a period closes
 or an event occurs; else at most every ``commit_interval_s`` while edges come). Publishers
 (MQTT, or the null one when it is off) show committed totals only. On SIGTERM or SIGINT it
-commits what is left and returns 0. What it runs is built by :mod:`gateway.daemon.wiring`; its
-reading lines are :mod:`gateway.daemon.console`'s.
+commits what is left and returns 0. :mod:`gateway.daemon.wiring` builds what it runs.
 """
 
 from __future__ import annotations
@@ -28,14 +27,14 @@ from gateway.daemon.wiring import (
     SourceContext,
     build_meters,
     build_publisher,
+    build_timeline,
     checked_models,
-    counted_until,
 )
 from gateway.errors import SinkError
 from gateway.sinks.database import Database
 from gateway.sinks.sink import Sink
 from gateway.sinks.store import Store
-from gateway.timeline import Timeline, clock_synchronized
+from gateway.timeline import clock_synchronized
 
 logger = logging.getLogger(__name__)
 
@@ -68,16 +67,15 @@ class Service:
         self.storage_error: str | None = None
         start_ns = wall_ns()
         stored = [self.store.meter(m.name, m.model, m.source, start_ns) for m in config.meters]
-        self.timeline = Timeline(
-            wall_ns=wall_ns,
-            monotonic_ns=monotonic_ns,
-            floor_ns=counted_until(config.meters, stored),  # never behind what was counted
-            synchronized=clock_synchronized,
+        self.timeline = build_timeline(
+            config.meters, stored, wall_ns, monotonic_ns, clock_synchronized
         )
         self.context = SourceContext(self.timeline, pin_factory, serial_opener=serial_opener)
         self.meters = build_meters(config, models, stored, start_ns, self.context)
         self.notifier = Notifier()
-        self.capture = Capturing(config.gateway, self._capture_off)
+        self.capture = Capturing(
+            config.gateway, lambda exc: self._note_all(EventKind.CAPTURE, f"capture off: {exc}")
+        )
         # Called on the loop's thread after each commit and each reading line (the web view
         # takes an immutable snapshot there; nothing else may read the loop's objects).
         self.observers: list[Callable[[Service], None]] = []
@@ -192,9 +190,6 @@ class Service:
         for pipeline in self.meters:  # told at once, outside the database that fails
             for sink in self.sinks:
                 sink.tell(pipeline.name, pipeline.checkpoint.events[-1])
-
-    def _capture_off(self, exc: SinkError) -> None:
-        self._note_all(EventKind.CAPTURE, f"capture off: {exc}")
 
     def _note_all(self, kind: EventKind, detail: str) -> None:
         """Record an event, at the timeline's now, on every meter."""

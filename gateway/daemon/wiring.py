@@ -3,7 +3,7 @@ timeline, the publisher; and check every file the configuration names first."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from gateway.config import (
@@ -21,6 +21,7 @@ from gateway.sinks.payloads import MeterInfo
 from gateway.sinks.publisher import NullPublisher, Publisher
 from gateway.sinks.readback import StoredMeter
 from gateway.sources import Source, SourceContext, SourceStart, is_live, source_class
+from gateway.timeline import Timeline
 from meter_model import MeterConfig
 
 __all__ = [
@@ -28,9 +29,9 @@ __all__ = [
     "build_meters",
     "build_publisher",
     "build_source",
+    "build_timeline",
     "check_inputs",
     "checked_models",
-    "counted_until",
 ]
 
 
@@ -81,16 +82,25 @@ def _check_mqtt_files(mqtt: MqttSettings, where: str) -> None:
             raise ConfigError(f"{where}.cert_file/key_file: {mqtt.cert_file}: {exc}") from None
 
 
-def counted_until(meters: Sequence[MeterSettings], stored: Sequence[StoredMeter]) -> int:
-    """Return the last edge counted of a live meter (0: none), below which the timeline never
-    starts; simulated and replayed clocks are their own."""
-    return max(
+def build_timeline(
+    meters: Sequence[MeterSettings],
+    stored: Sequence[StoredMeter],
+    wall_ns: Callable[[], int],
+    monotonic_ns: Callable[[], int],
+    synchronized: Callable[[], bool],
+) -> Timeline:
+    """Return the timeline, never started behind the last edge counted of a live meter
+    (simulated and replayed clocks are their own)."""
+    floor_ns = max(
         [
             int((entry.core_state or {}).get("last_ns") or 0)
             for entry, settings in zip(stored, meters, strict=True)
             if is_live(settings.source)
         ],
         default=0,
+    )
+    return Timeline(
+        wall_ns=wall_ns, monotonic_ns=monotonic_ns, floor_ns=floor_ns, synchronized=synchronized
     )
 
 
