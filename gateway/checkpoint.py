@@ -36,6 +36,14 @@ MAX_PENDING = {"intervals": 3_000, "sub-intervals": 9_000, "events": 1_000}
 URGENT_GAP_NS = 1_000_000_000
 
 
+@dataclass(frozen=True)
+class PeakReset:
+    """A peak demand cleared (by a scheduled read or a command), and when."""
+
+    peak: Peak
+    t_ns: int
+
+
 @dataclass
 class MeterBatch:
     """What one meter produced since the last commit."""
@@ -52,7 +60,7 @@ class MeterBatch:
     events: Sequence[Event] = ()
     peak: Peak | None = None
     peak_window_s: int = 900
-    resets: Sequence[tuple[Peak, int]] = ()  # (peak cleared, when)
+    resets: Sequence[PeakReset] = ()
     outbox: bool = True  # queue intervals and events for MQTT
     published_wh: int = 0  # the highest total published so far
     reads: Sequence[MeterRead] = ()  # scheduled billing reads (gateway/core/reads.py)
@@ -112,7 +120,7 @@ class Checkpoint:
     intervals: list[Interval] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     subintervals: list[SubInterval] = field(default_factory=list)
-    resets: list[tuple[Peak, int]] = field(default_factory=list)  # (peak cleared, when)
+    resets: list[PeakReset] = field(default_factory=list)
     reads: list[MeterRead] = field(default_factory=list)  # scheduled billing reads
     dirty: bool = False  # edges counted (or time marked unobserved) since the last commit
     dropped: dict[str, int] = field(default_factory=dict)  # details dropped while storage failed
@@ -143,7 +151,7 @@ class Checkpoint:
         self.events.extend(events)
 
     def add_reset(self, cleared: Peak, when_ns: int) -> None:
-        self.resets.append((cleared, when_ns))
+        self.resets.append(PeakReset(cleared, when_ns))
 
     @property
     def urgent(self) -> bool:

@@ -522,8 +522,8 @@ def read_schedule(
     zone = meter.timezone or billing.timezone or host_timezone()
     try:
         return ReadSchedule(day, at, zone, meter.sub_interval_s)
-    except ScheduleError as exc:
-        raise ConfigError(f"{where}.{exc.key}: {exc}") from None
+    except ScheduleError as exc:  # the same error, told where in the configuration it is
+        raise ScheduleError(exc.key, f"{where}.{exc.key}: {exc}") from None
 
 
 def core_settings(

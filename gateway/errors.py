@@ -3,6 +3,8 @@
     GatewayError
      +-- ConfigError          bad configuration or usage: names the key or option (exit status 2)
      |    +-- NotFoundError   asked for what the database does not hold (also a LookupError)
+     |    +-- ScheduleError   a billing read schedule that cannot be (also a ValueError; the
+     |                        core's, gateway/core/schedule.py): carries its key
      +-- PulseLogError        a malformed pulse log or load profile: names the file and line
      |                        (exit 2)
      +-- SourceError          an edge source failed (GPIO, serial, simulate, replay)
@@ -10,16 +12,20 @@
      +-- SinkError            a sink failed (database, MQTT, a capture file)
 
 Like gpiozero's ``PinInvalidPin(PinError, ValueError)``, an error is also the builtin it
-resembles, so callers catch either (the pure core's ``ScheduleError`` is a ``ValueError`` naming
-its key). Adapters wrap third-party failures with
-``raise SinkError(...) from exc``; the command line turns ConfigError and PulseLogError into a
-one-line message and exit status 2, never a traceback.
+resembles, so callers catch either, and an error carries what a caller needs (``ScheduleError``
+its key), never to be sorted by its message text. ``GatewayError`` and ``ConfigError`` are
+defined in :mod:`gateway.core.errors`, so the pure core can raise a ``ConfigError`` too; they are
+the same classes here. Adapters wrap third-party failures with ``raise SinkError(...) from exc``;
+the command line turns ConfigError and PulseLogError into a one-line message and exit status 2,
+never a traceback.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from gateway.core.errors import ConfigError, GatewayError
 
 __all__ = [
     "ConfigError",
@@ -32,14 +38,6 @@ __all__ = [
     "first_line",
     "os_errors",
 ]
-
-
-class GatewayError(Exception):
-    """Root of the gateway's errors."""
-
-
-class ConfigError(GatewayError):
-    """Bad configuration or command-line usage."""
 
 
 class NotFoundError(ConfigError, LookupError):

@@ -4,13 +4,14 @@ A :class:`MeterPipeline` is the one place a meter is restored from its stored st
 resume state and its checkpoint). The daemon gives it a source and steps it once a pass: it polls
 the source, feeds the core, gathers what closed, builds the batch a commit writes, learns that
 the commit succeeded and gives the state to publish. ``replay --db`` restores it the same way and
-feeds its core a whole log at once.
+feeds its core a whole log at once. :class:`Meters` is the daemon's meters together: what each
+pass of its loop does to every one of them.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,8 +25,9 @@ from gateway.core.meter import CoreSettings, MeterCore
 from gateway.core.reads import ReadingCore
 from gateway.core.state import restore
 from gateway.sinks.readback import StoredMeter
-from gateway.sinks.sink import MeterState
+from gateway.sinks.sink import Command, MeterState
 from gateway.sources import Source
+from gateway.timeline import ClockStep
 
 logger = logging.getLogger(__name__)
 
@@ -158,14 +160,14 @@ class MeterPipeline:
             checkpoint.dirty = True
             logger.info("%s: the replay reached the end of its log", self.name)
 
-    def clock_stepped(self, at_ns: int, detail: str, followed_to_ns: int | None) -> None:
-        """Record a step of the system clock (live meters only; ``followed_to_ns``: the time
-        the intervals now follow, the labels in between never real time)."""
+    def clock_stepped(self, step: ClockStep) -> None:
+        """Record a step of the system clock (live meters only): an event, and when the
+        intervals follow it, the labels in between as time not watched."""
         if not self.source.live:
             return
-        self.note(EventKind.CLOCK_STEP, detail, at_ns)
-        if followed_to_ns is not None:
-            self.core.mark_gap(at_ns, followed_to_ns, detail)
+        self.note(EventKind.CLOCK_STEP, step.detail, step.at_ns)
+        if step.followed_to_ns is not None:
+            self.core.mark_gap(step.at_ns, step.followed_to_ns, step.detail)
 
     def gather(self, intervals: Iterable[Interval] | None) -> None:
         """Take intervals closed outside :meth:`step` and what the core handed over."""
@@ -178,6 +180,12 @@ class MeterPipeline:
         if cleared is not None:
             self.checkpoint.add_reset(cleared, self.now_ns)
         self.last_sub_end_us = None
+
+    def act(self, command: Command) -> None:
+        """Do what a command received for the meter asks (``reset_peak``; others do nothing)."""
+        if command.name == "reset_peak":
+            self.reset_peak("MQTT command reset_peak")
+            logger.info("%s: peak demand reset by MQTT command", self.name)
 
     def batch(self, published_wh: int = 0, *, skipped: int | None = None) -> MeterBatch:
         """Return everything not yet committed (see :class:`Checkpoint`).
@@ -221,3 +229,81 @@ class MeterPipeline:
     def close(self) -> None:
         if self._source is not None:
             self._source.close()
+
+
+class Meters(tuple[MeterPipeline, ...]):
+    """The daemon's meters, in the configuration's order: what the loop does to each of them."""
+
+    __slots__ = ()
+
+    def named(self, name: str) -> MeterPipeline | None:
+        return next((m for m in self if m.name == name), None)
+
+    @property
+    def urgent(self) -> bool:
+        """Whether any meter has something to put on the card before it is published."""
+        return any(m.checkpoint.urgent for m in self)
+
+    @property
+    def dirty(self) -> bool:
+        return any(m.checkpoint.dirty for m in self)
+
+    @property
+    def behind(self) -> bool:
+        """Whether a paced source is behind its speed (the loop then polls again at once)."""
+        return any(m.behind[0] for m in self)
+
+    def now_by_meter(self) -> dict[str, int]:
+        return {m.name: m.now_ns for m in self}
+
+    def open(self, now: Callable[[], int]) -> None:
+        for pipeline in self:
+            pipeline.open(now)
+
+    def step(self, mono_ns: int, capture: Callable[[Sequence[Edge], int], None]) -> None:
+        for pipeline in self:
+            pipeline.step(mono_ns, capture)
+
+    def clock_stepped(self, step: ClockStep) -> None:
+        for pipeline in self:
+            pipeline.clock_stepped(step)
+
+    def note_all(self, kind: EventKind, detail: str, at_ns: int) -> None:
+        """Record an event at ``at_ns`` on every meter."""
+        for pipeline in self:
+            pipeline.note(kind, detail, at_ns)
+
+    def act(self, command: Command) -> None:
+        """Hand a command to the meter it names (none such: it is dropped)."""
+        pipeline = self.named(command.meter)
+        if pipeline is not None:
+            pipeline.act(command)
+
+    def conflict(self, meter: str, detail: str) -> None:
+        """Record another publisher seen as this gateway, on the meter it was seen for."""
+        pipeline = self.named(meter)
+        if pipeline is not None:
+            pipeline.note(EventKind.CONFLICT, detail)
+
+    def batches(self, published_wh: Callable[[str], int]) -> list[MeterBatch]:
+        """Return every meter's batch, each with the publisher's floor for it."""
+        return [m.batch(published_wh(m.name)) for m in self]
+
+    def committed(self, batches: Sequence[MeterBatch]) -> None:
+        for pipeline, batch in zip(self, batches, strict=True):
+            pipeline.committed(batch)
+
+    def trim(self) -> None:
+        """Bound what waits for a failing database (see :meth:`Checkpoint.trim`)."""
+        for pipeline in self:
+            pipeline.checkpoint.trim(pipeline.now_ns)
+
+    def states_due(self, *, force: bool) -> Iterator[MeterState]:
+        """Yield each meter's state when due, or when a sub-interval has just ended."""
+        for pipeline in self:
+            if pipeline.state_due(force=force):
+                yield pipeline.state()
+
+    def close(self) -> None:
+        for pipeline in self:
+            pipeline.close()

@@ -6,7 +6,7 @@ answers; the timeline notices the step on the next check and re-anchors forward,
 labelled in true UTC from then on, while the energy counted is untouched (it is integer edges,
 whatever their labels). A backward step is reported but not followed: timestamps keep running
 forward from where they were, because going back would make new edges look older than counted
-ones. Each step is logged as an event by the service.
+ones. Each step is logged here, and recorded as an event of every live meter by its pipeline.
 
 The timeline starts no earlier than a floor (the last edge already counted). Once the system
 clock is known to be synchronised (systemd-timesyncd's flag), the floor may lift it at most
@@ -49,6 +49,30 @@ class ClockStep:
     at_ns: int
     delta_ns: int
     followed: bool
+
+    @property
+    def followed_to_ns(self) -> int | None:
+        """Return the time the intervals now follow (None: not followed); the labels between
+        ``at_ns`` and it were never real time."""
+        return self.at_ns + self.delta_ns if self.followed else None
+
+    @property
+    def detail(self) -> str:
+        """Return what a meter's clock_step event says of the step."""
+        return f"system clock stepped by {self.delta_ns / 1e9:+.3f} s; " + (
+            "intervals now follow it" if self.followed else "timestamps keep running on"
+        )
+
+    def log(self) -> None:
+        """Say the step in the log, once, where the timeline notices it."""
+        seconds = self.delta_ns / 1e9
+        if self.followed:
+            logger.warning("the system clock stepped forward by %.1f s; timestamps follow", seconds)
+        else:
+            logger.warning(
+                "the system clock stepped back by %.1f s; timestamps keep running forward",
+                -seconds,
+            )
 
 
 class Timeline:
@@ -106,13 +130,16 @@ class Timeline:
         timeline = self.from_monotonic(mono)
         wall = self._wall_ns()
         delta = wall - timeline
+        step = None
         if delta > self.threshold_ns:
             self._anchor_wall, self._anchor_mono = wall, mono
             self._reported_back = False
-            return ClockStep(timeline, delta, True)
-        if delta < -self.threshold_ns and not self._reported_back:
+            step = ClockStep(timeline, delta, True)
+        elif delta < -self.threshold_ns and not self._reported_back:
             self._reported_back = True
-            return ClockStep(timeline, delta, False)
-        if abs(delta) <= self.threshold_ns:
+            step = ClockStep(timeline, delta, False)
+        elif abs(delta) <= self.threshold_ns:
             self._reported_back = False
-        return None
+        if step is not None:
+            step.log()
+        return step

@@ -7,6 +7,7 @@ __all__ = [
     "arrays",
     "crosscheck",
     "edge",
+    "errors",
     "estimate",
     "events",
     "hygiene",

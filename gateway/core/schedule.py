@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from functools import cached_property
 from zoneinfo import ZoneInfo
 
+from gateway.core.errors import ConfigError
 from meter_model.units import NS_PER_S
 
 READ_TIME_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
@@ -45,7 +46,7 @@ def _previous_month(year: int, month: int) -> tuple[int, int]:
     return (year - 1, 12) if month == 1 else (year, month - 1)
 
 
-class ScheduleError(ValueError):
+class ScheduleError(ConfigError, ValueError):
     """A schedule value that cannot be; ``key`` names its field (``read_day``, ``timezone``)."""
 
     def __init__(self, key: str, message: str) -> None:

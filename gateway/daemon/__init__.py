@@ -4,6 +4,8 @@ Each module is imported by name; these are they.
 """
 
 __all__ = [
+    "capturing",
+    "console",
     "notify",
     "service",
     "signals",

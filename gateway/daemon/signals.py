@@ -64,6 +64,10 @@ class Signals:
         self.received.append(signum)
         self.reopen.set()
 
+    def names(self) -> str:
+        """Return the signals received, by name, for the log ('' when none)."""
+        return ", ".join(signal.Signals(n).name for n in self.received)
+
     def wait(self, timeout_s: float) -> None:
         """Sleep up to ``timeout_s``, or until a signal (or any flag) wakes the loop."""
         if self.stop.is_set():

@@ -200,9 +200,9 @@ class Store(Sink):
         statements += write_reads(
             session, meter_id, batch.name, batch.reads, now_ns, outbox=batch.outbox
         )
-        for cleared, when_ns in batch.resets:
+        for reset in batch.resets:
             session.add(
-                PeakRow(meter_id=meter_id, **_peak_columns(cleared, batch), reset_ns=when_ns)
+                PeakRow(meter_id=meter_id, **_peak_columns(reset.peak, batch), reset_ns=reset.t_ns)
             )
             statements += 1
         # The state row, the counters and the current peak: only what differs from the database.

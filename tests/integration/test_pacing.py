@@ -11,7 +11,8 @@ import io
 from pathlib import Path
 
 from gateway.config import Config, GatewaySettings, MqttSettings, meter_settings
-from gateway.daemon.service import Service, format_behind
+from gateway.daemon.console import format_behind
+from gateway.daemon.service import Service
 from gateway.sources.replay import MAX_EDGES_PER_POLL
 
 NS = 1_000_000_000

@@ -52,7 +52,7 @@ def _graph() -> dict[str, set[str]]:
 def test_the_graph_sees_the_imports_it_should() -> None:
     graph = _graph()
     assert "gateway.checkpoint" in graph["gateway.sinks.store"]
-    assert "gateway.core.meter" in graph["gateway.daemon.service"]
+    assert "gateway.core.meter" in graph["gateway.daemon.console"]
 
 
 def test_no_import_cycle() -> None:

@@ -61,7 +61,7 @@ def test_the_state_message_adds_since_and_keeps_its_keys() -> None:
 
 
 def test_the_daemons_reading_line_says_since_when() -> None:
-    from gateway.daemon.service import format_reading
+    from gateway.daemon.console import format_reading
 
     core = counted()
     core.reset_peak(T0 + 3600 * S)
