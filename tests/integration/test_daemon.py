@@ -25,6 +25,17 @@ from gateway.timeline import Timeline
 def config_file(tmp_path: Path, capture: bool = False) -> Path:
     path = tmp_path / "config.toml"
     capture_line = f'capture_dir = "{tmp_path / "capture"}"' if capture else ""
+    profile_line = ""
+    if capture:
+        # Capture files are per (simulated) day: a clock started at the wall time would cross
+        # midnight within the test whenever it runs late in the day, adding files. A profile
+        # starts the clock at its first row: midnight, a steady 2 kW for two days.
+        profile = tmp_path / "profile.csv"
+        day0 = 1_794_700_800  # 2026-11-15T00:00:00Z
+        profile.write_text(f"time,kw\n{day0},2.0\n{day0 + 2 * 86_400},2.0\n")
+        profile_line = f'profile = "{profile}"\nspeed = 300'
+    else:
+        profile_line = "speed = 3600"
     path.write_text(
         f"""
 [gateway]
@@ -39,7 +50,7 @@ enabled = false
 name = "m1"
 model = "2O208-4W"
 source = "simulate"
-speed = 3600
+{profile_line}
 """
     )
     return path
