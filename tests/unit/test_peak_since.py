@@ -65,8 +65,8 @@ def test_the_daemons_reading_line_says_since_when() -> None:
 
     core = counted()
     core.reset_peak(T0 + 3600 * S)
-    for k in range(121, 180):  # 0.6 kW again, from 01:00:30Z
-        core.push(Edge(T0 + 30 * k * S, "m", "10", k % 2))
+    for k in range(121, 180):  # 0.6 kW again, from 01:00:30Z, the levels going on alternating
+        core.push(Edge(T0 + 30 * k * S, "m", "10", (k + 1) % 2))  # (the last before was 1)
     core.advance(T0 + 5400 * S)
     line = format_reading(core.reading(T0 + 5400 * S))
     # [01:05, 01:20) is the first window wholly at 0.6 kW: 30 edges, 150 Wh in 15 minutes.
