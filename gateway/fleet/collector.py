@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import ssl
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -61,8 +61,7 @@ RETRY_MAX_S = 30.0
 MODEL_RE_START, MODEL_RE_END = "(", ")"
 
 
-@dataclass(frozen=True)
-class Received:
+class Received(NamedTuple):
     """One message as paho handed it over: what to acknowledge, and what it says."""
 
     mid: int
@@ -78,7 +77,10 @@ class Collector:
     def __init__(self, settings: CollectorSettings) -> None:
         self.settings = settings
         self.base = settings.base_topic
-        self._queue: queue.Queue[Received] = queue.Queue()
+        # paho's thread appends what arrives, the main loop takes batches (a deque: no lock
+        # per message) and is woken by the event when it waits.
+        self._arrived: deque[Received] = deque()
+        self._wake = threading.Event()
         self._infos: dict[tuple[str, str], dict[str, Any]] = {}  # state / model, latest only
         self._connected = False
         self._stopping = False
@@ -174,15 +176,15 @@ class Collector:
             try:
                 item = parse_message(parts[1], parts[2], parts[3], message.payload)
             except BadMessage as exc:
-                self._queue.put(Received(mid, qos, bad=f"{message.topic}: {exc}"))
+                self._put(Received(mid, qos, bad=f"{message.topic}: {exc}"))
                 return
-            self._queue.put(Received(mid, qos, item=item))
+            self._put(Received(mid, qos, item=item))
         elif len(parts) == 3 and parts[0] == base and parts[2] == "status":
             text = message.payload.decode("utf-8", errors="replace").strip()
             if text in ("online", "offline"):
-                self._queue.put(Received(mid, qos, status=(parts[1], text)))
+                self._put(Received(mid, qos, status=(parts[1], text)))
             else:
-                self._queue.put(Received(mid, qos, bad=f"{message.topic}: {text[:40]!r}"))
+                self._put(Received(mid, qos, bad=f"{message.topic}: {text[:40]!r}"))
         elif len(parts) == 4 and parts[0] == base and parts[3] == "state":
             try:
                 state = json.loads(message.payload)
@@ -192,6 +194,11 @@ class Collector:
                 self._infos.setdefault((parts[1], parts[2]), {})["state"] = state
         else:
             self._on_discovery(message)
+
+    def _put(self, received: Received) -> None:
+        self._arrived.append(received)
+        if not self._wake.is_set():
+            self._wake.set()
 
     def _on_discovery(self, message: paho.MQTTMessage) -> None:
         try:
@@ -241,26 +248,26 @@ class Collector:
         self.client.loop_start()
 
     def _take(self, signals: Signals, first_wait_s: float) -> list[Received]:
+        """Take what arrived, up to ``batch_size``: waiting at most ``first_wait_s`` for a first
+        message, then at most ``batch_wait_ms`` for the batch to fill."""
         batch: list[Received] = []
-        try:
-            batch.append(self._queue.get(timeout=first_wait_s))
-        except queue.Empty:
-            return batch
-        deadline = time.monotonic() + self.settings.batch_wait_ms / 1000
-        while len(batch) < self.settings.batch_size and not signals.stop.is_set():
-            try:
-                batch.append(self._queue.get_nowait())
-                continue
-            except queue.Empty:
-                pass
-            left = deadline - time.monotonic()
+        size = self.settings.batch_size
+        until = time.monotonic() + first_wait_s
+        filling = False
+        while True:
+            self._wake.clear()  # before looking: what arrives after it sets it again
+            arrived = self._arrived
+            while arrived and len(batch) < size:
+                batch.append(arrived.popleft())
+            if len(batch) >= size or signals.stop.is_set():
+                return batch
+            if batch and not filling:
+                filling = True
+                until = time.monotonic() + self.settings.batch_wait_ms / 1000
+            left = until - time.monotonic()
             if left <= 0:
-                break
-            try:
-                batch.append(self._queue.get(timeout=min(left, 0.01)))
-            except queue.Empty:
-                continue
-        return batch
+                return batch
+            self._wake.wait(left)
 
     def _store(self, database: FleetDatabase, ingest: Ingest, batch: list[Received]) -> None:
         now_ns = time.time_ns()

@@ -272,7 +272,7 @@ class Ingest:
                     "n": _array(r["edges"] for r in rows),
                     "q": _array(r["seq"] for r in rows),
                     "r": _array(r["received_ns"] for r in rows),
-                    "k": _array(r["quality"] for r in rows),
+                    "k": _text_array(r["quality"] for r in rows),
                 },
             )
             return
@@ -347,7 +347,7 @@ class Ingest:
                     "FROM unnest(CAST(:m AS integer[]), CAST(:k AS varchar[])) AS v(m, k) "
                     "ON CONFLICT DO NOTHING"
                 ),
-                {"m": _array(m for m, _ in groups), "k": _array(k for _, k in groups)},
+                {"m": _array(m for m, _ in groups), "k": _text_array(k for _, k in groups)},
             )
         else:
             connection.execute(
@@ -401,7 +401,7 @@ class Ingest:
                     ),
                     {
                         "m": _array(r[0] for r in rows),
-                        "k": _array(r[1] for r in rows),
+                        "k": _text_array(r[1] for r in rows),
                         "h": _array(r[2] for r in rows),
                     },
                 )
@@ -475,13 +475,19 @@ class Ingest:
                 )
 
 
-def _array(values: Iterable[int | str]) -> str:
-    """A PostgreSQL array literal for ``CAST(:x AS type[])``, made as one string: psycopg
-    would dump a list element by element in Python, a cost per row of every batch."""
-    return "{" + ",".join(
-        str(v) if isinstance(v, int) else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        for v in values
-    ) + "}"
+def _array(values: Iterable[int]) -> str:
+    """A PostgreSQL array literal of integers for ``CAST(:x AS bigint[])``, made as one string:
+    psycopg would dump a list element by element in Python, a cost per row of every batch."""
+    return "{" + ",".join(map(str, values)) + "}"
+
+
+def _text_array(values: Iterable[str]) -> str:
+    """:func:`_array` of strings, each quoted."""
+    return "{" + ",".join(_quoted(v) for v in values) + "}"
+
+
+def _quoted(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _bind(name: str) -> Any:

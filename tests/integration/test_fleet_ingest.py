@@ -153,3 +153,20 @@ def test_reads_and_events_once_by_seq(database_url: str) -> None:
         assert rows(database, "SELECT kind, seq FROM fleet_events") == [("glitch", 1)]
     finally:
         database.close()
+
+
+def test_any_quality_text_is_stored_as_sent(database_url: str) -> None:
+    # PostgreSQL receives a batch's columns as array literals: quotes, backslashes, commas,
+    # braces and the word NULL inside a value must come back as they were sent.
+    qualities = ['a"b', "c\\d", "e,f", "{g}", "NULL", "", "élan ∑", "x" * 20]
+    database = FleetDatabase(database_url)
+    try:
+        items = []
+        for k, quality in enumerate(qualities):
+            payload = interval(k + 1, k, 10).payload | {"quality": quality}
+            items.append(parse_message("gw1", "m1", "interval", json.dumps(payload).encode()))
+        Ingest().ingest(database.engine, items, 1)
+        got = rows(database, "SELECT quality FROM fleet_intervals ORDER BY start_ns")
+        assert got == [(q[:16],) for q in qualities]
+    finally:
+        database.close()
