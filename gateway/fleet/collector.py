@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import ssl
 import threading
 import time
 from collections import deque
@@ -52,6 +51,7 @@ from gateway.fleet.ingest import (
 )
 from gateway.fleet.partitions import MONTHS_AHEAD, months_from
 from gateway.sinks.failures import first_line
+from gateway.sinks.mqtt import log_in
 
 logger = logging.getLogger(__name__)
 
@@ -113,20 +113,8 @@ class Collector:
             manual_ack=True,
         )
         client.reconnect_delay_set(min_delay=1, max_delay=30)
-        if s.username is not None:
-            password = read_secret(s.password_file, "password_file") if s.password_file else None
-            client.username_pw_set(s.username, password)
-        if s.tls or s.ca_file:
-            try:
-                client.tls_set(
-                    ca_certs=s.ca_file,
-                    certfile=s.cert_file,
-                    keyfile=s.key_file,
-                    cert_reqs=ssl.CERT_REQUIRED,
-                    tls_version=ssl.PROTOCOL_TLS_CLIENT,
-                )
-            except (OSError, ssl.SSLError, ValueError) as exc:
-                raise ConfigError(f"collector.ca_file, cert_file, key_file: {exc}") from None
+        password = read_secret(s.password_file, "password_file") if s.password_file else None
+        log_in(client, s, password, "collector")
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message

@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -62,7 +62,7 @@ from gateway.trouble import Trouble
 if TYPE_CHECKING:
     from gateway.checkpoint import MeterBatch
 
-__all__ = ["Command", "MqttPublisher"]
+__all__ = ["Command", "LoginSettings", "MqttPublisher", "log_in"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +106,43 @@ def read_password(path: str) -> str:
             return handle.readline().rstrip("\r\n")
     except OSError as exc:
         raise ConfigError(f"mqtt.password_file {path}: {exc.strerror or exc}") from None
+
+
+class LoginSettings(Protocol):
+    """What :func:`log_in` reads: the gateway's ``[mqtt]`` and the collector's ``[collector]``."""
+
+    @property
+    def username(self) -> str | None: ...
+    @property
+    def tls(self) -> bool: ...
+    @property
+    def ca_file(self) -> str | None: ...
+    @property
+    def cert_file(self) -> str | None: ...
+    @property
+    def key_file(self) -> str | None: ...
+
+
+def log_in(
+    client: paho.Client, settings: LoginSettings, password: str | None, section: str
+) -> None:
+    """Give ``client`` its user name with ``password`` (read by the caller, who words its own
+    errors) and TLS when ``tls`` or a ``ca_file`` asks for it; a CA, certificate or key that
+    does not load is a ConfigError naming ``section``'s keys."""
+    s = settings
+    if s.username is not None:
+        client.username_pw_set(s.username, password)
+    if s.tls or s.ca_file:
+        try:
+            client.tls_set(
+                ca_certs=s.ca_file,
+                certfile=s.cert_file,
+                keyfile=s.key_file,
+                cert_reqs=ssl.CERT_REQUIRED,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise ConfigError(f"{section}.ca_file, cert_file, key_file: {exc}") from None
 
 
 class MqttPublisher(Publisher):
@@ -174,20 +211,8 @@ class MqttPublisher(Publisher):
         client.will_set(self.status_topic, "offline", qos=1, retain=True)
         client.reconnect_delay_set(min_delay=1, max_delay=60)
         client.max_inflight_messages_set(MAX_IN_FLIGHT)
-        if s.username is not None:
-            password = read_password(s.password_file) if s.password_file else None
-            client.username_pw_set(s.username, password)
-        if s.tls or s.ca_file:
-            try:
-                client.tls_set(
-                    ca_certs=s.ca_file,
-                    certfile=s.cert_file,
-                    keyfile=s.key_file,
-                    cert_reqs=ssl.CERT_REQUIRED,
-                    tls_version=ssl.PROTOCOL_TLS_CLIENT,
-                )
-            except (OSError, ssl.SSLError, ValueError) as exc:
-                raise ConfigError(f"mqtt.ca_file, cert_file, key_file: {exc}") from None
+        password = read_password(s.password_file) if s.password_file else None
+        log_in(client, s, password, "mqtt")
         client.on_connect = self._guarded("on_connect", self._on_connect)
         client.on_connect_fail = self._guarded("on_connect_fail", self._on_connect_fail)
         client.on_disconnect = self._guarded("on_disconnect", self._on_disconnect)
