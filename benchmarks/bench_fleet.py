@@ -4,14 +4,17 @@ Each simulated gateway publishes a day of 15-minute intervals (96 per meter) and
 per meter, QoS 1, in time order, as fast as the broker takes them, while 1 and then 2
 collectors (``amr-gateway collect``, one share group) store them into a fresh PostgreSQL
 database. A simulated gateway is a topic namespace (``amr/gwNNN/...``) published by one of a few
-publisher processes, not a daemon: the collector sees exactly what gateways send.
+publisher processes, not a daemon: the collector sees exactly what gateways send. The
+publishers are bare MQTT 3.1.1 clients (QoS 1 packets written in bulk, PUBACKs counted) so that
+on a small machine they leave the CPU to what is measured; ``--paho-publishers`` uses paho.
 
 Prints: messages/s ingested (first publish to last commit), end-to-end latency p50/p99
-(publish to the collector's batch, ``received_ns``), and bytes per interval row (the interval
-partitions with their indexes, against the JSON each interval arrived as). Goals (the issue):
-at least 5,000 messages/s, rows within 2x of the raw data.
+(publish to the collector's batch, ``received_ns``), bytes per interval row (the interval
+partitions with their indexes, against the JSON each interval arrived as), and the CPU
+seconds of the collectors, the publishers, the broker and the database's server processes.
+Goals (the issue): at least 5,000 messages/s, rows within 2x of the raw data.
 
-    python benchmarks/bench_fleet.py [--gateways 20] [--meters 25] [--full]
+    python benchmarks/bench_fleet.py [--gateways 20] [--meters 25] [--full] [--repeat 3]
 
 ``--full`` is 200 gateways x 25 meters (485,000 messages per run). Needs mosquitto and a
 PostgreSQL at $AMR_TEST_POSTGRES (default postgresql+psycopg://postgres@127.0.0.1:5432/test).
