@@ -226,7 +226,6 @@ class Ingest:
                         "payload": json.dumps(item.payload, separators=(",", ":")),
                     }
                 )
-        self._track_seqs(connection, by_group, now_ns)
         if intervals:
             self._upsert_intervals(connection, list(intervals.values()))
         if reads:
@@ -244,6 +243,9 @@ class Ingest:
         loose = [e for e in events if e["seq"] is None]
         if loose:  # sent outside the outbox (the gateway's database failing): no key to keep
             connection.execute(_insert(connection, FleetEventRow), loose)
+        # The rows two collectors share (a meter's seq rows, locked in meter order, and the
+        # meter's row) last: they are held from here to the commit, not for the whole batch.
+        self._track_seqs(connection, by_group, now_ns)
         self._touch_meters(connection, set(ids.values()), last_end, now_ns)
         return ids
 
