@@ -357,14 +357,24 @@ class Ingest:
                 [{"meter_id": m, "kind": k, "high_seq": 0} for m, k in groups],
             )
         meter_ids = sorted({m for m, _ in groups})
-        query = (
-            select(FleetSeqRow.meter_id, FleetSeqRow.kind, FleetSeqRow.high_seq)
-            .where(FleetSeqRow.meter_id.in_(meter_ids))
-            .order_by(FleetSeqRow.meter_id, FleetSeqRow.kind)
-        )
         if connection.dialect.name == "postgresql":
-            query = query.with_for_update()
-        high = {(m, k): h for m, k, h in connection.execute(query)}
+            # Locked in one order, so two collectors' batches never wait on each other in a
+            # circle; the ids as one array (an IN list would be compiled anew every batch).
+            found = connection.execute(
+                text(
+                    "SELECT meter_id, kind, high_seq FROM fleet_seqs "
+                    "WHERE meter_id = ANY(CAST(:m AS integer[])) "
+                    "ORDER BY meter_id, kind FOR UPDATE"
+                ),
+                {"m": _array(meter_ids)},
+            )
+        else:
+            found = connection.execute(
+                select(FleetSeqRow.meter_id, FleetSeqRow.kind, FleetSeqRow.high_seq)
+                .where(FleetSeqRow.meter_id.in_(meter_ids))
+                .order_by(FleetSeqRow.meter_id, FleetSeqRow.kind)
+            )
+        high = {(m, k): h for m, k, h in found}
         gaps_by_group: dict[tuple[int, str], list[Any]] | None = None
         new_high: list[dict[str, Any]] = []
         new_gaps: list[dict[str, Any]] = []
