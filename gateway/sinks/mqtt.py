@@ -34,6 +34,7 @@ import ssl
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -68,6 +69,11 @@ logger = logging.getLogger(__name__)
 
 KNOWN_COMMANDS = ("reset_peak", "resend")
 MAX_IN_FLIGHT = 50
+# Re-send answers waiting for room in flight, at most: a request beyond it is declined (its gap
+# stays open, and the collector asks again). paho numbers messages modulo 65,535 and never
+# checks a number is free: handed too many at once it would overwrite queued messages, or take
+# a re-sent message's acknowledgement for an outbox message's.
+MAX_RESEND_WAITING = 20_000
 REFUSED_RETRY_S = 30
 RETAINED_GRACE_S = 0.5  # after our SUBACK, retained messages have arrived (sent right after it)
 OUTBOX_BATCH = 200
@@ -176,6 +182,8 @@ class MqttPublisher(Publisher):
         self._acked: list[int] = []  # paho mids the broker acknowledged
         self._in_flight: dict[int, int] = {}  # paho mid -> outbox row id
         self._handed: set[int] = set()  # outbox row ids paho holds (it resends them itself)
+        self._resending: deque[tuple[str, str]] = deque()  # re-send answers: (topic, payload)
+        self._resent_in_flight: set[int] = set()  # their paho mids, until acknowledged
         self._commands: list[Command] = []
         self._last_state: dict[str, str] = {}
         self._stopping = False
@@ -477,6 +485,8 @@ class MqttPublisher(Publisher):
         if self._refused and min(self._refused.values()) <= now:
             self._refused = {row: t for row, t in self._refused.items() if t > now}
             self._outbox_dirty = True
+        self._resent_in_flight.difference_update(acked)
+        self._resent_in_flight.difference_update(mid for mid, _ in rejected)
         delivered = [self._in_flight.pop(mid) for mid in acked if mid in self._in_flight]
         if delivered:
             self._refusing.cleared()
@@ -508,6 +518,8 @@ class MqttPublisher(Publisher):
         if connected and (fresh or self._outbox_dirty):
             self._outbox_dirty = False
             self._drain_outbox()
+        if connected and self._resending:
+            self._send_resends()
         accepted = []
         for command in commands:
             if command.name in self.settings.commands and command.meter in {
@@ -526,11 +538,32 @@ class MqttPublisher(Publisher):
 
         for command in commands:
             if command.name == "resend" and self.outbox is not None:
+                if len(self._resending) >= MAX_RESEND_WAITING:
+                    logger.warning(
+                        "declined a re-send request for %s: %d answers wait already",
+                        command.meter,
+                        len(self._resending),
+                    )
+                    continue
                 for kind, text in answer_resend(
                     self.outbox.database, command.meter, command.payload
                 ):
-                    self._publish(f"{self.base}/{command.meter}/{kind}", text, qos=1)
+                    self._resending.append((f"{self.base}/{command.meter}/{kind}", text))
+        if self._resending and self.connected:
+            self._send_resends()
         return [command for command in commands if command.name != "resend"]
+
+    def _send_resends(self) -> None:
+        """Hand paho re-send answers as room in flight allows, after the outbox's own."""
+        room = MAX_IN_FLIGHT - len(self._in_flight) - len(self._resent_in_flight)
+        while room > 0 and self._resending:
+            topic, text = self._resending[0]
+            mid = self._publish(topic, text, qos=1)
+            if mid is None:
+                return  # the connection dropped: the rest go once it is back
+            self._resending.popleft()
+            self._resent_in_flight.add(mid)
+            room -= 1
 
     def _send_discovery(self) -> None:
         if not self.settings.discovery_prefix:

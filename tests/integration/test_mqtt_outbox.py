@@ -7,14 +7,17 @@ exactly which pass handed a message to paho and which one saw the broker's answe
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as paho
 import pytest
 from db_helpers import read_db
 from mqtt_helpers import Broker, Subscriber, wait_for
+from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.checkpoint import MeterBatch
 from gateway.config import MqttSettings
@@ -115,7 +118,6 @@ def test_an_outbox_row_is_deleted_on_puback_not_on_publish(tmp_path, broker) -> 
         wait_for(lambda: len(sub.messages) == 4, 30, "the four messages")
         assert [(m.topic.rsplit("/", 1)[1], m.json()["seq"]) for m in sub.messages] == waiting
     finally:
-        broker.resume()
         publisher.stop()
         sub.close()
         database.close()
@@ -230,3 +232,46 @@ def test_status_discovery_and_state_are_announced_again_after_a_reconnect(tmp_pa
     finally:
         publisher.stop()
         broker.stop()
+
+
+def test_resend_answers_go_out_in_the_outboxs_flight_window(tmp_path, broker, monkeypatch) -> None:
+    """A re-send request's answers wait their turn: paho is never handed more than the flight
+    window (it numbers messages modulo 65,535 without checking a number is free, so a flood
+    could overwrite queued messages or confuse an acknowledgement), and all of them arrive."""
+    from gateway.sinks.mqtt import MAX_IN_FLIGHT
+
+    n = 3 * MAX_IN_FLIGHT
+    database = Database(f"sqlite:///{tmp_path / 'gateway.db'}")
+    store = Store(database)
+    store.commit([batch(intervals=n)], T0)
+    sub = Subscriber(broker, ["amr/gwt/+/interval"])
+    publisher = start_publisher(broker, Outbox(database), commands=["resend"])
+    handed: list[int] = []
+    publish = publisher.client.publish
+
+    def counting(topic: str, *args: Any, **kwargs: Any) -> Any:
+        if topic.endswith("/interval"):
+            handed.append(len(sub.messages))
+        return publish(topic, *args, **kwargs)
+
+    monkeypatch.setattr(publisher.client, "publish", counting)
+    try:
+        wait_for(pumping(publisher, lambda: len(sub.messages) == n), 60, "the outbox sent")
+        handed.clear()
+        request = json.dumps({"kind": "interval", "from_seq": 1, "to_seq": n})
+        cmd = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+        cmd.connect("127.0.0.1", broker.port)
+        cmd.loop_start()
+        cmd.publish("amr/gwt/unit-101/cmd/resend", request, qos=1).wait_for_publish(10)
+        cmd.loop_stop()
+        cmd.disconnect()
+        # The pass that takes the request hands paho no more than the window.
+        wait_for(pumping(publisher, lambda: len(handed) > 0), 30, "the request answered")
+        assert len(handed) <= MAX_IN_FLIGHT, len(handed)
+        wait_for(pumping(publisher, lambda: len(sub.messages) == 2 * n), 60, "every answer")
+        resent = [m.json()["seq"] for m in sub.messages[n:]]
+        assert resent == list(range(1, n + 1))
+    finally:
+        publisher.stop()
+        sub.close()
+        database.close()
