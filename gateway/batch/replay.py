@@ -202,8 +202,8 @@ class _Feeder:
         return t, lv
 
     def feed(self, names: Sequence[str], chunk: Chunk, *, check_order: bool) -> None:
-        meter_ids = np.unique(chunk.meter) if len(names) > 1 else np.array([chunk.meter[0]])
-        for meter_id in meter_ids.tolist():
+        meter_ids = chunk.meter_ids() if len(names) > 1 else [int(chunk.meter[0])]
+        for meter_id in meter_ids:
             if len(meter_ids) > 1:
                 rows = chunk.meter == meter_id
                 t, ch, lv = chunk.t_ns[rows], chunk.channel[rows], chunk.level[rows]
@@ -336,8 +336,8 @@ def _holes(
 
 def _row_ranges(names: list[str], chunk: Chunk, seen: dict[str, tuple[int, int]]) -> None:
     """Widen each meter's (first, last) row times in one log by a chunk's rows."""
-    ids = np.unique(chunk.meter)
-    for meter_id in ids.tolist():
+    ids = chunk.meter_ids()
+    for meter_id in ids:
         t = chunk.t_ns if len(ids) == 1 else chunk.t_ns[chunk.meter == meter_id]
         name = names[meter_id]
         lo, hi = int(t.min()), int(t.max())
@@ -416,7 +416,7 @@ def _replay(
         # Each meter's rows in time order, chunk by chunk: the core's result does not depend
         # on where the chunks are cut. The holes between the logs are known whole by now.
         for chunk in sorter.chunks():
-            for meter_id in np.unique(chunk.meter).tolist():
+            for meter_id in chunk.meter_ids():
                 name = names[meter_id]
                 if name not in feeder.cores:
                     first = int(chunk.t_ns[chunk.meter == meter_id].min())

@@ -79,6 +79,12 @@ class Chunk:
     channel: npt.NDArray[np.int8]  # 0: `10`, 1: `1K`
     level: npt.NDArray[np.int8]
 
+    def meter_ids(self) -> list[int]:
+        """Return the meter indices present, ascending."""
+        # Indices are small: counting them is one pass, where np.unique sorts the column (and
+        # its first call imports numpy.ma).
+        return np.flatnonzero(np.bincount(self.meter)).tolist()
+
 
 @dataclass
 class LogScanner:
@@ -381,8 +387,8 @@ def check_logs(paths: Sequence[str]) -> dict[str, dict[str, LogSpan]]:
         scanner = LogScanner(path)
         rows: dict[int, tuple[int, int]] = {}
         for chunk in scanner.chunks():
-            ids = np.unique(chunk.meter)
-            for meter_id in ids.tolist():
+            ids = chunk.meter_ids()
+            for meter_id in ids:
                 t = chunk.t_ns if len(ids) == 1 else chunk.t_ns[chunk.meter == meter_id]
                 lo, hi = int(t.min()), int(t.max())
                 old = rows.get(meter_id)
