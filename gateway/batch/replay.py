@@ -34,6 +34,9 @@ from gateway.timefmt import format_iso, parse_time_ns
 # beyond them the logs are read again to be sorted (about 7 MB of columns).
 KEEP_ROWS = 1 << 19
 
+# Sorted chunks merged ahead of the cores (each some 2 MB): a merge round's worth.
+SORTED_AHEAD = 8
+
 T = TypeVar("T")
 I64 = npt.NDArray[np.int64]
 I8 = npt.NDArray[np.int8]
@@ -455,7 +458,8 @@ def _replay(
     if sort:
         # Each meter's rows in time order, chunk by chunk: the core's result does not depend
         # on where the chunks are cut. The holes between the logs are known whole by now.
-        for chunk in sorter.chunks():
+        # Merged in a thread, a few chunks ahead: the next block is merged while one is fed.
+        for chunk in prefetch(sorter.chunks(), depth=SORTED_AHEAD):
             for meter_id in chunk.meter_ids():
                 name = names[meter_id]
                 if name not in feeder.cores:
