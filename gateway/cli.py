@@ -165,7 +165,7 @@ class _CollectorConfig(argparse.Action):
     """``collect --config``: its help names the default file, looked up only when help is shown
     (the fleet's configuration module pulls in the gateway's; other commands start without)."""
 
-    @property  # type: ignore[override]
+    @property
     def help(self) -> str:
         from gateway.fleet.config import DEFAULT_COLLECTOR_CONFIG
 

@@ -19,8 +19,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy.engine import make_url
-
 from gateway.batch.replay import BatchResult, CoreFactory, replay_logs
 from gateway.config import MeterSettings
 from gateway.core.events import EventKind
@@ -28,7 +26,7 @@ from gateway.core.meter import CoreSettings, MeterCore
 from gateway.errors import ConfigError
 from gateway.pipeline import MeterPipeline
 from gateway.pulselog.scan import LogSpan, check_logs
-from gateway.sinks.database import Database
+from gateway.sinks.database import Database, sqlite_path
 from gateway.sinks.readback import Readback, StoredMeter
 from gateway.sinks.store import Store
 from gateway.timefmt import format_iso
@@ -143,13 +141,9 @@ def _opened_at_head(url: str) -> Database | None:
     """Return the database at ``url``, locked, when it is already at the current schema, having
     changed nothing; None when it must first be created or migrated, or cannot be used (the
     caller then reads the logs whole before opening it, so bad input leaves it as it was)."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        path = parsed.database or ""
-        if not path or path == ":memory:" or not os.path.isfile(path):
-            return None
-        if os.path.getsize(path) == 0:
-            return None  # opening an empty file would write SQLite's header
+    path = sqlite_path(url)
+    if path is not None and (not os.path.isfile(path) or os.path.getsize(path) == 0):
+        return None  # to create (opening an empty file would write SQLite's header)
     try:
         return Database(url, upgrade=False, lock="replay --db")
     except Exception:
@@ -159,13 +153,8 @@ def _opened_at_head(url: str) -> Database | None:
 
 
 def _new_sqlite_file(url: str) -> bool:
-    parsed = make_url(url)
-    path = parsed.database or ""
-    return (
-        parsed.get_backend_name() == "sqlite"
-        and path not in ("", ":memory:")
-        and not os.path.lexists(path)
-    )
+    path = sqlite_path(url)
+    return path is not None and not os.path.lexists(path)
 
 
 def import_logs(

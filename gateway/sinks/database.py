@@ -42,12 +42,25 @@ _SQLITE_ENGINES: dict[str, Engine] = {}
 _SQLITE_ENGINES_LOCK = threading.Lock()
 
 
+def sqlite_path(url: str) -> str | None:
+    """Return the file an SQLite URL names; None for another database, or one in memory (an
+    unparsable URL too: opening it says what is wrong)."""
+    try:
+        parsed = make_url(url)
+    except (SQLAlchemyError, ValueError):
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return parsed.database
+
+
 def holds_open(path: str) -> bool:
     """Return whether this process has the SQLite file at ``path`` open (and so holds it)."""
     engine = _SQLITE_ENGINES.get(os.path.realpath(path))
     if engine is None or not isinstance(engine.pool, QueuePool):
         return False
     return engine.pool.checkedin() + engine.pool.checkedout() > 0
+
 
 logger = logging.getLogger(__name__)
 
