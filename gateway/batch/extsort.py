@@ -9,9 +9,10 @@ indistinguishable, so the output is the very sequence a sort of the whole log gi
 
 - Rows are gathered into runs of at most :data:`SORT_RUN_ROWS`, each sorted as one packed int64
   key (:func:`sort_columns`) with numpy's stable sort, which is nearly free on rows already in
-  order or reversed. Each chunk is sorted as it comes, so a run is sorted pieces. When every row
-  fits in one run nothing is written: the pieces are merged in memory, block by block as runs on
-  file are (below), so the caller can feed one block while the next is merged.
+  order or reversed (quicksort for keys in random order). Each chunk is sorted as it comes, so
+  a run is sorted pieces. When every row fits in one run nothing is written: the pieces are
+  merged in memory in a few parts, split at keys sampled from them all, so the caller can feed
+  one part while the next is merged.
 - Otherwise each sorted run goes to a file of its own as raw columns one after the other (time
   int64, meter int32, channel int8, level int8: 14 bytes a row) in a ``TemporaryDirectory``
   created in the system's temporary directory: ``$TMPDIR``, else ``/tmp`` (as sort(1) does).
