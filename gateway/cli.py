@@ -161,20 +161,38 @@ def build_parser() -> argparse.ArgumentParser:
 # database (found by its schema from --db) with --gateway to narrow.
 
 
+class _CollectorConfig(argparse.Action):
+    """``collect --config``: its help names the default file, looked up only when help is shown
+    (the fleet's configuration module pulls in the gateway's; other commands start without)."""
+
+    @property
+    def help(self) -> str:
+        from gateway.fleet.config import DEFAULT_COLLECTOR_CONFIG
+
+        return f"[collector] configuration (default {DEFAULT_COLLECTOR_CONFIG})"
+
+    @help.setter
+    def help(self, _value: str | None) -> None:
+        pass  # the property above says it
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, values)
+
+
 def _fleet_parsers(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
     **fleet_aware: argparse.ArgumentParser,
 ) -> None:
-    from gateway.fleet.config import DEFAULT_COLLECTOR_CONFIG
-
     collect = commands.add_parser(
         "collect", help="collect every gateway's intervals, reads and events into one database"
     )
-    collect.add_argument(
-        "--config",
-        metavar="FILE",
-        help=f"[collector] configuration (default {DEFAULT_COLLECTOR_CONFIG})",
-    )
+    collect.add_argument("--config", action=_CollectorConfig, metavar="FILE")
     collect.add_argument(
         "--web", metavar="HOST:PORT", help="serve the fleet page and /metrics here ([web] listen)"
     )
@@ -324,9 +342,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     from gateway.batch.command import replay
-    from gateway.config import check_database_url
 
     if args.db is not None:
+        from gateway.config import check_database_url
+
         check_database_url(args.db, "--db")
 
     replay(

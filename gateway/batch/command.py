@@ -18,7 +18,6 @@ if TYPE_CHECKING:
 from gateway.core.intervals import IntervalBatch
 from gateway.core.meter import MeterCore
 from gateway.errors import ConfigError
-from gateway.pulselog.scan import check_logs
 from gateway.timefmt import NS_PER_US, format_iso
 from meter_model.units import round_kw
 
@@ -189,12 +188,9 @@ def replay(
         if db_url is not None:
             from gateway.batch.dbimport import import_logs
 
-            # Read the logs whole before the database is opened (or created, or migrated):
-            # bad input leaves it untouched, byte for byte (issue #12).
-            spans = check_logs(paths)
-            result, imported = import_logs(
-                paths, db_url, progress=progress, settings=settings, spans=spans
-            )
+            # Bad input leaves the database untouched, byte for byte (issue #12): nothing is
+            # written (or created, or migrated) before the logs were read whole.
+            result, imported = import_logs(paths, db_url, progress=progress, settings=settings)
         else:
             result = replay_logs(paths, progress=progress, settings=settings)
     finally:

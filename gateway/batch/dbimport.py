@@ -14,18 +14,19 @@ anything is written, never skipped silently (SPEC 3).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from gateway.batch.replay import BatchResult, replay_logs
+from gateway.batch.replay import BatchResult, CoreFactory, replay_logs
 from gateway.config import MeterSettings
 from gateway.core.events import EventKind
 from gateway.core.meter import CoreSettings, MeterCore
 from gateway.errors import ConfigError
 from gateway.pipeline import MeterPipeline
-from gateway.pulselog.scan import LogSpan
-from gateway.sinks.database import Database
+from gateway.pulselog.scan import LogSpan, check_logs
+from gateway.sinks.database import Database, sqlite_path
 from gateway.sinks.readback import Readback, StoredMeter
 from gateway.sinks.store import Store
 from gateway.timefmt import format_iso
@@ -75,7 +76,9 @@ def _stored_range(previous: StoredMeter) -> tuple[int, int] | None:
 
 
 def _refuse_dropped(
-    readback: Readback, stored: dict[str, StoredMeter], spans: Mapping[str, Mapping[str, LogSpan]]
+    readback: Readback,
+    stored: Mapping[str, StoredMeter],
+    spans: Mapping[str, Mapping[str, LogSpan]],
 ) -> None:
     """Raise ConfigError for a log with edges where the database holds a meter but never
     counted them: an older log imported after a newer one would be skipped, not added."""
@@ -105,42 +108,95 @@ def _refuse_dropped(
                 )
 
 
+def _make_core(
+    stored: Mapping[str, StoredMeter],
+    settings: Mapping[str, CoreSettings] | None,
+    pipelines: dict[str, MeterPipeline],
+) -> CoreFactory:
+    """Return the cores' factory for :func:`replay_logs`: each meter resumes from its stored
+    state (if any) in a :class:`MeterPipeline`, kept in ``pipelines``."""
+
+    def make_core(name: str, first_ns: int) -> MeterCore:
+        previous = stored.get(name)
+        # --config's settings, else those the stored state was reconstructed with.
+        chosen = (settings or {}).get(name)
+        if chosen is None and previous is not None:
+            chosen = CoreSettings.from_state((previous.core_state or {}).get("settings"))
+        meter = MeterSettings(
+            name,
+            model=previous.model if previous else IMPORT_MODEL,
+            source=previous.source if previous else "replay",
+        )
+        # Billing reads are taken at the instants the daemon would take them.
+        pipeline = MeterPipeline(meter, chosen or default_settings(), previous)
+        if not pipeline.resumed:
+            pipeline.core.begin(first_ns)
+        pipelines[name] = pipeline
+        return pipeline.core
+
+    return make_core
+
+
+def _opened_at_head(url: str) -> Database | None:
+    """Return the database at ``url``, locked, when it is already at the current schema, having
+    changed nothing; None when it must first be created or migrated, or cannot be used (the
+    caller then reads the logs whole before opening it, so bad input leaves it as it was)."""
+    path = sqlite_path(url)
+    if path is not None and (not os.path.isfile(path) or os.path.getsize(path) == 0):
+        return None  # to create (opening an empty file would write SQLite's header)
+    try:
+        return Database(url, upgrade=False, lock="replay --db")
+    except Exception:
+        # To create or migrate, or held, damaged, foreign, newer: the ordinary way (the logs
+        # read first) meets it again and says so, as it always did.
+        return None
+
+
+def _new_sqlite_file(url: str) -> bool:
+    path = sqlite_path(url)
+    return path is not None and not os.path.lexists(path)
+
+
 def import_logs(
     paths: Sequence[str],
     url: str,
     progress: Callable[[int, int, int], None] | None = None,
     settings: dict[str, CoreSettings] | None = None,
-    spans: Mapping[str, Mapping[str, LogSpan]] | None = None,
 ) -> tuple[BatchResult, list[Imported]]:
     """Import ``paths`` into the database at ``url``; return what the meters now hold, and what
-    the import did to each. ``spans`` (from ``check_logs``) lets it refuse a log it would drop."""
-    database = Database(url, lock="replay --db")
+    the import did to each. A log it would drop is refused, with nothing written.
+
+    Each log is read once: a database already at the current schema is opened (and locked)
+    first, and its meters resume while the logs are read; into a new SQLite file the logs are
+    read first, and the file is created after. Only a database to migrate (or one that cannot
+    be used) has the logs read whole before it is opened, then read again (issue #12: bad
+    input leaves it byte for byte as it was).
+    """
+    database = _opened_at_head(url)
+    early: tuple[BatchResult, dict[str, MeterPipeline]] | None = None
+    if database is None:
+        if _new_sqlite_file(url):
+            fresh: dict[str, MeterPipeline] = {}
+            early = (
+                replay_logs(paths, _make_core({}, settings, fresh), progress, finish=False),
+                fresh,
+            )
+        else:
+            check_logs(paths)  # bad input: refused before the database is touched
+        database = Database(url, lock="replay --db")
     try:
         readback = Readback(database)
         stored = {m.name: m for m in readback.meters()}
-        _refuse_dropped(readback, stored, spans or {})
-
-        pipelines: dict[str, MeterPipeline] = {}
-
-        def make_core(name: str, first_ns: int) -> MeterCore:
-            previous = stored.get(name)
-            # --config's settings, else those the stored state was reconstructed with.
-            chosen = (settings or {}).get(name)
-            if chosen is None and previous is not None:
-                chosen = CoreSettings.from_state((previous.core_state or {}).get("settings"))
-            meter = MeterSettings(
-                name,
-                model=previous.model if previous else IMPORT_MODEL,
-                source=previous.source if previous else "replay",
+        if early is not None and not stored.keys() & early[0].cores.keys():
+            # Read before the file existed; none of its meters was stored since: they start
+            # anew, as they were read.
+            result, pipelines = early
+        else:
+            pipelines = {}
+            result = replay_logs(
+                paths, _make_core(stored, settings, pipelines), progress, finish=False
             )
-            # Billing reads are taken at the instants the daemon would take them.
-            pipeline = MeterPipeline(meter, chosen or default_settings(), previous)
-            if not pipeline.resumed:
-                pipeline.core.begin(first_ns)
-            pipelines[name] = pipeline
-            return pipeline.core
-
-        result = replay_logs(paths, make_core, progress, finish=False)
+        _refuse_dropped(readback, stored, result.spans)
         now_ns = time.time_ns()
         batches = []
         report = []

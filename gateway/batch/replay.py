@@ -3,9 +3,11 @@
 Logs are read chunk by chunk (:mod:`gateway.pulselog.scan`) and fed to one :class:`MeterCore` per
 meter through its vectorised path. Memory stays flat while each meter's rows come in time order
 across chunks and files, as the gateway's own capture writes them. Logs whose rows are out of order
-beyond one chunk are read again and sorted in bounded memory (:mod:`gateway.batch.extsort`: sorted
-runs spilled to temporary files, then merged), and the sorted rows are fed chunk by chunk the same
-way, so any order works and gives the same result.
+beyond one chunk are sorted in bounded memory (:mod:`gateway.batch.extsort`: sorted runs spilled
+to temporary files, then merged), and the sorted rows are fed chunk by chunk the same way, so any
+order works and gives the same result. The chunks read before the disorder showed are kept while
+they are few (:data:`KEEP_ROWS`), so a log out of order from its start (reversed, shuffled,
+concatenated captures) is read once: what was read goes to the sorter, and reading goes on.
 """
 
 from __future__ import annotations
@@ -25,8 +27,15 @@ from gateway.core.edge import CHANNEL_1K, CHANNEL_10
 from gateway.core.hygiene import skip_seen
 from gateway.core.intervals import IntervalBatch
 from gateway.core.meter import CoreSettings, MeterCore
-from gateway.pulselog.scan import Chunk, LogScanner, file_size, order_rows
+from gateway.pulselog.scan import Chunk, LogScanner, LogSpan, file_size, order_rows
 from gateway.timefmt import format_iso, parse_time_ns
+
+# Rows of the chunks read so far kept for the sorter, should they turn out to be out of order:
+# beyond them the logs are read again to be sorted (about 7 MB of columns).
+KEEP_ROWS = 1 << 19
+
+# Sorted chunks merged ahead of the cores (each some 2 MB): a merge round's worth.
+SORTED_AHEAD = 8
 
 T = TypeVar("T")
 I64 = npt.NDArray[np.int64]
@@ -99,6 +108,8 @@ class BatchResult:
     holes: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     # Per meter, its logs' windows joined: where the logs say someone watched.
     windows: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    # Per log (by path), each meter's rows in it and the window it says it watched.
+    spans: dict[str, dict[str, LogSpan]] = field(default_factory=dict)
 
 
 CoreFactory = Callable[[str, int], MeterCore]
@@ -202,8 +213,8 @@ class _Feeder:
         return t, lv
 
     def feed(self, names: Sequence[str], chunk: Chunk, *, check_order: bool) -> None:
-        meter_ids = np.unique(chunk.meter) if len(names) > 1 else np.array([chunk.meter[0]])
-        for meter_id in meter_ids.tolist():
+        meter_ids = chunk.meter_ids() if len(names) > 1 else [int(chunk.meter[0])]
+        for meter_id in meter_ids:
             if len(meter_ids) > 1:
                 rows = chunk.meter == meter_id
                 t, ch, lv = chunk.t_ns[rows], chunk.channel[rows], chunk.level[rows]
@@ -273,12 +284,13 @@ def replay_logs(
     """
     make_core = make_core or _fresh_cores(settings or {})
     try:
-        return _replay(paths, make_core, progress, finish=finish)
+        with RunSorter(spill_dir) as sorter:
+            return _replay(paths, make_core, progress, finish=finish, sorter=sorter)
     except _NeedsSort:
         pass
     # Out of the handler, whose traceback would hold the first pass (its cores, its last chunk).
     with RunSorter(spill_dir) as sorter:
-        return _replay(paths, make_core, progress, finish=finish, sorter=sorter)
+        return _replay(paths, make_core, progress, finish=finish, sorter=sorter, sort=True)
 
 
 def _windows(scanners: list[LogScanner]) -> dict[str, tuple[int | None, int | None]]:
@@ -336,8 +348,8 @@ def _holes(
 
 def _row_ranges(names: list[str], chunk: Chunk, seen: dict[str, tuple[int, int]]) -> None:
     """Widen each meter's (first, last) row times in one log by a chunk's rows."""
-    ids = np.unique(chunk.meter)
-    for meter_id in ids.tolist():
+    ids = chunk.meter_ids()
+    for meter_id in ids:
         t = chunk.t_ns if len(ids) == 1 else chunk.t_ns[chunk.meter == meter_id]
         name = names[meter_id]
         lo, hi = int(t.min()), int(t.max())
@@ -357,9 +369,12 @@ def _replay(
     progress: Callable[[int, int, int], None] | None,
     *,
     finish: bool,
-    sorter: RunSorter | None = None,
+    sorter: RunSorter,
+    sort: bool = False,
 ) -> BatchResult:
-    """Read the logs; feed each chunk as it comes, or with a ``sorter`` all rows sorted."""
+    """Read the logs; feed each chunk as it comes, or (``sort``, or once rows come out of
+    order) all rows through the ``sorter``. Raise _NeedsSort when rows came out of order after
+    more than :data:`KEEP_ROWS` rows were read: the caller reads them again, sorting."""
     total = sum(file_size(p) for p in paths)
     done_before = 0
     rows = 0
@@ -372,8 +387,23 @@ def _replay(
         started[name] = start
         return make_core(name, first_ns if start is None else min(start, first_ns))
 
-    feeder = _Feeder(starting_at, incremental=sorter is None)
+    feeder = _Feeder(starting_at, incremental=not sort)
     log_rows: list[dict[str, tuple[int, int]]] = []  # per log, each meter's first and last row
+    kept: list[Chunk] | None = None if sort else []  # read so far, while few: None once not
+    kept_rows = 0
+
+    def start_sorting() -> _Feeder:
+        """Hand the chunks read so far to the sorter; return a feeder for the sorted rows."""
+        nonlocal sort, kept
+        if kept is None:
+            raise _NeedsSort  # too much was read to keep: the caller reads it all again
+        sort = True
+        started.clear()
+        for old in kept:
+            sorter.add(old)
+        kept = None
+        return _Feeder(starting_at, incremental=False)
+
     for path in paths:
         scanner = LogScanner(path)
         scanners.append(scanner)
@@ -392,31 +422,45 @@ def _replay(
                 chunk.meter = np.array(local_to_global, np.int32)[chunk.meter]
             rows += len(chunk.t_ns)
             _row_ranges(names, chunk, seen)
-            if sorter is not None:
+            if sort:
                 sorter.add(chunk)
                 continue
+            if kept is not None:
+                kept_rows += len(chunk.t_ns)
+                if kept_rows <= KEEP_ROWS:
+                    kept.append(chunk)
+                else:
+                    kept = None
             if not started_log:
                 started_log = True
                 meta = scanner.metadata
                 feeder.log_start(parse_time_ns(meta["start"]) if "start" in meta else None)
-            feeder.feed(names, chunk, check_order=True)
+            try:
+                feeder.feed(names, chunk, check_order=True)
+            except _NeedsSort:
+                feeder = start_sorting()
         if started_log:
             meta = scanner.metadata
             feeder.log_end(parse_time_ns(meta["end"]) if "end" in meta else None)
         done_before += file_size(path)
     windows = _windows(scanners)
     log_windows = _log_windows(scanners, log_rows)
-    if sorter is None:
-        if any(windows[name][0] != start for name, start in started.items()):
-            raise _NeedsSort  # a later log moved a meter's start back: start again, knowing it
-        for name in feeder.cores:
-            if feeder.marked[name] != _holes(log_windows[name], feeder.covered[name]):
-                raise _NeedsSort  # a later log covered a hole already marked: start again
-    if sorter is not None:
+    if not sort and (
+        # A later log moved a meter's start back, or covered a hole already marked: start
+        # again, knowing it.
+        any(windows[name][0] != start for name, start in started.items())
+        or any(
+            feeder.marked[name] != _holes(log_windows[name], feeder.covered[name])
+            for name in feeder.cores
+        )
+    ):
+        feeder = start_sorting()
+    if sort:
         # Each meter's rows in time order, chunk by chunk: the core's result does not depend
         # on where the chunks are cut. The holes between the logs are known whole by now.
-        for chunk in sorter.chunks():
-            for meter_id in np.unique(chunk.meter).tolist():
+        # Merged in a thread, a few chunks ahead: the next block is merged while one is fed.
+        for chunk in prefetch(sorter.chunks(), depth=SORTED_AHEAD):
+            for meter_id in chunk.meter_ids():
                 name = names[meter_id]
                 if name not in feeder.cores:
                     first = int(chunk.t_ns[chunk.meter == meter_id].min())
@@ -431,7 +475,7 @@ def _replay(
         batch = core.finish(end, keep_open=not finish)
         if batch is not None:
             intervals[name] = batch
-    sort_runs = 0 if sorter is None else max(1, len(sorter.runs))
+    sort_runs = 0 if not sort else max(1, len(sorter.runs))
     return BatchResult(
         feeder.cores,
         intervals,
@@ -441,6 +485,10 @@ def _replay(
         feeder.skipped,
         holes={name: list(marked) for name, marked in feeder.marked.items()},
         windows={name: log_windows[name] for name in feeder.cores},
+        spans={
+            scanner.path: scanner.spans(seen)
+            for scanner, seen in zip(scanners, log_rows, strict=True)
+        },
     )
 
 

@@ -79,6 +79,12 @@ class Chunk:
     channel: npt.NDArray[np.int8]  # 0: `10`, 1: `1K`
     level: npt.NDArray[np.int8]
 
+    def meter_ids(self) -> list[int]:
+        """Return the meter indices present, ascending."""
+        # Indices are small: counting them is one pass, where np.unique sorts the column (and
+        # its first call imports numpy.ma).
+        return np.flatnonzero(np.bincount(self.meter)).tolist()
+
 
 @dataclass
 class LogScanner:
@@ -97,6 +103,19 @@ class LogScanner:
             index = self._meter_index[name] = len(self.meters)
             self.meters.append(name)
         return index
+
+    def spans(self, rows: dict[str, tuple[int, int]]) -> dict[str, LogSpan]:
+        """Return each meter's :class:`LogSpan` in this log, read whole, given its (first, last)
+        row times."""
+        meta = self.metadata
+        start = parse_time_ns(meta["start"]) if "start" in meta else None
+        end = parse_time_ns(meta["end"]) if "end" in meta else None
+        return {
+            name: LogSpan(
+                lo, hi, lo if start is None else min(start, lo), hi if end is None else max(end, hi)
+            )
+            for name, (lo, hi) in rows.items()
+        }
 
     def chunks(self, progress: Callable[[int], None] | None = None) -> Iterator[Chunk]:
         """Yield the log's rows chunk by chunk; ``progress`` gets bytes of the file read."""
@@ -379,25 +398,16 @@ def check_logs(paths: Sequence[str]) -> dict[str, dict[str, LogSpan]]:
     spans: dict[str, dict[str, LogSpan]] = {}
     for path in paths:
         scanner = LogScanner(path)
-        rows: dict[int, tuple[int, int]] = {}
+        rows: dict[str, tuple[int, int]] = {}
         for chunk in scanner.chunks():
-            ids = np.unique(chunk.meter)
-            for meter_id in ids.tolist():
+            ids = chunk.meter_ids()
+            for meter_id in ids:
                 t = chunk.t_ns if len(ids) == 1 else chunk.t_ns[chunk.meter == meter_id]
                 lo, hi = int(t.min()), int(t.max())
-                old = rows.get(meter_id)
-                rows[meter_id] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
-        meta = scanner.metadata
-        start = parse_time_ns(meta["start"]) if "start" in meta else None
-        end = parse_time_ns(meta["end"]) if "end" in meta else None
-        found = spans.setdefault(path, {})
-        for meter_id, (lo, hi) in rows.items():
-            found[scanner.meters[meter_id]] = LogSpan(
-                lo,
-                hi,
-                lo if start is None else min(start, lo),
-                hi if end is None else max(end, hi),
-            )
+                name = scanner.meters[meter_id]
+                old = rows.get(name)
+                rows[name] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
+        spans.setdefault(path, {}).update(scanner.spans(rows))
     return spans
 
 

@@ -42,6 +42,18 @@ _SQLITE_ENGINES: dict[str, Engine] = {}
 _SQLITE_ENGINES_LOCK = threading.Lock()
 
 
+def sqlite_path(url: str) -> str | None:
+    """Return the file an SQLite URL names; None for another database, or one in memory (an
+    unparsable URL too: opening it says what is wrong)."""
+    try:
+        parsed = make_url(url)
+    except (SQLAlchemyError, ValueError):
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return parsed.database
+
+
 def holds_open(path: str) -> bool:
     """Return whether this process has the SQLite file at ``path`` open (and so holds it)."""
     engine = _SQLITE_ENGINES.get(os.path.realpath(path))
