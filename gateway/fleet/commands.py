@@ -279,15 +279,6 @@ BILL_KEYS = (
 # -- export ----------------------------------------------------------------------------------
 
 
-def _time(option: str, text: str | None) -> int | None:
-    if text is None:
-        return None
-    try:
-        return parse_time_ns(text)
-    except ValueError as exc:
-        raise ConfigError(f"{option}: {exc}") from None
-
-
 def fleet_export(
     database: FleetDatabase,
     gateway: str | None,
@@ -297,10 +288,12 @@ def fleet_export(
     fmt: str,
     out: TextIO,
 ) -> None:
-    from gateway.commands.database import EXPORT_COLUMNS, interval_csv_row
+    from gateway.commands.database import EXPORT_COLUMNS, export_window, interval_csv_row
     from gateway.fleet import readback
 
-    start_ns, end_ns = _time("--from", start), _time("--to", end)
+    # The gateway's own rules: a date is that UTC day (``--to`` includes it), a time as given.
+    window = export_window(start, end, None)
+    start_ns, end_ns = window.start_ns, window.end_ns
     engine = database.engine
     if (gateway or meter) and not readback.meters(engine, gateway, meter):
         raise ConfigError(

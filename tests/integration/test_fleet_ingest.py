@@ -170,3 +170,32 @@ def test_any_quality_text_is_stored_as_sent(database_url: str) -> None:
         assert got == [(q[:16],) for q in qualities]
     finally:
         database.close()
+
+
+def test_export_takes_a_date_as_the_gateways_export_does(database_url: str) -> None:
+    """``--from``/``--to`` dates are whole UTC days (``--to`` included), as on a gateway."""
+    import io
+
+    import pytest
+
+    from gateway.errors import ConfigError
+    from gateway.fleet.commands import fleet_export
+
+    database = FleetDatabase(database_url)
+    try:
+        # Oct 31 23:45, then Nov 1 and Nov 2 (96 intervals a day), from one gateway and meter.
+        items = [interval(k + 2, k, 10) for k in range(-1, 2 * 96)]
+        Ingest().ingest(database.engine, items, time.time_ns())
+
+        def exported(start: str | None, end: str | None) -> list[str]:
+            out = io.StringIO()
+            fleet_export(database, None, None, start, end, "csv", out)
+            return [line.split(",")[2] for line in out.getvalue().splitlines()[1:]]  # start
+
+        nov1 = exported("2026-11-01", "2026-11-01")
+        assert len(nov1) == 96 and nov1[0] == "2026-11-01T00:00:00Z"
+        assert nov1 == exported("2026-11-01T00:00:00Z", "2026-11-02T00:00:00Z")
+        with pytest.raises(ConfigError, match="--from 2026-11-02 is not before --to"):
+            exported("2026-11-02", "2026-11-01")
+    finally:
+        database.close()
