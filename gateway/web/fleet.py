@@ -22,7 +22,6 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from gateway.errors import ConfigError
 from gateway.fleet import readback
 from gateway.fleet.commands import fleet_bill, fleet_export, status_json
 from gateway.fleet.config import CollectorSettings, database_url
@@ -35,6 +34,7 @@ from gateway.web.provider import (
     DAY_NS,
     DAYS_AT_A_GLANCE,
     NotFound,
+    NotReady,
     Provider,
     day_query,
 )
@@ -187,7 +187,7 @@ class FleetProvider(Provider):
         with self._lock:
             if self._database is None:
                 if not self.pulse.started:
-                    raise ConfigError("the collector is starting: try again in a moment")
+                    raise NotReady("the collector is starting: try again in a moment")
                 self._database = FleetDatabase(self.url, upgrade=False)
             return self._database
 

@@ -40,9 +40,13 @@ class NotFound(LookupError):
     """A meter (or anything else asked for by name) that is not there: a 404."""
 
 
+class NotReady(RuntimeError):
+    """Nothing to serve yet (the collector still opening its database): a 503, try again."""
+
+
 class Provider(ABC):
     """What the web server serves. Every method may raise ConfigError (a 400: bad query
-    values, named) or NotFound (a 404); it must not block on the loop."""
+    values, named), NotFound (a 404) or NotReady (a 503); it must not block on the loop."""
 
     title: str
     holder: SnapshotHolder

@@ -36,7 +36,7 @@ from gateway.config import WebSettings, is_localhost, listen_address
 from gateway.errors import ConfigError
 from gateway.web import pages
 from gateway.web.metrics import registry
-from gateway.web.provider import NotFound, Provider
+from gateway.web.provider import NotFound, NotReady, Provider
 
 logger = logging.getLogger(__name__)
 
@@ -270,6 +270,8 @@ class Handler(BaseHTTPRequestHandler):
             self._send_text(exc.status, f"{exc}\n")
         except NotFound as exc:
             self._send_text(HTTPStatus.NOT_FOUND, f"{exc}\n")
+        except NotReady as exc:
+            self._send_text(HTTPStatus.SERVICE_UNAVAILABLE, f"{exc}\n", {"Retry-After": "2"})
         except ConfigError as exc:
             self._send_text(HTTPStatus.BAD_REQUEST, f"{exc}\n")
         except (BrokenPipeError, ConnectionResetError, TimeoutError, ssl.SSLError):

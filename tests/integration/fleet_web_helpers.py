@@ -53,7 +53,7 @@ def _settled(dirs: dict[str, Path], url: str) -> bool:
     return set(got_i) == intervals and set(got_r) == reads and len(got_i) == len(intervals)
 
 
-def _web_url(collector: CollectorProcess) -> str | None:
+def web_url(collector: CollectorProcess) -> str | None:
     assert collector.proc is not None
     if collector.proc.poll() is not None:
         raise AssertionError(f"the collector exited: {collector.log.read_text()}")
@@ -91,7 +91,7 @@ def running_fleet(directory: Path) -> Iterator[Fleet]:
     collector = CollectorProcess(config).start()
     gateways: dict[str, Gateway] = {}
     try:
-        url = wait_for(lambda: _web_url(collector), 30, "the fleet page's address")
+        url = wait_for(lambda: web_url(collector), 30, "the fleet page's address")
         dirs: dict[str, Path] = {}
         for gw, meters in FLEET.items():
             dirs[gw] = directory / gw

@@ -183,3 +183,51 @@ def test_collect_web_refuses_beyond_localhost_without_a_token(tmp_path) -> None:
     result = run_cli("collect", "--config", str(config))
     assert result.returncode == 2 and f"{config}: web.listen" in result.stderr
     assert not (tmp_path / "f.db").exists()
+
+
+def test_beyond_localhost_the_fleet_page_requires_its_token(tmp_path) -> None:
+    """The collector's page follows the gateway's rules: bound beyond localhost, nothing is
+    served without the token (header, or the cookie ``?token=`` sets), and none of it is logged;
+    without a token file such an address is refused at start."""
+    from fleet_helpers import CollectorProcess, collector_config
+    from fleet_web_helpers import web_url
+    from mqtt_helpers import Broker
+
+    token = "fleet-token-0123456789abcdef"
+    (tmp_path / "token").write_text(token + "\n")
+    broker = Broker(tmp_path / "broker")
+    broker.directory.mkdir()
+    broker.start()
+    db = f"sqlite:///{tmp_path / 'fleet.db'}"
+    web = f'\n[web]\nlisten = "127.0.0.2:0"\ntoken_file = "{tmp_path / "token"}"\n'
+    collector = CollectorProcess(collector_config(tmp_path, broker, db, "c-tok", web)).start()
+    try:
+        url = wait_for(lambda: web_url(collector), 30, "the fleet page's address")
+        assert url.startswith("http://127.0.0.2:")
+        for path in ("/", "/api/status", "/api/bill", "/events", "/metrics", "/meter/gw/m"):
+            status, headers, body = request(url, path)
+            assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer"), path
+            assert token not in body.decode()
+        assert request(url, "/api/status", headers={"Authorization": "Bearer nope"})[0] == 401
+        good = {"Authorization": f"Bearer {token}"}
+
+        def answered() -> bool:  # a 503 (Retry-After) until the collector has its database
+            status, headers, _ = request(url, "/api/status", headers=good)
+            assert status in (200, 503), status
+            assert status == 200 or headers["Retry-After"] == "2"
+            return status == 200
+
+        wait_for(answered, 30, "the fleet's status behind the token")
+        status, headers, _ = request(url, f"/?token={token}")
+        assert status == 200 and "HttpOnly" in headers["Set-Cookie"]
+        jar = {"Cookie": headers["Set-Cookie"].split(";")[0]}
+        assert request(url, "/metrics", headers=jar)[0] == 200
+    finally:
+        code = collector.stop()
+        broker.stop()
+    assert code == 0, collector.log.read_text()
+    assert token not in collector.log.read_text()
+    # Beyond localhost without a token file (or certificates): refused, named, nothing opened.
+    bare = collector_config(tmp_path, broker, db, "c-bare", '\n[web]\nlisten = "127.0.0.2:0"\n')
+    result = run_cli("collect", "--config", str(bare), cwd=tmp_path)
+    assert result.returncode == 2 and "web.listen" in result.stderr, result.stderr
