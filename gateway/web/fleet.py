@@ -31,12 +31,12 @@ from gateway.timeline import clock_synchronized
 from gateway.web import pages
 from gateway.web.metrics import FleetCollector
 from gateway.web.provider import (
-    DAY_NS,
-    DAYS_AT_A_GLANCE,
     NotFound,
     NotReady,
     Provider,
     day_query,
+    days_at_a_glance,
+    glance_window,
 )
 from gateway.web.snapshot import GatewaySnapshot, SnapshotHolder
 
@@ -312,18 +312,8 @@ class FleetProvider(Provider):
         # "Today" is the meter's own day (UTC): that of its last interval, else the wall clock's.
         end = card["last_interval_end"]
         reference_ns = parse_time_ns(end) - 1 if end else time.time_ns()
-        today_ns = reference_ns // DAY_NS * DAY_NS
-        from_ns = today_ns - (DAYS_AT_A_GLANCE - 1) * DAY_NS
+        today_ns, from_ns = glance_window(reference_ns)
         rows = self._intervals(gateway, meter, format_iso(from_ns, 0))
-        days: dict[str, dict[str, Any]] = {}
-        for row in rows:
-            day = row["start"][:10]
-            entry = days.setdefault(day, {"day": day, "energy_wh": 0, "intervals": 0})
-            entry["energy_wh"] += row["energy_wh"]
-            entry["intervals"] += 1
-            entry["quality"] = (
-                row["quality"] if entry.get("quality") in (None, "complete") else entry["quality"]
-            )
         reads = [
             {k: v for k, v in payload.items() if k != "seq"}  # as the fleet's bill prints them
             for _g, _m, payload in readback.reads(database.engine, gateway, meter)
@@ -334,7 +324,7 @@ class FleetProvider(Provider):
             "status": card,
             "today": format_iso(today_ns, 0)[:10],
             "intervals": [r for r in rows if parse_time_ns(r["start"]) >= today_ns],
-            "days": list(days.values()),
+            "days": days_at_a_glance(rows),
             "reads": reads,
             "current_period": card["current_period"],
         }

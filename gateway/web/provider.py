@@ -172,18 +172,8 @@ class GatewayProvider(Provider):
         # "Today" is the meter's own day (UTC): a replayed log's, or the wall clock's.
         last = [parse_time_ns(t) for t in status["last_edge"].values() if t]
         reference_ns = max(last) if last else time.time_ns()
-        today_ns = reference_ns // DAY_NS * DAY_NS
-        from_ns = today_ns - (DAYS_AT_A_GLANCE - 1) * DAY_NS
+        today_ns, from_ns = glance_window(reference_ns)
         rows = intervals(self.url, name, format_iso(from_ns, 0), None)
-        days: dict[str, dict[str, Any]] = {}
-        for row in rows:
-            day = row["start"][:10]
-            entry = days.setdefault(day, {"day": day, "energy_wh": 0, "intervals": 0})
-            entry["energy_wh"] += row["energy_wh"]
-            entry["intervals"] += 1
-            entry["quality"] = (
-                row["quality"] if entry.get("quality") in (None, "complete") else entry["quality"]
-            )
         with self._lock:
             reads = [determinants(r) for r in stored_reads(self._db(), name)]
         since = reads[-1] if reads else None
@@ -196,7 +186,7 @@ class GatewayProvider(Provider):
             "status": status,
             "today": format_iso(today_ns, 0)[:10],
             "intervals": [r for r in rows if parse_time_ns(r["start"]) >= today_ns],
-            "days": list(days.values()),
+            "days": days_at_a_glance(rows),
             "reads": reads,
             "current_period": running,
         }
@@ -215,6 +205,28 @@ class GatewayProvider(Provider):
 
 
 DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+
+
+def glance_window(reference_ns: int) -> tuple[int, int]:
+    """Return the start of the day holding ``reference_ns`` (UTC) and of the first day a meter
+    page shows, :data:`DAYS_AT_A_GLANCE` days in all."""
+    today_ns = reference_ns // DAY_NS * DAY_NS
+    return today_ns, today_ns - (DAYS_AT_A_GLANCE - 1) * DAY_NS
+
+
+def days_at_a_glance(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sum intervals (as :func:`intervals` gives them) per UTC day: energy, how many, and the
+    first quality worse than complete."""
+    days: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        day = row["start"][:10]
+        entry = days.setdefault(day, {"day": day, "energy_wh": 0, "intervals": 0})
+        entry["energy_wh"] += row["energy_wh"]
+        entry["intervals"] += 1
+        entry["quality"] = (
+            row["quality"] if entry.get("quality") in (None, "complete") else entry["quality"]
+        )
+    return list(days.values())
 
 
 def day_query(text: str | None, after: int) -> str | None:
