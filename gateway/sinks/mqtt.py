@@ -518,8 +518,6 @@ class MqttPublisher(Publisher):
         if connected and (fresh or self._outbox_dirty):
             self._outbox_dirty = False
             self._drain_outbox()
-        if connected and self._resending:
-            self._send_resends()
         accepted = []
         for command in commands:
             if command.name in self.settings.commands and command.meter in {
@@ -530,10 +528,14 @@ class MqttPublisher(Publisher):
                 logger.warning("ignored command %s for %s", command.name, command.meter)
             else:
                 logger.debug("ignored command %s for %s", command.name, command.meter)
-        return self._answer_resends(accepted)
+        others = self._queue_resends(accepted)
+        if connected and self._resending:
+            self._send_resends()
+        return others
 
-    def _answer_resends(self, commands: list[Command]) -> list[Command]:
-        """Answer re-send requests (gateway/sinks/resend.py); return the other commands."""
+    def _queue_resends(self, commands: list[Command]) -> list[Command]:
+        """Queue the answers to re-send requests (gateway/sinks/resend.py); return the other
+        commands."""
         from gateway.sinks.resend import answer_resend
 
         for command in commands:
@@ -549,8 +551,6 @@ class MqttPublisher(Publisher):
                     self.outbox.database, command.meter, command.payload
                 ):
                     self._resending.append((f"{self.base}/{command.meter}/{kind}", text))
-        if self._resending and self.connected:
-            self._send_resends()
         return [command for command in commands if command.name != "resend"]
 
     def _send_resends(self) -> None:
