@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 import time
 
+import pytest
 from sqlalchemy import text
 
+from gateway.errors import ConfigError
+from gateway.fleet.commands import fleet_export
 from gateway.fleet.database import FleetDatabase
 from gateway.fleet.ingest import (
     GAP_GRACE_S,
@@ -174,13 +178,6 @@ def test_any_quality_text_is_stored_as_sent(database_url: str) -> None:
 
 def test_export_takes_a_date_as_the_gateways_export_does(database_url: str) -> None:
     """``--from``/``--to`` dates are whole UTC days (``--to`` included), as on a gateway."""
-    import io
-
-    import pytest
-
-    from gateway.errors import ConfigError
-    from gateway.fleet.commands import fleet_export
-
     database = FleetDatabase(database_url)
     try:
         # Oct 31 23:45, then Nov 1 and Nov 2 (96 intervals a day), from one gateway and meter.

@@ -9,8 +9,9 @@ import json
 import re
 
 import pytest
-from fleet_web_helpers import Fleet, running_fleet
-from mqtt_helpers import wait_for
+from fleet_helpers import CollectorProcess, collector_config
+from fleet_web_helpers import Fleet, running_fleet, web_url
+from mqtt_helpers import Broker, wait_for
 from web_helpers import get_json, request, run_cli
 
 
@@ -189,10 +190,6 @@ def test_beyond_localhost_the_fleet_page_requires_its_token(tmp_path) -> None:
     """The collector's page follows the gateway's rules: bound beyond localhost, nothing is
     served without the token (header, or the cookie ``?token=`` sets), and none of it is logged;
     without a token file such an address is refused at start."""
-    from fleet_helpers import CollectorProcess, collector_config
-    from fleet_web_helpers import web_url
-    from mqtt_helpers import Broker
-
     token = "fleet-token-0123456789abcdef"
     (tmp_path / "token").write_text(token + "\n")
     broker = Broker(tmp_path / "broker")
